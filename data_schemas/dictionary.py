@@ -1,0 +1,122 @@
+"""Render the human-readable data dictionary and empty CSV templates from the contract.
+
+``DATA_DICTIONARY.md`` and ``templates/*.csv`` are generated (``make dictionary``); a test
+fails when the committed copies differ from what the contract produces.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pandas as pd
+import pandera.pandas as pa
+
+from data_schemas import CONTRACTS, TableContract
+from data_schemas.rules import rule_texts
+from data_schemas.vocab import SYNONYMS
+
+TYPE_NAMES = {
+    "str": "text",
+    "float64": "number",
+    "datetime64[ns]": "date (YYYY-MM-DD)",
+    "boolean": "yes/no",
+}
+
+
+def _allowed(column: pa.Column) -> str:
+    parts = []
+    for check in column.checks:
+        stats = check.statistics or {}
+        if check.name == "isin":
+            parts.append(" \\| ".join(f"`{v}`" for v in stats["allowed_values"]))
+        elif check.name == "greater_than_or_equal_to":
+            parts.append(f">= {stats['min_value']}")
+        elif check.name == "less_than_or_equal_to":
+            parts.append(f"<= {stats['max_value']}")
+        elif check.name == "str_length":
+            parts.append("non-empty")
+        elif check.name in ("whole_score", "whole_number", "whole_years"):
+            parts.append("whole number")
+    if column.unique:
+        parts.append("unique")
+    return ", ".join(parts)
+
+
+def _table_section(contract: TableContract) -> list[str]:
+    schema = contract.schema()
+    status = "required" if contract.required else "optional"
+    doc = inspect.cleandoc(contract.model.__doc__ or "")
+    lines = [
+        f"## `{contract.name}` ({status}): `{contract.name}.csv` or `{contract.name}.parquet`",
+        "",
+        doc,
+        "",
+        "| column | type | required | may be empty | allowed | description |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, column in schema.columns.items():
+        lines.append(
+            f"| `{name}` | {TYPE_NAMES.get(str(column.dtype), str(column.dtype))} "
+            f"| {'yes' if column.required else 'no'} | {'yes' if column.nullable else 'no'} "
+            f"| {_allowed(column)} | {column.description or ''} |"
+        )
+    if contract.name == "sessions":
+        lines += ["", "(patient_id, session_number) is unique."]
+    lines += ["", "Rules (check name: rule):", ""]
+    lines += [
+        f"- `{name}`: {text}" for name, text in sorted(rule_texts(contract.in_context).items())
+    ]
+    return [*lines, ""]
+
+
+def _synonyms_section() -> list[str]:
+    lines = [
+        "## Normalisation before validation",
+        "",
+        "Cells are trimmed; the values `''`, `NA`, `N/A`, `null`, `NaN` mean missing. Coded "
+        "columns are case-folded and spaces or hyphens become underscores, then these "
+        "synonyms are mapped (nothing else is guessed):",
+        "",
+        "| column | accepted | becomes |",
+        "|---|---|---|",
+    ]
+    for column in sorted(SYNONYMS):
+        if column == "secondary_problem_area":
+            continue
+        for accepted, canonical in sorted(SYNONYMS[column].items()):
+            lines.append(f"| `{column}` | `{accepted}` | `{canonical}` |")
+    lines += [
+        "",
+        "Dates are ISO (`YYYY-MM-DD`) unless `--date-format` is given (e.g. `%d/%m/%Y`); a "
+        "non-ISO date is never guessed. Yes/no columns accept yes/no, true/false, y/n, 1/0. "
+        "Column names match case-insensitively; extra columns are kept as covariates and "
+        "their names are made formula-safe (`Employment Status` -> `employment_status`).",
+        "",
+        "Line numbers in the validation report are source lines of the CSV file (header = "
+        "line 1); for Parquet they are 1-based row numbers.",
+        "",
+    ]
+    return lines
+
+
+def render_dictionary() -> str:
+    """The data dictionary as Markdown."""
+    lines = [
+        "# Data dictionary",
+        "",
+        "Generated from the pandera models in `data_schemas/` by `make dictionary`; "
+        "do not edit by hand. A study folder (DATA_DIR) holds one file per table.",
+        "",
+    ]
+    for contract in CONTRACTS.values():
+        lines += _table_section(contract)
+    lines += _synonyms_section()
+    return "\n".join(lines)
+
+
+def template_frames() -> dict[str, pd.DataFrame]:
+    """An empty frame per table with every contract column, for clinics to fill in."""
+    return {
+        name: pd.DataFrame(columns=list(contract.schema().columns))
+        for name, contract in CONTRACTS.items()
+    }

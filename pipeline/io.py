@@ -1,0 +1,226 @@
+"""Reading a study folder and writing results: the only module (with ``report``) that
+touches the disk.
+
+A study folder (DATA_DIR) holds one file per table, ``NAME.csv`` or ``NAME.parquet``.
+CSV files are read as text, exactly as written, so that the validator can quote the
+original value of a faulty cell and the quarantine can hold the rejected row unchanged.
+Every row keeps its source line number (1-based, the header is line 1) as the index; for
+Parquet files the index is the 1-based row number.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+DELIMITERS = (",", ";", "\t")
+
+
+class InputError(Exception):
+    """The input cannot be used at all (exit code 2): missing file, empty, bad encoding."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclass(frozen=True)
+class RawTable:
+    """One input table as read, before any cleaning.
+
+    Attributes
+    ----------
+    name : str
+        Table name (``patients``, ``sessions``, ``followups``).
+    path : Path
+        File it was read from.
+    frame : pandas.DataFrame
+        Cells as text for CSV (empty cells are ``""``), native types for Parquet; the index is
+        the source line (CSV) or row number (Parquet).
+    blank_lines : int
+        Blank lines skipped in a CSV file (they hold no record).
+    """
+
+    name: str
+    path: Path
+    frame: pd.DataFrame
+    blank_lines: int = 0
+
+
+def find_table(data_dir: Path, name: str) -> Path | None:
+    """Return the file holding table ``name`` in ``data_dir``, or None when absent."""
+    found = [p for p in (data_dir / f"{name}.csv", data_dir / f"{name}.parquet") if p.exists()]
+    if len(found) > 1:
+        raise InputError(data_dir, f"both {name}.csv and {name}.parquet exist; keep one")
+    return found[0] if found else None
+
+
+def read_table(path: Path, name: str) -> RawTable:
+    """Read one table file (CSV or Parquet) without changing any value."""
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.suffix == ".parquet":
+        return _read_parquet(path, name)
+    return _read_csv(path, name)
+
+
+def _read_parquet(path: Path, name: str) -> RawTable:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise InputError(path, f"not a readable Parquet file ({exc})") from exc
+    if len(frame.columns) == 0:
+        raise InputError(path, "the file has no columns")
+    frame.index = pd.RangeIndex(1, len(frame) + 1, name="line")
+    if frame.empty:
+        raise InputError(path, "the file has no data rows")
+    return RawTable(name, path, frame)
+
+
+def _decode(path: Path) -> str:
+    data = path.read_bytes()
+    if not data.strip():
+        raise InputError(path, "the file is empty")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            path,
+            f"not UTF-8 text (undecodable byte at position {exc.start}); "
+            "save the file as UTF-8 (CSV UTF-8 in Excel) and try again",
+        ) from exc
+
+
+def detect_delimiter(header_line: str) -> str:
+    """Pick the delimiter (``,``, ``;`` or tab) that splits the header into most fields."""
+    counts = {d: header_line.count(d) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] > 0 else ","
+
+
+def _read_csv(path: Path, name: str) -> RawTable:
+    text = _decode(path)
+    header_line = text.splitlines()[0]
+    delimiter = detect_delimiter(header_line)
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text),
+            sep=delimiter,
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            skip_blank_lines=False,
+        )
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise InputError(path, f"not a readable CSV file ({exc})") from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    lines = _record_lines(text, delimiter, len(frame))
+    frame.index = pd.Index(lines, name="line")
+    blank = (frame == "").all(axis=1) if len(frame.columns) > 1 else frame.iloc[:, 0].eq("")
+    blank_lines = int(blank.sum())
+    frame = frame.loc[~blank]
+    if frame.empty:
+        raise InputError(path, "the file has a header but no data rows")
+    return RawTable(name, path, frame, blank_lines)
+
+
+def _record_lines(text: str, delimiter: str, n_records: int) -> list[int]:
+    """Source line on which each record starts (header = line 1).
+
+    Quoted fields may span lines, so the line numbers are counted by the csv module
+    whenever a line break appears inside quotes; otherwise record ``i`` is on line ``i + 2``.
+    """
+    if '"' not in text:
+        return list(range(2, n_records + 2))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    starts: list[int] = []
+    previous_end = 0
+    for _row in reader:
+        starts.append(previous_end + 1)
+        previous_end = reader.line_num
+    return starts[1 : n_records + 1]
+
+
+def read_study(data_dir: Path, names: tuple[str, ...], required: tuple[str, ...]) -> dict[
+    str, RawTable
+]:
+    """Read the tables of a study folder; a missing required table is an ``InputError``."""
+    if not data_dir.is_dir():
+        raise InputError(data_dir, "not a folder")
+    tables: dict[str, RawTable] = {}
+    for name in names:
+        path = find_table(data_dir, name)
+        if path is None:
+            if name in required:
+                raise InputError(data_dir, f"required table '{name}' (.csv or .parquet) not found")
+            continue
+        tables[name] = read_table(path, name)
+        log.info("read %s: %d rows from %s", name, len(tables[name].frame), path.name)
+    return tables
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _for_csv(frame: pd.DataFrame) -> pd.DataFrame:
+    """Render whole-number float columns as integers and dates as ISO dates."""
+    out = frame.copy()
+    for column in out.columns:
+        series = out[column]
+        if pd.api.types.is_float_dtype(series.dtype):
+            values = series.dropna()
+            if len(values) and (values == values.round()).all():
+                out[column] = series.astype("Int64")
+        elif pd.api.types.is_datetime64_any_dtype(series.dtype):
+            out[column] = series.dt.strftime("%Y-%m-%d")
+    return out
+
+
+def write_csv(frame: pd.DataFrame, path: Path, index: bool = False) -> Path:
+    """Write a table as UTF-8 CSV with ``\\n`` line ends, byte-reproducibly."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _for_csv(frame).to_csv(path, index=index, lineterminator="\n", encoding="utf-8")
+    return path
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
+    """Write a table as Parquet (no pandas index)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def write_json(payload: Mapping[str, Any], path: Path) -> Path:
+    """Write JSON with sorted keys and a final newline, so reruns give the same bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def write_study(tables: Mapping[str, pd.DataFrame], out_dir: Path, fmt: str = "csv") -> list[Path]:
+    """Write each table of a study as ``NAME.csv`` or ``NAME.parquet`` in ``out_dir``."""
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"unknown format {fmt!r}; use csv or parquet")
+    written = []
+    for name, frame in tables.items():
+        path = out_dir / f"{name}.{fmt}"
+        written.append(write_csv(frame, path) if fmt == "csv" else write_parquet(frame, path))
+    return written

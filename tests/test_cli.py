@@ -1,0 +1,72 @@
+"""The command line: exit codes, outputs, and no traceback on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.cli import main
+from tests.conftest import StudyWriter, base_sessions
+
+
+def test_validate_valid_study_writes_report(write_study: StudyWriter, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["validate", str(write_study()), "--out", str(out)]) == 0
+    summary = json.loads((out / "validation" / "summary.json").read_text())
+    assert summary["tables"]["sessions"] == {
+        "file": "sessions.csv", "rows_in": 9, "rows_valid": 9, "rows_quarantined": 0,
+        "blank_lines_skipped": 0, "notes": []}
+    assert set(summary["inputs"]) == {"patients.csv", "sessions.csv", "followups.csv"}
+    assert (out / "validation" / "failure_cases.csv").exists()
+    assert (out / "validation" / "quarantine" / "sessions.csv").exists()
+    assert "validation OK" in capsys.readouterr().out
+
+
+def test_validate_exit_codes_follow_quarantine_share(write_study: StudyWriter,
+                                                     tmp_path: Path) -> None:
+    sessions = base_sessions()
+    sessions[1]["phq9"] = "99"  # 1 of 9 session rows = 11% quarantined
+    folder = write_study(sessions=sessions)
+    out = tmp_path / "o"
+    assert main(["validate", str(folder), "--out", str(out)]) == 1
+    assert main(["validate", str(folder), "--out", str(out), "--max-quarantine", "0.2"]) == 0
+    assert main(["validate", str(folder), "--out", str(out), "--max-quarantine", "0.2",
+                 "--strict"]) == 1
+    failures = pd.read_csv(out / "validation" / "failure_cases.csv")
+    assert failures[["table", "line", "column", "value", "check"]].values.tolist() == [
+        ["sessions", 3, "phq9", 99, "less_than_or_equal_to"]]
+    quarantine = pd.read_csv(out / "validation" / "quarantine" / "sessions.csv")
+    assert quarantine["line"].tolist() == [3]
+
+
+def test_unusable_input_exits_2_without_traceback(write_study: StudyWriter,
+                                                  tmp_path: Path) -> None:
+    folder = write_study()
+    (folder / "patients.csv").write_bytes("patient_id\nP\xe9\n".encode("latin-1"))
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "validate", str(folder), "--out", str(tmp_path)],
+        capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "patients.csv" in done.stderr and "UTF-8" in done.stderr
+
+
+def test_missing_folder_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_every_option_has_help() -> None:
+    from pipeline.cli import build_parser
+
+    parser = build_parser()
+    for action in parser._subparsers._group_actions[0].choices.values():  # type: ignore[union-attr]
+        for option in action._actions:
+            assert option.help, f"{action.prog}: {option.dest} has no help"

@@ -1,0 +1,98 @@
+"""Reading real-world files: BOM, delimiters, CRLF, quoting, encodings, Parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline import io, validate
+from tests.conftest import StudyWriter, base_sessions, to_csv
+
+
+def test_bom_semicolon_crlf_quoted_newline_keep_line_numbers(tmp_path: Path) -> None:
+    text = 'a;b\r\n1;"two\r\nlines"\r\n\r\n3;x\r\n'
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    table = io.read_table(path, "t")
+    assert list(table.frame.columns) == ["a", "b"]
+    # record 1 starts on line 2 and spans line 3; line 4 is blank; record 2 is on line 5
+    assert list(table.frame.index) == [2, 5]
+    assert table.frame.loc[5, "b"] == "x"
+    assert table.blank_lines == 1
+
+
+def test_tab_delimiter_detected(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("a\tb\n1\t2\n")
+    assert io.read_table(path, "t").frame.loc[2, "b"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "empty"),
+        (b"   \n", "empty"),
+        (b"a,b\n", "no data rows"),
+        ("a,b\n1,caf\u00e9\n".encode("latin-1"), "not UTF-8"),
+    ],
+)
+def test_unusable_files_raise_input_error(tmp_path: Path, content: bytes, problem: str) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes(content)
+    with pytest.raises(io.InputError, match=problem):
+        io.read_table(path, "t")
+
+
+def test_missing_required_table(write_study: StudyWriter) -> None:
+    folder = write_study()
+    (folder / "sessions.csv").unlink()
+    with pytest.raises(io.InputError, match="required table 'sessions'"):
+        io.read_study(folder, ("patients", "sessions"), ("patients", "sessions"))
+
+
+def test_both_csv_and_parquet_is_an_error(write_study: StudyWriter) -> None:
+    folder = write_study()
+    pd.DataFrame({"a": [1]}).to_parquet(folder / "sessions.parquet")
+    with pytest.raises(io.InputError, match="keep one"):
+        io.find_table(folder, "sessions")
+
+
+def test_missing_required_column_names_it(write_study: StudyWriter) -> None:
+    sessions = [{k: v for k, v in r.items() if k != "attendance"} for r in base_sessions()]
+    folder = write_study(sessions=sessions)
+    raw = io.read_study(folder, ("patients", "sessions"), ("patients", "sessions"))
+    with pytest.raises(io.InputError, match="required column\\(s\\) missing: attendance"):
+        validate.run(raw)
+
+
+def test_parquet_study_validates_like_csv(write_study: StudyWriter, tmp_path: Path) -> None:
+    folder = write_study()
+    as_csv = validate.run(io.read_study(folder, ("patients", "sessions", "followups"), ()))
+    pq = tmp_path / "pq"
+    pq.mkdir()
+    for name, typed in as_csv.tables.items():
+        typed.to_parquet(pq / f"{name}.parquet", index=False)
+    as_pq = validate.run(io.read_study(pq, ("patients", "sessions", "followups"), ()))
+    assert as_pq.failure_cases.empty
+    for name in as_csv.tables:
+        pd.testing.assert_frame_equal(
+            as_csv.tables[name].reset_index(drop=True), as_pq.tables[name].reset_index(drop=True),
+            check_dtype=False,
+        )
+
+
+def test_write_csv_is_byte_reproducible(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"x": [1.0, None, 3.0], "d": pd.to_datetime(["2024-01-01", None, None]),
+                          "y": [0.5, 1.25, None]})
+    first = io.write_csv(frame, tmp_path / "a.csv").read_bytes()
+    second = io.write_csv(frame, tmp_path / "b.csv").read_bytes()
+    assert first == second
+    assert first.decode().splitlines() == ["x,d,y", "1,2024-01-01,0.5", ",,1.25", "3,,"]
+
+
+def test_to_csv_helper_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "s.csv"
+    path.write_text(to_csv(base_sessions()))
+    assert len(io.read_table(path, "sessions").frame) == len(base_sessions())
