@@ -70,3 +70,27 @@ def test_every_option_has_help() -> None:
     for action in parser._subparsers._group_actions[0].choices.values():  # type: ignore[union-attr]
         for option in action._actions:
             assert option.help, f"{action.prog}: {option.dest} has no help"
+
+
+def test_demo_with_faults_every_fault_is_caught(tmp_path: Path) -> None:
+    data, out = tmp_path / "demo", tmp_path / "out"
+    assert main(["demo", "--out", str(data), "--patients", "300", "--with-faults"]) == 0
+    assert main(["validate", str(data), "--out", str(out), "--max-quarantine", "0.5"]) == 0
+    injected = pd.read_csv(data / "injected_faults.csv")
+    failures = pd.read_csv(out / "validation" / "failure_cases.csv")
+    for table in ("patients", "sessions", "followups"):
+        raw = pd.read_csv(data / f"{table}.csv", dtype=str)
+        raw.index = raw.index + 2  # source lines
+        failures_here = failures[failures["table"] == table]
+        flagged_ids = set(raw.loc[failures_here["line"], "patient_id"])
+        direct = failures_here[failures_here["check"] != "patient_quarantined"]
+        assert len(direct) >= (injected["table"] == table).sum()
+        for pid in injected.loc[injected["table"] == table, "patient_id"]:
+            assert pid in flagged_ids, f"{table}: fault for {pid} not caught"
+
+
+def test_demo_files_are_byte_identical_for_a_seed(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        assert main(["demo", "--out", str(tmp_path / name), "--patients", "200"]) == 0
+    for file in ("patients.csv", "sessions.csv", "followups.csv", "truth.json"):
+        assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
