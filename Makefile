@@ -11,6 +11,8 @@ SEED ?= 20261122
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo validate outcomes dictionary test lint clean
+CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG))
+DEMO_DEP := $(if $(filter data/demo,$(DATA)),data/demo/patients.csv)
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F ':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -29,8 +31,11 @@ data/demo/patients.csv: $(VENV)/.installed pipeline/demo.py
 
 demo: data/demo/patients.csv ## write the synthetic demo cohort to data/demo
 
-validate: $(VENV)/.installed $(if $(filter data/demo,$(DATA)),data/demo/patients.csv) ## validate DATA into OUT/validation
+validate: $(VENV)/.installed $(DEMO_DEP) ## validate DATA into OUT/validation
 	$(BIN)/ipt-outcomes validate $(DATA) --out $(OUT)
+
+outcomes: $(VENV)/.installed $(DEMO_DEP) ## per-patient outcomes and rate tables into OUT/tables
+	$(BIN)/ipt-outcomes outcomes $(DATA) --out $(OUT) $(CONFIG_ARG)
 
 dictionary: $(VENV)/.installed ## regenerate data_schemas/DATA_DICTIONARY.md and templates
 	$(BIN)/ipt-outcomes dictionary --out data_schemas

@@ -13,7 +13,7 @@ import pandera.pandas as pa
 
 from data_schemas import CONTRACTS, TableContract
 from data_schemas.rules import rule_texts
-from data_schemas.vocab import SYNONYMS
+from data_schemas.vocab import INSTRUMENTS, SYNONYMS
 
 TYPE_NAMES = {
     "str": "text",
@@ -99,6 +99,42 @@ def _synonyms_section() -> list[str]:
     return lines
 
 
+OUTCOME_MEANINGS = {
+    "baseline": "score at session 0 if scored, else the first scored treatment session",
+    "endpoint": "last score at a treatment session after the baseline (or at a given week)",
+    "change": "endpoint - baseline",
+    "pct_change": "100 * change / baseline (missing when the baseline is 0)",
+    "response": "fall of at least the configured share (50%) from baseline",
+    "remission": "endpoint below (PHQ-9 < 5) or at most (HAM-D-17 <= 7) the threshold",
+    "reliable_improvement": "fall of at least the reliable change (points or JT RCI < -1.96)",
+    "reliable_deterioration": "rise of at least the reliable change",
+    "jt_class": "Jacobson-Truax: recovered, improved, unchanged or deteriorated",
+}
+
+
+def _outcomes_section() -> list[str]:
+    from data_schemas.outcomes import PER_INSTRUMENT, per_instrument_schema
+
+    schema = per_instrument_schema()
+    fixed = [c for c in schema.columns if not any(c.startswith(f"{i}_") for i in INSTRUMENTS)]
+    lines = [
+        "## `patient_outcomes` (output of `ipt-outcomes outcomes`)",
+        "",
+        "One row per patient. Outcome columns are yes/no with *missing = not known* "
+        "(never False). Definitions and thresholds come from the study config "
+        "(`ipt-outcomes config --example` prints them with their sources).",
+        "",
+        "Fixed columns: " + ", ".join(f"`{c}`" for c in fixed) + ".",
+        "",
+        "Per instrument (`phq9`, `gad7`, `hamd17`, `bdi2`), prefixed with its name:",
+        "",
+        "| column | meaning |",
+        "|---|---|",
+    ]
+    lines += [f"| `<instrument>_{name}` | {OUTCOME_MEANINGS[name]} |" for name in PER_INSTRUMENT]
+    return [*lines, ""]
+
+
 def render_dictionary() -> str:
     """The data dictionary as Markdown."""
     lines = [
@@ -111,6 +147,7 @@ def render_dictionary() -> str:
     for contract in CONTRACTS.values():
         lines += _table_section(contract)
     lines += _synonyms_section()
+    lines += _outcomes_section()
     return "\n".join(lines)
 
 

@@ -12,19 +12,27 @@ functions, writes its outputs and returns an exit code:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
 
 from pipeline import io
+
+if TYPE_CHECKING:
+    from pipeline.config import StudyConfig
+    from pipeline.validate import ValidationResult
 
 log = logging.getLogger("pipeline")
 
 EXIT_OK, EXIT_INVALID, EXIT_UNUSABLE, EXIT_INTERNAL = 0, 1, 2, 3
 TABLES = ("patients", "sessions", "followups")
 REQUIRED_TABLES = ("patients", "sessions")
+BENCHMARK_EXAMPLE = Path(__file__).parent / "resources" / "benchmarks_example.csv"
 
 
 class UsageError(Exception):
@@ -43,7 +51,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true", help="exit 1 on any fault at all")
 
 
-def _validated(args: argparse.Namespace) -> tuple[object, int]:
+def _validated(args: argparse.Namespace) -> tuple[ValidationResult, int]:
     """Read and validate DATA_DIR, write the validation report, return (result, exit code)."""
     from pipeline import validate
 
@@ -118,6 +126,63 @@ def cmd_dictionary(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _config(args: argparse.Namespace) -> StudyConfig:
+    from pipeline import config
+
+    try:
+        return config.load(args.config)
+    except config.ConfigError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print a commented example study config (the defaults, with their sources)."""
+    from pipeline import config
+
+    if args.example:
+        print(config.EXAMPLE, end="")
+        return EXIT_OK
+    resolved = config.resolved(_config(args))
+    print(json.dumps(resolved, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_outcomes(args: argparse.Namespace) -> int:
+    """Validate, then derive per-patient outcomes and rates by condition and format."""
+    from pipeline import outcome_tables, outcomes
+
+    study = _config(args)
+    result, code = _validated(args)
+    if code != EXIT_OK:
+        print("outcomes not derived: fix the data or raise --max-quarantine", file=sys.stderr)
+        return code
+    patient_outcomes = outcomes.derive(result.tables["patients"], result.tables["sessions"],
+                                       study)
+    tables = outcome_tables.build(patient_outcomes, study, _benchmarks(study))
+    folder = args.out / "tables"
+    io.write_csv(patient_outcomes, folder / "patient_outcomes.csv")
+    for name, table in tables.items():
+        shared = outcome_tables.for_sharing(name, table, study.suppress_below)
+        io.write_csv(table if args.no_suppress else shared, folder / f"{name}.csv")
+    print(f"outcomes: {len(patient_outcomes)} patients -> {folder}/ "
+          f"({', '.join(['patient_outcomes', *tables])})"
+          + ("" if args.no_suppress else f"; counts below {study.suppress_below} suppressed"))
+    return EXIT_OK
+
+
+def _benchmarks(study: StudyConfig) -> pd.DataFrame:
+    path = Path(study.benchmarks) if study.benchmarks else BENCHMARK_EXAMPLE
+    raw = io.read_table(path, "benchmarks").frame
+    missing = {"condition", "outcome", "rate", "source"} - set(raw.columns)
+    if missing:
+        raise UsageError(f"{path}: benchmark columns missing: {', '.join(sorted(missing))}")
+    rate = pd.to_numeric(raw["rate"], errors="coerce")
+    if rate.isna().any() or not rate.between(0, 1).all():
+        bad = raw.index[rate.isna() | ~rate.between(0, 1)].tolist()
+        raise UsageError(f"{path}: rate must be a share in [0, 1] (lines {bad})")
+    return raw.assign(rate=rate).reset_index(drop=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -142,6 +207,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-faults", action="store_true",
                    help="add a few deliberately faulty rows to demonstrate validation")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("outcomes", help="per-patient outcomes, response rates, adjusted "
+                       "comparison, benchmarks and attendance", description=cmd_outcomes.__doc__)
+    _add_data_options(p)
+    p.add_argument("--config", type=Path, default=None, help="study config YAML "
+                   "(default: published conventions; see `ipt-outcomes config --example`)")
+    p.add_argument("--no-suppress", action="store_true", help="show small counts (1-4) in "
+                   "the rate tables; for researchers on their own data, not for sharing")
+    p.set_defaults(func=cmd_outcomes)
+
+    p = sub.add_parser("config", help="print the example study config or the resolved one",
+                       description=cmd_config.__doc__)
+    p.add_argument("--example", action="store_true", help="print a commented example")
+    p.add_argument("--config", type=Path, default=None, help="config file to resolve")
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("dictionary", help="write the data dictionary and CSV templates",
                        description=cmd_dictionary.__doc__)

@@ -94,3 +94,70 @@ def test_demo_files_are_byte_identical_for_a_seed(tmp_path: Path) -> None:
         assert main(["demo", "--out", str(tmp_path / name), "--patients", "200"]) == 0
     for file in ("patients.csv", "sessions.csv", "followups.csv", "truth.json"):
         assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
+
+
+PATIENT_OUTCOME_COLUMNS = [
+    "patient_id", "site_id", "therapist_id", "condition", "format", "problem_area",
+    "sessions_scheduled", "sessions_attended", "attendance_rate", "dropout", "started",
+    "finished_course", "completers", "phq9_baseline", "phq9_endpoint", "phq9_change",
+    "phq9_pct_change", "phq9_response", "phq9_remission", "phq9_reliable_improvement",
+    "phq9_reliable_deterioration", "phq9_jt_class", "caseness_at_start",
+    "reliable_improvement", "reliable_deterioration", "recovery", "reliable_recovery",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("demo300")
+    assert main(["demo", "--out", str(folder), "--patients", "300"]) == 0
+    return folder
+
+
+def test_outcomes_command_writes_the_tables(demo_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["outcomes", str(demo_folder), "--out", str(out)]) == 0
+    tables = out / "tables"
+    patient_outcomes = pd.read_csv(tables / "patient_outcomes.csv")
+    assert set(PATIENT_OUTCOME_COLUMNS) <= set(patient_outcomes.columns)
+    assert len(patient_outcomes) == 300
+    rates = pd.read_csv(tables / "response_rates.csv", dtype=str)
+    assert list(rates.columns[:11]) == ["population", "instrument", "outcome", "denominator",
+                                        "condition", "format", "n", "events", "rate",
+                                        "ci_low", "ci_high"]
+    assert set(rates["denominator"]) == {"observed", "itt"}
+    numeric = pd.to_numeric(rates["events"], errors="coerce")
+    assert not numeric.between(1, 4).any(), "small counts must be suppressed for sharing"
+    assert (rates["events"] == "<5").any()
+    models = pd.read_csv(tables / "response_models.csv")
+    assert list(models.columns) == ["term", "odds_ratio", "ci_low", "ci_high", "p_value"]
+    assert "format[group]" in set(models["term"])
+    for name in ("response_standardised", "benchmark_comparison", "attendance"):
+        assert (tables / f"{name}.csv").exists()
+
+
+def test_no_suppress_shows_small_counts(demo_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "raw"
+    assert main(["outcomes", str(demo_folder), "--out", str(out), "--no-suppress"]) == 0
+    rates = pd.read_csv(out / "tables" / "response_rates.csv")
+    assert rates["events"].between(1, 4).any()
+
+
+def test_outcomes_are_byte_reproducible(demo_folder: Path, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        assert main(["outcomes", str(demo_folder), "--out", str(tmp_path / name)]) == 0
+    for file in sorted((tmp_path / "a" / "tables").iterdir()):
+        assert file.read_bytes() == (tmp_path / "b" / "tables" / file.name).read_bytes(), file
+
+
+def test_bad_config_exits_2_naming_the_key(demo_folder: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "study.yaml"
+    bad.write_text("instruments:\n  phq9:\n    casenes: 10\n")
+    assert main(["outcomes", str(demo_folder), "--out", str(tmp_path),
+                 "--config", str(bad)]) == 2
+    assert "instruments.phq9: unknown key(s) casenes" in capsys.readouterr().err
+
+
+def test_config_example_prints_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "--example"]) == 0
+    assert "caseness: 10" in capsys.readouterr().out

@@ -1,0 +1,301 @@
+"""The study configuration: every outcome definition in force, with published defaults.
+
+A study config is a YAML file (read with ``yaml.safe_load``); any key left out takes the
+default below, an unknown key or a bad value is a ``ConfigError`` that names it. Each default
+carries its source in ``SOURCES``, which the report's methods section prints.
+
+Definitions (for an instrument where a lower score is better):
+
+- caseness: baseline score >= ``caseness``;
+- response: reduction from baseline of at least ``response_reduction`` (0.5 = 50%), i.e.
+  ``(baseline - endpoint) / baseline >= 0.5``; undefined when the baseline is 0;
+- remission: endpoint < ``remission_below`` (PHQ-9) or endpoint <= ``remission_at_most``
+  (HAM-D-17);
+- reliable change: a fall (rise) of at least ``reliable_change`` points, or, when that is not
+  set, the Jacobson-Truax reliable change index RCI = (x2 - x1) / S_diff, with
+  S_diff = sqrt(2 * SE^2) and SE = SD_pre * sqrt(1 - r), beyond +-1.96.
+
+References: Kroenke, Spitzer & Williams (2001) J Gen Intern Med 16:606; Spitzer et al. (2006)
+Arch Intern Med 166:1092; NHS England, NHS Talking Therapies Manual (2024) and its
+measurement conventions; Frank et al. (1991) Arch Gen Psychiatry 48:851 (response and
+remission); Jacobson & Truax (1991) J Consult Clin Psychol 59:12; Beck, Steer & Brown (1996)
+BDI-II Manual.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from data_schemas.vocab import INSTRUMENTS
+
+
+class ConfigError(ValueError):
+    """A study config that cannot be used; the message names the key and the problem."""
+
+
+@dataclass(frozen=True)
+class InstrumentRules:
+    """Thresholds of one instrument; ``None`` means the outcome is not defined for it."""
+
+    caseness: float | None = None
+    response_reduction: float | None = None
+    remission_below: float | None = None
+    remission_at_most: float | None = None
+    reliable_change: float | None = None
+    reliability: float | None = None
+    sd_pre: float | None = None
+    clinical_mean: float | None = None
+    clinical_sd: float | None = None
+    functional_mean: float | None = None
+    functional_sd: float | None = None
+    jt_cutoff: Literal["a", "b", "c", "caseness"] = "caseness"
+
+
+@dataclass(frozen=True)
+class Populations:
+    """Who counts in which analysis population."""
+
+    final_phase_start: int = 14
+    completer_min_sessions: int = 12
+    finished_course_min_sessions: int = 2
+    dropout_gap_weeks: float = 4.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Which score is the end-of-treatment score."""
+
+    rule: Literal["last", "week"] = "last"
+    week: float | None = None
+    window_weeks: float = 2.0
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The adjusted comparison of response between formats."""
+
+    outcome: str = "response"
+    cluster: str = "auto"
+    covariates: tuple[str, ...] = ("condition", "format", "problem_area")
+    min_level_n: int = 20
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything that defines the outcomes of a study."""
+
+    primary_instrument: str = "phq9"
+    baseline_rule: Literal["assessment_else_first", "first_treatment"] = "assessment_else_first"
+    endpoint: Endpoint = field(default_factory=Endpoint)
+    populations: Populations = field(default_factory=Populations)
+    paired_instruments: tuple[str, str] = ("phq9", "gad7")
+    instruments: dict[str, InstrumentRules] = field(default_factory=lambda: dict(DEFAULT_RULES))
+    comparison: Comparison = field(default_factory=Comparison)
+    benchmarks: str | None = None
+    suppress_below: int = 5
+
+    def rules(self, instrument: str) -> InstrumentRules:
+        """The rules of one instrument (empty rules for an unconfigured one)."""
+        return self.instruments.get(instrument, InstrumentRules())
+
+
+DEFAULT_RULES: dict[str, InstrumentRules] = {
+    "phq9": InstrumentRules(caseness=10, response_reduction=0.5, remission_below=5,
+                            reliable_change=6),
+    "gad7": InstrumentRules(caseness=8, reliable_change=4),
+    "hamd17": InstrumentRules(response_reduction=0.5, remission_at_most=7),
+    "bdi2": InstrumentRules(caseness=14, reliability=0.92, sd_pre=12.75, clinical_mean=22.45,
+                            clinical_sd=12.75, functional_mean=12.56, functional_sd=9.93,
+                            jt_cutoff="c"),
+}
+
+SOURCES: dict[str, str] = {
+    "instruments.phq9.caseness": "PHQ-9 >= 10: Kroenke et al. 2001; NHS Talking Therapies",
+    "instruments.phq9.response_reduction": "50% reduction: Frank et al. 1991 convention",
+    "instruments.phq9.remission_below": "PHQ-9 < 5: Kroenke et al. 2001 (minimal symptoms)",
+    "instruments.phq9.reliable_change": "6 points: NHS Talking Therapies reliable change",
+    "instruments.gad7.caseness": "GAD-7 >= 8: NHS Talking Therapies caseness",
+    "instruments.gad7.reliable_change": "4 points: NHS Talking Therapies reliable change",
+    "instruments.hamd17.response_reduction": "50% reduction: Frank et al. 1991 convention",
+    "instruments.hamd17.remission_at_most": "HAM-D-17 <= 7: Frank et al. 1991",
+    "instruments.bdi2.caseness": "BDI-II >= 14: Beck, Steer & Brown 1996 (mild or worse)",
+    "instruments.bdi2.reliability": "r = 0.92 (alpha, outpatients): Beck et al. 1996",
+    "instruments.bdi2.sd_pre": "outpatient SD 12.75: Beck et al. 1996",
+    "instruments.bdi2.functional_mean": "students mean 12.56, SD 9.93: Beck et al. 1996",
+    "instruments.bdi2.jt_cutoff": "cut-off c: Jacobson & Truax 1991",
+    "populations.finished_course_min_sessions": "2 sessions: NHS Talking Therapies",
+    "populations.final_phase_start": "IPT final phase from session 14 of 12-16",
+    "baseline_rule": "first score (assessment): NHS Talking Therapies",
+    "endpoint.rule": "last score in treatment: NHS Talking Therapies",
+    "suppress_below": "counts 1-4 shown as <5: NHS small-number disclosure control",
+}
+
+
+def _build(cls: type[Any], values: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and bad types."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {values!r}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{where or 'config'}: unknown key(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(known))}"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        kwargs[name] = _coerce(cls, known[name], value, f"{where}.{name}".lstrip("."))
+    return cls(**kwargs)
+
+
+def _coerce(cls: type[Any], spec: dataclasses.Field[Any], value: Any, where: str) -> Any:
+    """Check ``value`` against the field's declared type (given as text in ``spec.type``)."""
+    nested = {"endpoint": Endpoint, "populations": Populations, "comparison": Comparison}
+    if cls is StudyConfig and spec.name in nested:
+        return _build(nested[spec.name], value, where)
+    if cls is StudyConfig and spec.name == "instruments":
+        return _instruments(value, where)
+    declared = str(spec.type)
+    if value is None:
+        if "None" not in declared:
+            raise ConfigError(f"{where}: a value is required")
+        return None
+    if declared.startswith("tuple"):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(value)
+    if declared.startswith("Literal"):
+        allowed = re.findall(r"[\"']([^\"']+)[\"']", declared)
+        if value not in allowed:
+            raise ConfigError(f"{where}: use one of {', '.join(allowed)}; got {value!r}")
+        return value
+    if "float" in declared or "int" in declared:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected text, got {value!r}")
+    return value
+
+
+def _instruments(value: Any, where: str) -> dict[str, InstrumentRules]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of instruments")
+    rules = dict(DEFAULT_RULES)
+    for instrument, overrides in value.items():
+        if instrument not in INSTRUMENTS:
+            raise ConfigError(
+                f"{where}: unknown instrument {instrument!r}; known: {', '.join(INSTRUMENTS)}"
+            )
+        base = dataclasses.asdict(rules.get(instrument, InstrumentRules()))
+        built = _build(InstrumentRules, overrides or {}, f"{where}.{instrument}")
+        explicit = {k: getattr(built, k) for k in (overrides or {})}
+        rules[instrument] = InstrumentRules(**{**base, **explicit})
+    return rules
+
+
+def _check(config: StudyConfig) -> StudyConfig:
+    """Cross-field rules that a type check cannot see."""
+    if config.primary_instrument not in INSTRUMENTS:
+        raise ConfigError(f"primary_instrument: unknown instrument {config.primary_instrument!r}")
+    if config.baseline_rule not in ("assessment_else_first", "first_treatment"):
+        raise ConfigError("baseline_rule: use assessment_else_first or first_treatment")
+    if config.endpoint.rule not in ("last", "week"):
+        raise ConfigError("endpoint.rule: use last or week")
+    if config.endpoint.rule == "week" and config.endpoint.week is None:
+        raise ConfigError("endpoint.week: required when endpoint.rule is week")
+    for name, rules in config.instruments.items():
+        if rules.remission_below is not None and rules.remission_at_most is not None:
+            raise ConfigError(f"instruments.{name}: set remission_below or remission_at_most")
+        if rules.response_reduction is not None and not 0 < rules.response_reduction <= 1:
+            raise ConfigError(f"instruments.{name}.response_reduction: a share in (0, 1]")
+        if rules.reliability is not None and not 0 <= rules.reliability < 1:
+            raise ConfigError(f"instruments.{name}.reliability: a value in [0, 1)")
+        if rules.jt_cutoff not in ("a", "b", "c", "caseness"):
+            raise ConfigError(f"instruments.{name}.jt_cutoff: use a, b, c or caseness")
+    if config.suppress_below < 1:
+        raise ConfigError("suppress_below: at least 1")
+    return config
+
+
+def from_mapping(values: dict[str, Any] | None) -> StudyConfig:
+    """Build and check a config from a parsed YAML mapping (``None`` = all defaults)."""
+    return _check(_build(StudyConfig, values or {}, ""))
+
+
+def load(path: Path | None) -> StudyConfig:
+    """Load a study config file (``None``: the defaults)."""
+    if path is None:
+        return from_mapping(None)
+    try:
+        values = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    try:
+        return from_mapping(values)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def resolved(config: StudyConfig) -> dict[str, Any]:
+    """The full config as plain data, for the manifest and the methods section."""
+    return dataclasses.asdict(config)
+
+
+EXAMPLE = """\
+# IPT outcomes: study configuration. Every key is optional; the values shown are the
+# defaults, each with its source. Unknown keys are errors.
+
+primary_instrument: phq9            # phq9 | gad7 | hamd17 | bdi2
+baseline_rule: assessment_else_first  # session 0 if scored, else the first treatment session
+                                    # (first_treatment: ignore session 0)
+endpoint:
+  rule: last                        # last score during treatment (NHS Talking Therapies)
+  week: null                        # with rule: week, the score nearest this week...
+  window_weeks: 2.0                 # ...within this many weeks
+populations:
+  finished_course_min_sessions: 2   # ended and >= 2 attended treatment sessions (NHS TT)
+  final_phase_start: 14             # IPT final phase (sessions 14-16 of a 12-16 course)
+  completer_min_sessions: 12        # completer: attended the final phase or >= 12 sessions
+  dropout_gap_weeks: 4.0            # dropout: ended before the final phase, dropped_out or a
+                                    # gap of more than this many weeks before the end
+paired_instruments: [phq9, gad7]    # recovery and reliable improvement (NHS TT)
+instruments:
+  phq9:
+    caseness: 10                    # >= 10 (Kroenke et al. 2001; NHS TT)
+    response_reduction: 0.5         # >= 50% fall from baseline (Frank et al. 1991)
+    remission_below: 5              # < 5 (Kroenke et al. 2001)
+    reliable_change: 6              # >= 6 points (NHS TT)
+  gad7:
+    caseness: 8                     # >= 8 (NHS TT)
+    reliable_change: 4              # >= 4 points (NHS TT)
+  hamd17:
+    response_reduction: 0.5         # >= 50% fall (Frank et al. 1991)
+    remission_at_most: 7            # <= 7 (Frank et al. 1991)
+  bdi2:
+    caseness: 14                    # >= 14, mild or worse (Beck, Steer & Brown 1996)
+    reliability: 0.92               # Jacobson-Truax RCI: r (Beck et al. 1996, outpatients)
+    sd_pre: 12.75                   # SD of pre-treatment scores (Beck et al. 1996)
+    clinical_mean: 22.45            # outpatients (Beck et al. 1996)
+    clinical_sd: 12.75
+    functional_mean: 12.56          # college students (Beck et al. 1996)
+    functional_sd: 9.93
+    jt_cutoff: c                    # a: 2 SD (clinical) beyond the clinical mean;
+                                    # b: 2 SD (functional) within the functional mean;
+                                    # c: SD-weighted midpoint; caseness: below caseness
+comparison:
+  outcome: response                 # of the primary instrument, logistic GEE
+  cluster: auto                     # auto: therapy group for group IPT, else therapist
+  covariates: [condition, format, problem_area]
+  min_level_n: 20                   # rarer levels are pooled to avoid separation
+benchmarks: null                    # CSV of condition,outcome,rate,source (null: the example)
+suppress_below: 5                   # counts 1-4 shown as <5 in shared files
+"""

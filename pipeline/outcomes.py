@@ -1,0 +1,307 @@
+"""Per-patient outcomes: attendance, populations, and response, remission, reliable change
+and recovery per instrument and for the paired PHQ-9 + GAD-7 measures.
+
+Every rule is read from the ``StudyConfig`` (``pipeline.config``), whose docstring gives
+the formulas and sources. Conventions used here:
+
+- Treatment sessions have ``session_number >= 1``; session 0 is the pre-treatment assessment.
+- Baseline: the score at session 0 when it was scored, else at the first scored treatment
+  session (``baseline_rule: assessment_else_first``, NHS Talking Therapies); or the first
+  scored treatment session only (``first_treatment``).
+- Endpoint: the last score at a treatment session after the baseline session (``last``, NHS
+  Talking Therapies), or the score nearest ``endpoint.week`` weeks after start_date within
+  ``endpoint.window_weeks`` (``week``). A patient with one score has no endpoint.
+- Outcomes are three-valued: a missing value means not known (no paired scores, or not
+  defined), never False. Paired measures follow Kleene logic: reliable deterioration is
+  True when either measure deteriorated even if the other is missing.
+- Jacobson & Truax (1991) classes, for scales where lower is better: *deteriorated*
+  (reliable deterioration), *recovered* (reliable improvement and moved from the
+  dysfunctional to the functional side of the cut-off), *improved* (reliable improvement
+  otherwise), *unchanged*. Cut-offs: a = M_clin - 2 SD_clin (clinical SD);
+  b = M_func + 2 SD_func (functional SD); c = (SD_clin M_func + SD_func M_clin) /
+  (SD_clin + SD_func) (both SDs); ``caseness``: below the caseness threshold.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from data_schemas.outcomes import instrument_columns
+from data_schemas.vocab import INSTRUMENTS
+from pipeline.config import InstrumentRules, StudyConfig
+
+RCI_CRITICAL = 1.96
+EPSILON = 1e-9
+
+
+def attendance(patients: pd.DataFrame, sessions: pd.DataFrame) -> pd.DataFrame:
+    """Per patient: treatment sessions scheduled, attended and missed; last attended date.
+
+    Returns a frame indexed by patient_id with sessions_scheduled, sessions_attended,
+    sessions_did_not_attend, attendance_rate, last_attended_date, longest_gap_weeks and
+    attended_sessions (the attended session numbers' maximum).
+    """
+    treatment = sessions[sessions["session_number"] >= 1]
+    attended = treatment[treatment["attendance"] == "attended"]
+    by_patient = treatment.groupby("patient_id")
+    table = pd.DataFrame(index=pd.Index(patients["patient_id"], name="patient_id"))
+    table["sessions_scheduled"] = by_patient.size()
+    table["sessions_attended"] = attended.groupby("patient_id").size()
+    table["sessions_did_not_attend"] = (
+        treatment[treatment["attendance"] == "did_not_attend"].groupby("patient_id").size()
+    )
+    counts = ["sessions_scheduled", "sessions_attended", "sessions_did_not_attend"]
+    table[counts] = table[counts].fillna(0).astype(int)
+    table["attendance_rate"] = table["sessions_attended"] / table["sessions_scheduled"].where(
+        table["sessions_scheduled"] > 0
+    )
+    table["last_attended_number"] = attended.groupby("patient_id")["session_number"].max()
+    table["last_attended_date"] = attended.groupby("patient_id")["session_date"].max()
+    gaps = attended.sort_values(["patient_id", "session_date"])
+    step = gaps.groupby("patient_id")["session_date"].diff().dt.days / 7
+    table["longest_gap_weeks"] = step.groupby(gaps["patient_id"]).max()
+    return table
+
+
+def populations(patients: pd.DataFrame, visits: pd.DataFrame, config: StudyConfig) -> pd.DataFrame:
+    """Flags ended, started, finished_course, completers and dropout per patient.
+
+    - started: at least one attended treatment session;
+    - finished_course: ended and >= ``finished_course_min_sessions`` attended treatment
+      sessions (NHS Talking Therapies: 2);
+    - completers: attended a session of the final phase (``session_number >=
+      final_phase_start``) or >= ``completer_min_sessions`` attended treatment sessions;
+    - dropout: started, ended before the final phase without completing, and either
+      end_reason is dropped_out or there was a gap of more than ``dropout_gap_weeks`` weeks
+      between attended sessions or from the last attended session to end_date.
+    """
+    rules = config.populations
+    frame = patients.set_index("patient_id")
+    ended = frame["end_date"].notna() & (frame["end_reason"] != "ongoing")
+    attended = visits["sessions_attended"]
+    final_phase = visits["last_attended_number"].fillna(0) >= rules.final_phase_start
+    completers = final_phase | (attended >= rules.completer_min_sessions)
+    tail_gap = (frame["end_date"] - visits["last_attended_date"]).dt.days / 7
+    long_gap = (visits["longest_gap_weeks"].fillna(0) > rules.dropout_gap_weeks) | (
+        tail_gap.fillna(0) > rules.dropout_gap_weeks
+    )
+    started = attended >= 1
+    dropout = started & ended & ~completers & (
+        (frame["end_reason"] == "dropped_out") | long_gap
+    )
+    return pd.DataFrame(
+        {
+            "ended": ended.astype(bool),
+            "dropout": dropout.astype(bool),
+            "started": started.astype(bool),
+            "finished_course": (ended & (attended >= rules.finished_course_min_sessions)).astype(
+                bool
+            ),
+            "completers": (completers & started).astype(bool),
+        }
+    )
+
+
+def baseline_and_endpoint(
+    patients: pd.DataFrame, sessions: pd.DataFrame, instrument: str, config: StudyConfig
+) -> pd.DataFrame:
+    """Baseline and endpoint scores of one instrument per patient (see module docstring)."""
+    index = pd.Index(patients["patient_id"], name="patient_id")
+    scored = sessions.loc[
+        (sessions["attendance"] == "attended") & sessions[instrument].notna(),
+        ["patient_id", "session_number", "session_date", instrument],
+    ].sort_values(["patient_id", "session_number"])
+    if config.baseline_rule == "first_treatment":
+        scored = scored[scored["session_number"] >= 1]
+    first = scored.groupby("patient_id").first()
+    later = scored.merge(
+        first["session_number"].rename("baseline_number"), left_on="patient_id", right_index=True
+    )
+    later = later[
+        (later["session_number"] > later["baseline_number"]) & (later["session_number"] >= 1)
+    ]
+    if config.endpoint.rule == "week":
+        end = _score_near_week(later, patients, instrument, config)
+    else:
+        end = later.groupby("patient_id")[instrument].last()
+    return pd.DataFrame(
+        {
+            "baseline": first[instrument].reindex(index).astype(float),
+            "endpoint": end.reindex(index).astype(float),
+        }
+    )
+
+
+def _score_near_week(
+    later: pd.DataFrame, patients: pd.DataFrame, instrument: str, config: StudyConfig
+) -> pd.Series:
+    """The score nearest the target week (ties: the earlier session) within the window."""
+    start = later["patient_id"].map(patients.set_index("patient_id")["start_date"])
+    weeks = (later["session_date"] - start).dt.days / 7
+    distance = (weeks - float(config.endpoint.week or 0)).abs()
+    near = later.assign(distance=distance)[distance <= config.endpoint.window_weeks]
+    near = near.sort_values(["patient_id", "distance", "session_number"])
+    return near.groupby("patient_id")[instrument].first()
+
+
+def _known(condition: pd.Series, known: pd.Series) -> pd.Series:
+    """A nullable boolean: ``condition`` where ``known``, missing elsewhere."""
+    values = pd.Series(condition.to_numpy(dtype=bool), index=condition.index, dtype="boolean")
+    return values.mask(~known.to_numpy(dtype=bool))
+
+
+def _unknown(index: pd.Index) -> pd.Series:
+    """An all-missing nullable boolean: the outcome is not defined by the config."""
+    return pd.Series(pd.NA, index=index, dtype="boolean")
+
+
+def jt_cutoff(rules: InstrumentRules) -> float | None:
+    """The Jacobson-Truax cut-off in force (see module docstring), or None."""
+    if rules.jt_cutoff == "caseness":
+        return rules.caseness
+    m_c, s_c, m_f, s_f = (rules.clinical_mean, rules.clinical_sd, rules.functional_mean,
+                          rules.functional_sd)
+    if rules.jt_cutoff == "a" and m_c is not None and s_c is not None:
+        return m_c - 2 * s_c
+    if rules.jt_cutoff == "b" and m_f is not None and s_f is not None:
+        return m_f + 2 * s_f
+    if rules.jt_cutoff == "c" and None not in (m_c, s_c, m_f, s_f):
+        return (s_c * m_f + s_f * m_c) / (s_c + s_f)  # type: ignore[operator]
+    return None
+
+
+def reliable_change_index(change: pd.Series, rules: InstrumentRules) -> pd.Series:
+    """Jacobson-Truax RCI = change / S_diff, S_diff = sqrt(2 SE^2), SE = SD sqrt(1 - r)."""
+    if rules.reliability is None or rules.sd_pre is None:
+        return pd.Series(np.nan, index=change.index)
+    s_diff = math.sqrt(2 * (rules.sd_pre * math.sqrt(1 - rules.reliability)) ** 2)
+    return change / s_diff
+
+
+def _reliable(change: pd.Series, rules: InstrumentRules) -> tuple[pd.Series, pd.Series]:
+    """(reliable improvement, reliable deterioration) as nullable booleans."""
+    known = change.notna()
+    if rules.reliable_change is not None:
+        improved = change <= -rules.reliable_change + EPSILON
+        worse = change >= rules.reliable_change - EPSILON
+    elif rules.reliability is not None and rules.sd_pre is not None:
+        rci = reliable_change_index(change, rules)
+        improved, worse = rci < -RCI_CRITICAL, rci > RCI_CRITICAL
+    else:
+        known = pd.Series(False, index=change.index)
+        improved = worse = pd.Series(False, index=change.index)
+    return _known(improved, known), _known(worse, known)
+
+
+def instrument_outcomes(scores: pd.DataFrame, rules: InstrumentRules) -> pd.DataFrame:
+    """Change, response, remission, reliable change and JT class from baseline/endpoint."""
+    base, end = scores["baseline"], scores["endpoint"]
+    paired = base.notna() & end.notna()
+    change = end - base
+    out = pd.DataFrame(index=scores.index)
+    out["baseline"], out["endpoint"], out["change"] = base, end, change
+    out["pct_change"] = 100 * change / base.where(base > 0)
+    if rules.response_reduction is not None:
+        out["response"] = _known(-change >= rules.response_reduction * base - EPSILON,
+                                 paired & (base > 0))
+    else:
+        out["response"] = _unknown(scores.index)
+    if rules.remission_below is not None:
+        out["remission"] = _known(end < rules.remission_below, paired)
+    elif rules.remission_at_most is not None:
+        out["remission"] = _known(end <= rules.remission_at_most, paired)
+    else:
+        out["remission"] = _unknown(scores.index)
+    improved, worse = _reliable(change, rules)
+    out["reliable_improvement"], out["reliable_deterioration"] = improved, worse
+    out["jt_class"] = _jt_class(base, end, improved, worse, jt_cutoff(rules))
+    return out
+
+
+def _jt_class(base: pd.Series, end: pd.Series, improved: pd.Series, worse: pd.Series,
+              cutoff: float | None) -> pd.Series:
+    known = improved.notna()
+    recovered = (
+        improved.fillna(False) & (end < cutoff) & (base >= cutoff)
+        if cutoff is not None else pd.Series(False, index=base.index)
+    )
+    labels = np.select(
+        [worse.fillna(False).to_numpy(bool), recovered.to_numpy(bool),
+         improved.fillna(False).to_numpy(bool)],
+        ["deteriorated", "recovered", "improved"],
+        default="unchanged",
+    )
+    return pd.Series(labels, index=base.index, dtype=object).where(known, None)
+
+
+def paired_outcomes(per_instrument: dict[str, pd.DataFrame], config: StudyConfig) -> pd.DataFrame:
+    """NHS Talking Therapies paired measures from the two paired instruments.
+
+    caseness_at_start: either baseline at caseness (missing when neither is at caseness and
+    one is unknown); recovery: at caseness at start and below caseness on both at the end
+    (missing for patients not at caseness at start); reliable improvement: reliable
+    improvement on either with reliable deterioration on neither (both must be paired);
+    reliable deterioration: on either; reliable recovery: recovery and reliable improvement.
+    """
+    first, second = config.paired_instruments
+    a, b = per_instrument[first], per_instrument[second]
+    ra, rb = config.rules(first), config.rules(second)
+    out = pd.DataFrame(index=a.index)
+    case_a = _known(a["baseline"] >= (ra.caseness or 0), a["baseline"].notna())
+    case_b = _known(b["baseline"] >= (rb.caseness or 0), b["baseline"].notna())
+    out["caseness_at_start"] = case_a | case_b
+    both_paired = a["change"].notna() & b["change"].notna()
+    deteriorated = a["reliable_deterioration"] | b["reliable_deterioration"]
+    improved_any = a["reliable_improvement"] | b["reliable_improvement"]
+    improvement = improved_any.fillna(False) & ~deteriorated.fillna(True)
+    out["reliable_improvement"] = _known(improvement, both_paired)
+    out["reliable_deterioration"] = deteriorated
+    below_both = (a["endpoint"] < (ra.caseness or 0)) & (b["endpoint"] < (rb.caseness or 0))
+    at_caseness = out["caseness_at_start"].fillna(False).astype(bool)
+    out["recovery"] = _known(below_both, at_caseness & both_paired)
+    out["reliable_recovery"] = out["recovery"] & out["reliable_improvement"]
+    out["reliable_recovery"] = out["reliable_recovery"].mask(out["recovery"].isna())
+    return out
+
+
+PATIENT_COLUMNS = ("patient_id", "site_id", "therapist_id", "group_id", "condition", "format",
+                   "problem_area", "secondary_problem_area", "end_reason", "age", "sex",
+                   "maintenance", "arm")
+
+
+def derive(patients: pd.DataFrame, sessions: pd.DataFrame, config: StudyConfig) -> pd.DataFrame:
+    """One row per patient: attributes, attendance, populations and outcomes.
+
+    Parameters
+    ----------
+    patients, sessions : pandas.DataFrame
+        Validated tables (``pipeline.validate``).
+    config : StudyConfig
+        The definitions in force.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The ``patient_outcomes`` table (contract: ``data_schemas.outcomes``), in the order of
+        ``patients``.
+    """
+    visits = attendance(patients, sessions)
+    flags = populations(patients, visits, config)
+    per_instrument = {
+        name: instrument_outcomes(
+            baseline_and_endpoint(patients, sessions, name, config), config.rules(name)
+        )
+        for name in INSTRUMENTS
+    }
+    columns = [c for c in PATIENT_COLUMNS if c in patients.columns]
+    table = patients[columns].set_index("patient_id")
+    counts = ["sessions_scheduled", "sessions_attended", "sessions_did_not_attend",
+              "attendance_rate"]
+    parts = [table, visits[counts], flags]
+    for name, values in per_instrument.items():
+        parts.append(values.set_axis(instrument_columns(name), axis=1))
+    parts.append(paired_outcomes(per_instrument, config))
+    return pd.concat(parts, axis=1).reset_index()

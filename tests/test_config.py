@@ -1,0 +1,83 @@
+"""The study config: defaults with sources, safe loading, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import config
+
+
+def test_defaults_follow_published_conventions() -> None:
+    c = config.from_mapping(None)
+    phq9, gad7, hamd = c.rules("phq9"), c.rules("gad7"), c.rules("hamd17")
+    assert (phq9.caseness, phq9.remission_below, phq9.response_reduction,
+            phq9.reliable_change) == (10, 5, 0.5, 6)
+    assert (gad7.caseness, gad7.reliable_change) == (8, 4)
+    assert (hamd.response_reduction, hamd.remission_at_most) == (0.5, 7)
+    assert c.rules("bdi2").caseness == 14
+    assert c.primary_instrument == "phq9"
+    assert c.populations.finished_course_min_sessions == 2
+
+
+def test_example_config_is_the_defaults() -> None:
+    parsed = yaml.safe_load(config.EXAMPLE)
+    assert config.from_mapping(parsed) == config.from_mapping(None)
+
+
+def test_every_default_threshold_has_a_source() -> None:
+    c = config.from_mapping(None)
+    for instrument, rules in c.instruments.items():
+        for name in ("caseness", "response_reduction", "remission_below", "remission_at_most",
+                     "reliable_change", "reliability"):
+            if getattr(rules, name) is not None:
+                assert f"instruments.{instrument}.{name}" in config.SOURCES
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"primary_instrumnet": "phq9"}, "unknown key\\(s\\) primary_instrumnet"),
+        ({"instruments": {"phq9": {"casenes": 10}}}, "instruments.phq9: unknown key"),
+        ({"instruments": {"madrs": {}}}, "unknown instrument 'madrs'"),
+        ({"instruments": {"phq9": {"caseness": "ten"}}}, "instruments.phq9.caseness: expected"),
+        ({"instruments": {"phq9": {"response_reduction": 50}}}, "a share in"),
+        ({"instruments": {"hamd17": {"remission_below": 8}}}, "remission_below or"),
+        ({"endpoint": {"rule": "week"}}, "endpoint.week: required"),
+        ({"endpoint": {"rule": "middle"}}, "endpoint.rule"),
+        ({"baseline_rule": "whatever"}, "baseline_rule"),
+        ({"populations": {"final_phase_start": "late"}}, "populations.final_phase_start"),
+        ({"suppress_below": 0}, "suppress_below"),
+        (["not", "a", "mapping"], "expected a mapping"),
+    ],
+)
+def test_bad_config_names_the_key(values: object, message: str) -> None:
+    with pytest.raises(config.ConfigError, match=message):
+        config.from_mapping(values)  # type: ignore[arg-type]
+
+
+def test_instrument_override_keeps_other_defaults() -> None:
+    c = config.from_mapping({"instruments": {"phq9": {"caseness": 12}}})
+    assert c.rules("phq9").caseness == 12
+    assert c.rules("phq9").reliable_change == 6
+    assert c.rules("gad7").caseness == 8
+
+
+def test_load_file_errors_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_text("instruments: [unclosed\n")
+    with pytest.raises(config.ConfigError, match=r"study\.yaml: not valid YAML"):
+        config.load(path)
+    path.write_text("!!python/object/apply:os.system ['echo unsafe']\n")
+    with pytest.raises(config.ConfigError, match=r"study\.yaml"):
+        config.load(path)
+    with pytest.raises(config.ConfigError, match="file not found"):
+        config.load(tmp_path / "missing.yaml")
+
+
+def test_resolved_is_plain_data() -> None:
+    resolved = config.resolved(config.from_mapping(None))
+    yaml.safe_dump(resolved)  # plain types only
+    assert resolved["instruments"]["phq9"]["caseness"] == 10
