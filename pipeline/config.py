@@ -87,6 +87,42 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class ModelSpec:
+    """A researcher's own mixed model, in lme4 notation (see ``pipeline.trajectories``)."""
+
+    name: str = "custom"
+    formula: str = ""
+    exclude_baseline: bool = False
+    reml: bool = True
+
+
+@dataclass(frozen=True)
+class Trajectories:
+    """Mixed-effects models of symptom trajectories (``pipeline.trajectories``)."""
+
+    instrument: str | None = None  # None: the primary instrument
+    time: Literal["weeks", "session_number", "log_weeks"] = "weeks"
+    models: tuple[str, ...] = ("growth", "phases", "problem_area", "completers",
+                               "pattern_mixture")
+    engine: Literal["auto", "statsmodels", "mixedlm"] = "auto"
+    contrast_week: float = 16.0
+    custom: tuple[ModelSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class Relapse:
+    """Relapse after acute treatment (``pipeline.relapse``)."""
+
+    at_risk: Literal["remission", "response"] = "remission"
+    instrument: str | None = None  # None: the primary instrument
+    threshold: float | None = None  # None: the instrument's caseness (PHQ-9 >= 10)
+    cluster: Literal["none", "therapist", "group"] = "none"
+    horizon_weeks: tuple[float, ...] = (26.0, 52.0)
+    rmst_weeks: float = 52.0
+    min_events_per_parameter: int = 10
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """Everything that defines the outcomes of a study."""
 
@@ -99,6 +135,8 @@ class StudyConfig:
     comparison: Comparison = field(default_factory=Comparison)
     benchmarks: str | None = None
     suppress_below: int = 5
+    trajectories: Trajectories = field(default_factory=Trajectories)
+    relapse: Relapse = field(default_factory=Relapse)
 
     def rules(self, instrument: str) -> InstrumentRules:
         """The rules of one instrument (empty rules for an unconfigured one)."""
@@ -156,9 +194,14 @@ def _build(cls: type[Any], values: Any, where: str) -> Any:
 
 def _coerce(cls: type[Any], spec: dataclasses.Field[Any], value: Any, where: str) -> Any:
     """Check ``value`` against the field's declared type (given as text in ``spec.type``)."""
-    nested = {"endpoint": Endpoint, "populations": Populations, "comparison": Comparison}
+    nested = {"endpoint": Endpoint, "populations": Populations, "comparison": Comparison,
+              "trajectories": Trajectories, "relapse": Relapse}
     if cls is StudyConfig and spec.name in nested:
         return _build(nested[spec.name], value, where)
+    if cls is Trajectories and spec.name == "custom":
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list of models")
+        return tuple(_build(ModelSpec, item, f"{where}[{i}]") for i, item in enumerate(value))
     if cls is StudyConfig and spec.name == "instruments":
         return _instruments(value, where)
     declared = str(spec.type)
@@ -170,6 +213,10 @@ def _coerce(cls: type[Any], spec: dataclasses.Field[Any], value: Any, where: str
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return tuple(value)
+    if declared == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
     if declared.startswith("Literal"):
         allowed = re.findall(r"[\"']([^\"']+)[\"']", declared)
         if value not in allowed:
@@ -219,6 +266,17 @@ def _check(config: StudyConfig) -> StudyConfig:
             raise ConfigError(f"instruments.{name}.reliability: a value in [0, 1)")
         if rules.jt_cutoff not in ("a", "b", "c", "caseness"):
             raise ConfigError(f"instruments.{name}.jt_cutoff: use a, b, c or caseness")
+    for model in config.trajectories.custom:
+        if "~" not in model.formula:
+            raise ConfigError(f"trajectories.custom.{model.name}: formula needs 'outcome ~ terms'")
+    known_models = {"growth", "phases", "problem_area", "completers", "pattern_mixture"}
+    unknown = set(config.trajectories.models) - known_models
+    if unknown:
+        raise ConfigError(f"trajectories.models: unknown {', '.join(sorted(unknown))}; "
+                          f"known: {', '.join(sorted(known_models))}")
+    for section in (config.trajectories.instrument, config.relapse.instrument):
+        if section is not None and section not in INSTRUMENTS:
+            raise ConfigError(f"unknown instrument {section!r} in trajectories or relapse")
     if config.suppress_below < 1:
         raise ConfigError("suppress_below: at least 1")
     return config
@@ -298,4 +356,23 @@ comparison:
   min_level_n: 20                   # rarer levels are pooled to avoid separation
 benchmarks: null                    # CSV of condition,outcome,rate,source (null: the example)
 suppress_below: 5                   # counts 1-4 shown as <5 in shared files
+trajectories:                       # mixed-effects models of every observed score (MAR)
+  instrument: null                  # null: the primary instrument
+  time: weeks                       # weeks since start_date | session_number | log_weeks
+  models: [growth, phases, problem_area, completers, pattern_mixture]
+  engine: auto                      # auto | statsmodels | mixedlm
+  contrast_week: 16.0               # format difference reported at this week
+  custom: []                        # your own lme4-style models, e.g.
+  # - name: trial
+  #   formula: "bdi2 ~ baseline_bdi2 + weeks + arm + (1 | patient_id)"
+  #   exclude_baseline: true        # the baseline score is a covariate, not an outcome row
+  #   reml: true
+relapse:
+  at_risk: remission                # remission | response at the end of acute treatment
+  instrument: null                  # null: the primary instrument
+  threshold: null                   # relapse score; null: the instrument's caseness
+  cluster: none                     # none | therapist | group: cluster-robust Cox SEs
+  horizon_weeks: [26.0, 52.0]       # relapse-free proportions reported at these weeks
+  rmst_weeks: 52.0                  # restricted mean survival time horizon
+  min_events_per_parameter: 10      # fewer events: a smaller Cox model
 """

@@ -81,3 +81,21 @@ def test_resolved_is_plain_data() -> None:
     resolved = config.resolved(config.from_mapping(None))
     yaml.safe_dump(resolved)  # plain types only
     assert resolved["instruments"]["phq9"]["caseness"] == 10
+
+
+def test_custom_models_and_relapse_sections() -> None:
+    c = config.from_mapping({
+        "trajectories": {"custom": [{"name": "trial", "reml": False, "exclude_baseline": True,
+                                     "formula": "bdi2 ~ baseline_bdi2 + weeks + (1 | patient_id)"}]},
+        "relapse": {"at_risk": "response", "threshold": 15, "instrument": "hamd17"},
+    })
+    (model,) = c.trajectories.custom
+    assert (model.name, model.reml, model.exclude_baseline) == ("trial", False, True)
+    assert (c.relapse.at_risk, c.relapse.threshold, c.relapse.instrument) == (
+        "response", 15, "hamd17")
+    with pytest.raises(config.ConfigError, match="expected true or false"):
+        config.from_mapping({"trajectories": {"custom": [{"formula": "y ~ x", "reml": "no"}]}})
+    with pytest.raises(config.ConfigError, match="use one of remission, response"):
+        config.from_mapping({"relapse": {"at_risk": "recovery"}})
+    with pytest.raises(config.ConfigError, match="unknown pattern"):
+        config.from_mapping({"trajectories": {"models": ["growth", "pattern"]}})
