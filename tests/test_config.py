@@ -85,8 +85,9 @@ def test_resolved_is_plain_data() -> None:
 
 def test_custom_models_and_relapse_sections() -> None:
     c = config.from_mapping({
-        "trajectories": {"custom": [{"name": "trial", "reml": False, "exclude_baseline": True,
-                                     "formula": "bdi2 ~ baseline_bdi2 + weeks + (1 | patient_id)"}]},
+        "trajectories": {"custom": [{
+            "name": "trial", "reml": False, "exclude_baseline": True,
+            "formula": "bdi2 ~ baseline_bdi2 + weeks + (1 | patient_id)"}]},
         "relapse": {"at_risk": "response", "threshold": 15, "instrument": "hamd17"},
     })
     (model,) = c.trajectories.custom
