@@ -15,6 +15,8 @@ import hashlib
 import io
 import json
 import logging
+import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +171,37 @@ def read_study(data_dir: Path, names: tuple[str, ...], required: tuple[str, ...]
         tables[name] = read_table(path, name)
         log.info("read %s: %d rows from %s", name, len(tables[name].frame), path.name)
     return tables
+
+
+KEY_ENV = "IPT_PSEUDONYM_KEY"
+KEY_FILE_ENV = "IPT_PSEUDONYM_KEY_FILE"
+DEFAULT_KEY_FILE = Path.home() / ".config" / "ipt-outcomes" / "pseudonym.key"
+
+
+def load_or_create_key(out_dir: Path | None = None) -> bytes:
+    """The pseudonymisation key: ``$IPT_PSEUDONYM_KEY`` (hex), else the key file
+    (``$IPT_PSEUDONYM_KEY_FILE`` or ``~/.config/ipt-outcomes/pseudonym.key``), created with
+    a random 256-bit key on first use (mode 600). The key file must not lie inside the output
+    folder ``out_dir``; the key is never logged.
+    """
+    if os.environ.get(KEY_ENV):
+        try:
+            return bytes.fromhex(os.environ[KEY_ENV])
+        except ValueError as exc:
+            raise InputError(KEY_ENV, "the pseudonymisation key must be hex digits") from exc
+    path = Path(os.environ.get(KEY_FILE_ENV, str(DEFAULT_KEY_FILE))).expanduser().resolve()
+    if out_dir is not None and out_dir.resolve() in path.parents:
+        raise InputError(path, "the pseudonymisation key file must not be inside the output")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+        log.info("created a new pseudonymisation key file")
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except ValueError as exc:
+        raise InputError(path, "the pseudonymisation key file must hold hex digits") from exc
 
 
 def file_sha256(path: Path) -> str:
