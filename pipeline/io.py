@@ -17,7 +17,8 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,8 +214,28 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(series: pd.Series) -> pd.Series:
+    """Prefix a text cell that a spreadsheet would run as a formula with an apostrophe.
+
+    Cells starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return that are not
+    numbers are prefixed (OWASP, CSV injection); numbers such as ``-3`` are left alone.
+    """
+    def safe(value: object) -> object:
+        if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+            try:
+                float(value)
+            except ValueError:
+                return "'" + value
+        return value
+
+    return series.map(safe)
+
+
 def _for_csv(frame: pd.DataFrame) -> pd.DataFrame:
-    """Render whole-number float columns as integers and dates as ISO dates."""
+    """Whole-number floats as integers, dates as ISO dates, formula-like text defused."""
     out = frame.copy()
     for column in out.columns:
         series = out[column]
@@ -224,28 +245,63 @@ def _for_csv(frame: pd.DataFrame) -> pd.DataFrame:
                 out[column] = series.astype("Int64")
         elif pd.api.types.is_datetime64_any_dtype(series.dtype):
             out[column] = series.dt.strftime("%Y-%m-%d")
+        elif series.dtype == object or pd.api.types.is_string_dtype(series.dtype):
+            out[column] = spreadsheet_safe(series)
     return out
 
 
-def write_csv(frame: pd.DataFrame, path: Path, index: bool = False) -> Path:
-    """Write a table as UTF-8 CSV with ``\\n`` line ends, byte-reproducibly."""
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success,
+    so an interrupted run never leaves a half-written file that looks complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _for_csv(frame).to_csv(path, index=index, lineterminator="\n", encoding="utf-8")
+    temporary = path.with_name(f".{path.name}.partial")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def write_csv(frame: pd.DataFrame, path: Path, index: bool = False) -> Path:
+    """Write a table as UTF-8 CSV with ``\\n`` line ends, atomically and byte-reproducibly."""
+    with atomic_path(path) as temporary:
+        _for_csv(frame).to_csv(temporary, index=index, lineterminator="\n", encoding="utf-8")
     return path
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    """Write a table as Parquet (no pandas index)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False)
+    """Write a table as Parquet (no pandas index), atomically."""
+    with atomic_path(path) as temporary:
+        frame.to_parquet(temporary, index=False)
     return path
+
+
+def write_bytes(data: bytes, path: Path) -> Path:
+    """Write bytes (a PNG figure, say) atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
+    return path
+
+
+def write_text(text: str, path: Path) -> Path:
+    """Write UTF-8 text atomically."""
+    return write_bytes(text.encode("utf-8"), path)
 
 
 def write_json(payload: Mapping[str, Any], path: Path) -> Path:
     """Write JSON with sorted keys and a final newline, so reruns give the same bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-    return path
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
+    return write_text(text, path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON object (an empty dict when the file does not exist)."""
+    if not path.exists():
+        return {}
+    loaded = json.loads(path.read_text())
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def write_study(tables: Mapping[str, pd.DataFrame], out_dir: Path, fmt: str = "csv") -> list[Path]:

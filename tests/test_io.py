@@ -96,3 +96,19 @@ def test_to_csv_helper_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "s.csv"
     path.write_text(to_csv(base_sessions()))
     assert len(io.read_table(path, "sessions").frame) == len(base_sessions())
+
+
+def test_csv_cells_are_spreadsheet_safe(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"site": ['=HYPERLINK("x")', "-3", "+cmd", "@SUM(A1)", "ok", "-x"]})
+    path = io.write_csv(frame, tmp_path / "s.csv")
+    read_back = pd.read_csv(path, dtype=str)["site"].tolist()
+    assert read_back == ["'=HYPERLINK(\"x\")", "-3", "'+cmd", "'@SUM(A1)", "ok", "'-x"]
+
+
+def test_interrupted_write_leaves_no_file(tmp_path: Path) -> None:
+    target = tmp_path / "table.csv"
+    with pytest.raises(RuntimeError), io.atomic_path(target) as temporary:
+        temporary.write_text("half")
+        raise RuntimeError("interrupted")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []

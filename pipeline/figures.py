@@ -1,0 +1,30 @@
+"""Shared figure helpers: figures made without pyplot's global state and saved
+byte-reproducibly (no software/date metadata, fixed DPI)."""
+
+from __future__ import annotations
+
+import io as stdio
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+DPI = 110
+FORMAT_COLOURS = {"individual": "#1b6ca8", "group": "#d1495b", "all": "#444444"}
+
+
+def new_figure(width: float = 7.0, height: float = 4.0) -> Figure:
+    """A figure with an Agg canvas attached, independent of pyplot."""
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """The figure as PNG bytes; the same figure gives the same bytes on every run."""
+    buffer = stdio.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()

@@ -1,0 +1,79 @@
+"""Figures of the outcomes stage: the patient flow and rates by condition and format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch
+
+from pipeline.figures import FORMAT_COLOURS, new_figure
+
+FLOW_STEPS = (
+    ("referred", "Referred (valid records)"),
+    ("started", "Started (>= 1 attended treatment session)"),
+    ("finished_course", "Finished a course (ended, >= 2 sessions)"),
+    ("completers", "Completed (final phase or >= 12 sessions)"),
+    ("followed_up", "Followed up after treatment"),
+)
+
+
+def flow_counts(patient_outcomes: pd.DataFrame, followups: pd.DataFrame | None) -> dict[str, int]:
+    """Patients at each step of the CONSORT-style flow."""
+    followed = 0
+    if followups is not None and not followups.empty:
+        followed = int(patient_outcomes["patient_id"].isin(set(followups["patient_id"])).sum())
+    return {
+        "referred": len(patient_outcomes),
+        "started": int(patient_outcomes["started"].sum()),
+        "finished_course": int(patient_outcomes["finished_course"].sum()),
+        "completers": int(patient_outcomes["completers"].sum()),
+        "followed_up": followed,
+    }
+
+
+def flow_figure(counts: dict[str, int], labels: dict[str, str] | None = None) -> Figure:
+    """A CONSORT-style flow: one box per step with its count (labels may be suppressed)."""
+    figure = new_figure(6.5, 4.6)
+    axes = figure.add_subplot()
+    axes.set_axis_off()
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, len(FLOW_STEPS))
+    for i, (key, text) in enumerate(FLOW_STEPS):
+        y = len(FLOW_STEPS) - i - 0.5
+        axes.add_patch(FancyBboxPatch((0.08, y - 0.3), 0.84, 0.6, boxstyle="round,pad=0.02",
+                                      facecolor="#eef3f8", edgecolor="#1b6ca8"))
+        shown = (labels or {}).get(key, f"{counts[key]:,}")
+        axes.text(0.5, y, f"{text}\nn = {shown}", ha="center", va="center", fontsize=9)
+        if i < len(FLOW_STEPS) - 1:
+            axes.annotate("", xy=(0.5, y - 0.68), xytext=(0.5, y - 0.32),
+                          arrowprops={"arrowstyle": "->", "color": "#1b6ca8"})
+    return figure
+
+
+def rates_figure(rates: pd.DataFrame, outcomes: tuple[tuple[str, str], ...]) -> Figure:
+    """Rates with 95% CIs by condition (rows) and format (colours), one panel per outcome.
+
+    ``rates`` is the ``response_rates`` table, already filtered to one population and
+    denominator; ``outcomes`` lists (instrument, outcome) pairs.
+    """
+    figure = new_figure(7.5, 1.2 + 2.6 * len(outcomes))
+    panels = figure.subplots(len(outcomes), 1, squeeze=False)[:, 0]
+    for axes, (instrument, outcome) in zip(panels, outcomes, strict=True):
+        cells = rates[(rates["instrument"] == instrument) & (rates["outcome"] == outcome)]
+        conditions = list(dict.fromkeys(cells["condition"]))
+        for k, fmt in enumerate(("individual", "group", "all")):
+            part = cells[cells["format"] == fmt].set_index("condition").reindex(conditions)
+            y = np.arange(len(conditions)) + (k - 1) * 0.25
+            rate = pd.to_numeric(part["rate"], errors="coerce").to_numpy(float)
+            low = pd.to_numeric(part["ci_low"], errors="coerce").to_numpy(float)
+            high = pd.to_numeric(part["ci_high"], errors="coerce").to_numpy(float)
+            axes.errorbar(rate, y, xerr=[rate - low, high - rate], fmt="o", ms=4,
+                          color=FORMAT_COLOURS[fmt], label=fmt, capsize=2)
+        axes.set_yticks(np.arange(len(conditions)), conditions)
+        axes.invert_yaxis()
+        axes.set_xlim(0, 1)
+        axes.set_xlabel(f"{instrument} {outcome} rate (95% Wilson CI)")
+        axes.grid(axis="x", alpha=0.3)
+    panels[0].legend(loc="lower right", fontsize=8)
+    return figure
