@@ -1,4 +1,7 @@
 # IPT outcomes pipeline. `make help` lists the targets.
+# Analysis targets are real files: each stage leaves a stamp under $(OUT)/.stamps once it
+# has written its outputs, and depends on its inputs, the config and the code of the stage,
+# so a second `make report` with nothing changed does no work.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,43 +12,90 @@ CONFIG ?=
 PATIENTS ?= 2000
 SEED ?= 20261122
 
-.DEFAULT_GOAL := help
-.PHONY: help install demo validate outcomes dictionary test lint clean
 CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG))
+INSTALLED := $(VENV)/.installed
 DEMO_DEP := $(if $(filter data/demo,$(DATA)),data/demo/patients.csv)
+DATA_FILES := $(DEMO_DEP) $(filter-out $(DEMO_DEP),$(wildcard $(DATA)/*.csv $(DATA)/*.parquet))
+STAMPS := $(OUT)/.stamps
+CORE := pipeline/io.py pipeline/clean.py pipeline/validate.py pipeline/cli.py \
+        pipeline/config.py pipeline/outcomes.py pipeline/stages.py $(wildcard data_schemas/*.py)
+OUTCOME_CODE := pipeline/rates.py pipeline/outcome_tables.py pipeline/outcome_plots.py \
+        pipeline/privacy.py pipeline/figures.py
+MODEL_CODE := pipeline/trajectories.py pipeline/trajectory_plots.py $(wildcard pipeline/engines/*.py)
+RELAPSE_CODE := pipeline/relapse.py pipeline/relapse_plots.py
+AUDIT_CODE := $(wildcard pipeline/audit*.py pipeline/funnel.py)
+REPORT_CODE := pipeline/report.py pipeline/manifest.py $(wildcard pipeline/templates/*)
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo validate outcomes models relapse audit report run dictionary \
+        test test-fast lint notebooks validate-stats bench clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F ':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F ':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
 	@echo "variables: DATA=$(DATA) OUT=$(OUT) CONFIG=$(CONFIG) PATIENTS=$(PATIENTS) SEED=$(SEED)"
 
-$(VENV)/.installed: pyproject.toml
+$(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed ## create .venv and install the project (editable) with dev tools
+install: $(INSTALLED) ## create .venv and install the project (editable) with dev tools
 
-data/demo/patients.csv: $(VENV)/.installed pipeline/demo.py
+data/demo/patients.csv: | $(INSTALLED)
 	$(BIN)/ipt-outcomes demo --out data/demo --patients $(PATIENTS) --seed $(SEED)
 
-demo: data/demo/patients.csv ## write the synthetic demo cohort to data/demo
+demo: data/demo/patients.csv ## write the synthetic demo cohort to data/demo (if missing)
 
-validate: $(VENV)/.installed $(DEMO_DEP) ## validate DATA into OUT/validation
+$(STAMPS)/validate: $(INSTALLED) $(DATA_FILES) $(CORE)
 	$(BIN)/ipt-outcomes validate $(DATA) --out $(OUT)
+	@mkdir -p $(@D) && touch $@
 
-outcomes: $(VENV)/.installed $(DEMO_DEP) ## per-patient outcomes and rate tables into OUT/tables
+$(STAMPS)/outcomes: $(STAMPS)/validate $(CONFIG) $(OUTCOME_CODE)
 	$(BIN)/ipt-outcomes outcomes $(DATA) --out $(OUT) $(CONFIG_ARG)
+	@touch $@
 
-dictionary: $(VENV)/.installed ## regenerate data_schemas/DATA_DICTIONARY.md and templates
+$(STAMPS)/models: $(STAMPS)/validate $(CONFIG) $(MODEL_CODE)
+	$(BIN)/ipt-outcomes models $(DATA) --out $(OUT) $(CONFIG_ARG)
+	@touch $@
+
+$(STAMPS)/relapse: $(STAMPS)/validate $(CONFIG) $(RELAPSE_CODE)
+	$(BIN)/ipt-outcomes relapse $(DATA) --out $(OUT) $(CONFIG_ARG)
+	@touch $@
+
+$(STAMPS)/audit: $(STAMPS)/validate $(CONFIG) $(AUDIT_CODE)
+	$(BIN)/ipt-outcomes audit $(DATA) --out $(OUT) $(CONFIG_ARG)
+	@touch $@
+
+$(OUT)/report.html: $(STAMPS)/outcomes $(STAMPS)/models $(STAMPS)/relapse $(STAMPS)/audit $(REPORT_CODE)
+	$(BIN)/ipt-outcomes report --out $(OUT)
+
+validate: $(STAMPS)/validate ## validate DATA into OUT/validation
+outcomes: $(STAMPS)/outcomes ## per-patient outcomes and rate tables into OUT/tables
+models: $(STAMPS)/models ## mixed-effects trajectory models into OUT/tables
+relapse: $(STAMPS)/relapse ## relapse survival analysis into OUT/tables
+audit: $(STAMPS)/audit ## clinic audit into OUT/audit
+report: $(OUT)/report.html ## everything, then OUT/report.html (only what changed is redone)
+	@echo "open $(OUT)/report.html"
+
+run: | $(INSTALLED) $(DEMO_DEP) ## the whole pipeline in one process (ignores stamps)
+	$(BIN)/ipt-outcomes run $(DATA) --out $(OUT) $(CONFIG_ARG)
+
+dictionary: | $(INSTALLED) ## regenerate data_schemas/DATA_DICTIONARY.md and templates
 	$(BIN)/ipt-outcomes dictionary --out data_schemas
 
-test: $(VENV)/.installed ## run the test suite
+test: | $(INSTALLED) ## the test suite (notebooks and the browser check included)
 	$(BIN)/pytest -q -n 2
 
-lint: $(VENV)/.installed ## ruff and mypy on pipeline/ and data_schemas/
+test-fast: | $(INSTALLED) ## the test suite without notebooks and the browser check
+	$(BIN)/pytest -q -n 2 -m "not notebook and not browser"
+
+lint: | $(INSTALLED) ## ruff and mypy on pipeline/ and data_schemas/
 	$(BIN)/ruff check pipeline data_schemas tests
 	$(BIN)/mypy pipeline data_schemas
 
+notebooks: | $(INSTALLED) $(DEMO_DEP) ## render the notebooks to HTML under reports/notebooks
+	$(BIN)/jupyter nbconvert --to html --execute --output-dir reports/notebooks notebooks/*.ipynb
+
 clean: ## remove generated reports and the demo data (keeps .venv)
-	rm -rf data/demo reports/demo
+	rm -rf data/demo reports/demo reports/notebooks

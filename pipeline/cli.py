@@ -1,6 +1,6 @@
 """The ``ipt-outcomes`` command line: the only place that parses arguments and decides
 what the user sees. Each subcommand reads at the edge (``pipeline.io``), calls pure stage
-functions, writes its outputs and returns an exit code:
+functions (``pipeline.stages``), writes their outputs and returns an exit code:
 
 - 0: done (data valid, or the quarantined share within ``--max-quarantine``);
 - 1: data invalid beyond that share (or any fault with ``--strict``);
@@ -25,6 +25,8 @@ from pipeline import io
 
 if TYPE_CHECKING:
     from pipeline.config import StudyConfig
+    from pipeline.runlog import RunLog
+    from pipeline.stages import SharingOptions, StageOutput
     from pipeline.validate import ValidationResult
 
 log = logging.getLogger("pipeline")
@@ -33,10 +35,14 @@ EXIT_OK, EXIT_INVALID, EXIT_UNUSABLE, EXIT_INTERNAL = 0, 1, 2, 3
 TABLES = ("patients", "sessions", "followups")
 REQUIRED_TABLES = ("patients", "sessions")
 BENCHMARK_EXAMPLE = Path(__file__).parent / "resources" / "benchmarks_example.csv"
+ANALYSIS_STAGES = ("outcomes", "models", "relapse", "audit")
 
 
 class UsageError(Exception):
     """A bad option or configuration (exit code 2)."""
+
+
+# --------------------------------------------------------------------------- options
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -49,25 +55,127 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                         "of any table's rows that may be quarantined before the data count "
                         "as invalid (exit 1); default 0.05")
     parser.add_argument("--strict", action="store_true", help="exit 1 on any fault at all")
+    parser.add_argument("--keep-ids", action="store_true", help="keep real patient ids in "
+                        "the outputs (default: keyed pseudonyms); for a secure machine only")
+    parser.add_argument("--pseudonymise-therapists", action="store_true",
+                        help="replace therapist ids by keyed pseudonyms too")
 
 
-def _validated(args: argparse.Namespace) -> tuple[ValidationResult, int]:
-    """Read and validate DATA_DIR, write the validation report, return (result, exit code)."""
+def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="study config YAML "
+                        "(default: published conventions; see `ipt-outcomes config --example`)")
+    parser.add_argument("--no-suppress", action="store_true", help="show small counts (1-4) "
+                        "in shared tables; for researchers on their own data, not for sharing")
+    parser.add_argument("--engine", choices=("auto", "statsmodels", "mixedlm"), default=None,
+                        help="mixed-model engine (default: the config's, normally auto)")
+
+
+def _sharing(args: argparse.Namespace) -> SharingOptions:
+    from pipeline.stages import SharingOptions
+
+    return SharingOptions(keep_ids=args.keep_ids, no_suppress=getattr(args, "no_suppress", False),
+                          pseudonymise_therapists=args.pseudonymise_therapists)
+
+
+def _config(args: argparse.Namespace) -> StudyConfig:
+    from pipeline import config
+
+    try:
+        return config.load(getattr(args, "config", None))
+    except config.ConfigError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _key(args: argparse.Namespace) -> bytes:
+    return b"" if args.keep_ids else io.load_or_create_key(args.out)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _private(frame: pd.DataFrame, args: argparse.Namespace, key: bytes) -> pd.DataFrame:
+    """Pseudonymise patient (and optionally therapist) ids unless ``--keep-ids``."""
+    from pipeline import privacy
+
+    columns: list[tuple[str, str]] = [] if args.keep_ids else [("patient_id", "p")]
+    if args.pseudonymise_therapists:
+        columns.append(("therapist_id", "t"))
+    return privacy.pseudonymise_columns(frame, key, columns) if columns else frame
+
+
+def _write_validation(result: ValidationResult, args: argparse.Namespace, key: bytes,
+                      inputs: dict[str, str]) -> Path:
+    folder: Path = args.out / "validation"
+    failures = result.failure_cases.copy()
+    if not args.keep_ids and not failures.empty:
+        from pipeline import privacy
+
+        is_id = failures["column"] == "patient_id"
+        failures.loc[is_id, "value"] = privacy.pseudonymise(failures.loc[is_id, "value"], key)
+        failures["message"] = failures["message"].str.replace(
+            r"patient \S+ was quarantined", "patient was quarantined", regex=True)
+    io.write_csv(failures, folder / "failure_cases.csv")
+    io.write_json({**result.summary, "inputs": inputs}, folder / "summary.json")
+    for name, rows in result.quarantine.items():
+        safe = _private(rows, args, key)
+        if not args.keep_ids:
+            safe["reason"] = safe["reason"].str.replace(
+                r"patient \S+ was quarantined", "patient was quarantined", regex=True)
+        io.write_csv(safe, folder / "quarantine" / f"{name}.csv")
+    return folder
+
+
+def _emit(output: StageOutput, args: argparse.Namespace, key: bytes, stage: str) -> None:
+    """Write a stage's tables, figures and messages under OUT."""
+    from pipeline.figures import png_bytes
+
+    for name, table in output.tables.items():
+        io.write_csv(_private(table, args, key), args.out / output.folder / f"{name}.csv")
+    for name, figure in output.figures.items():
+        io.write_bytes(png_bytes(figure), args.out / "figures" / f"{name}.png")
+    io.write_text(json.dumps(list(output.messages), indent=2) + "\n",
+                  args.out / "messages" / f"{stage}.json")
+
+
+def _update_manifest(args: argparse.Namespace, study: StudyConfig, inputs: dict[str, str],
+                     stage_rows: dict[str, dict[str, int]]) -> None:
+    from pipeline import config, manifest
+
+    path = args.out / "manifest.json"
+    current = io.read_json(path)
+    current.update(manifest.base(study=config.resolved(study), sources=config.SOURCES,
+                                 inputs=inputs, data_dir=args.data_dir,
+                                 options={"keep_ids": args.keep_ids,
+                                          "no_suppress": getattr(args, "no_suppress", False),
+                                          "pseudonymise_therapists":
+                                              args.pseudonymise_therapists}))
+    current.setdefault("stages", {}).update(stage_rows)
+    io.write_json(current, path)
+
+
+def _update_run_log(args: argparse.Namespace, runlog: RunLog) -> None:
+    path = args.out / "run_log.json"
+    current = io.read_json(path)
+    current.setdefault("stages", {}).update(runlog.stages)
+    io.write_json(current, path)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _validated(args: argparse.Namespace, key: bytes) -> tuple[ValidationResult, int, dict[str,
+                                                                                           str]]:
+    """Read and validate DATA_DIR, write the validation report, return (result, code, hashes)."""
     from pipeline import validate
 
     raw = io.read_study(args.data_dir, TABLES, REQUIRED_TABLES)
     result = validate.run(raw, date_format=args.date_format)
-    summary = dict(result.summary)
-    summary["inputs"] = {t.path.name: io.file_sha256(t.path) for t in raw.values()}
-    folder = args.out / "validation"
-    io.write_csv(result.failure_cases, folder / "failure_cases.csv")
-    io.write_json(summary, folder / "summary.json")
-    for name, rows in result.quarantine.items():
-        io.write_csv(rows, folder / "quarantine" / f"{name}.csv")
+    inputs = {t.path.name: io.file_sha256(t.path) for t in raw.values()}
+    folder = _write_validation(result, args, key, inputs)
     worst = max(result.quarantined_share(name) for name in result.tables)
     invalid = worst > args.max_quarantine or (args.strict and result.summary["n_failures"] > 0)
     _print_validation(result.summary, folder, invalid, args.max_quarantine)
-    return result, EXIT_INVALID if invalid else EXIT_OK
+    return result, EXIT_INVALID if invalid else EXIT_OK, inputs
 
 
 def _print_validation(summary: dict[str, Any], folder: Path, invalid: bool, limit: float) -> None:
@@ -91,8 +199,121 @@ def _print_validation(summary: dict[str, Any], folder: Path, invalid: bool, limi
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate a study folder and write the validation report."""
-    _result, code = _validated(args)
+    _result, code, _inputs = _validated(args, _key(args))
     return code
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def _benchmarks(study: StudyConfig) -> pd.DataFrame:
+    path = Path(study.benchmarks) if study.benchmarks else BENCHMARK_EXAMPLE
+    raw = io.read_table(path, "benchmarks").frame
+    missing = {"condition", "outcome", "rate", "source"} - set(raw.columns)
+    if missing:
+        raise UsageError(f"{path}: benchmark columns missing: {', '.join(sorted(missing))}")
+    rate = pd.to_numeric(raw["rate"], errors="coerce")
+    if rate.isna().any() or not rate.between(0, 1).all():
+        bad = raw.index[rate.isna() | ~rate.between(0, 1)].tolist()
+        raise UsageError(f"{path}: rate must be a share in [0, 1] (lines {bad})")
+    return raw.assign(rate=rate).reset_index(drop=True)
+
+
+def _progress(step: int, total: int, name: str, seconds: float | None = None) -> None:
+    """A progress line per stage (a bar on a terminal, plain lines in logs and CI)."""
+    done = f" done in {seconds:.1f} s" if seconds is not None else " ..."
+    if sys.stderr.isatty():
+        filled = int(20 * (step - (0 if seconds is not None else 1)) / total)
+        print(f"\r[{'#' * filled}{' ' * (20 - filled)}] {step}/{total} {name}{done}   ",
+              end="\n" if seconds is not None else "", file=sys.stderr, flush=True)
+    else:
+        print(f"stage {step}/{total} {name}{done}", file=sys.stderr, flush=True)
+
+
+def _run_stages(args: argparse.Namespace, stages: Sequence[str], render: bool) -> int:
+    """Validate, then run ``stages`` in order, writing each one's outputs; maybe render."""
+    from pipeline import report
+    from pipeline import stages as stage_functions
+    from pipeline.runlog import RunLog
+
+    study = _config(args)
+    key = _key(args)
+    runlog = RunLog()
+    with runlog.stage("validate"):
+        result, code, inputs = _validated(args, key)
+    if code != EXIT_OK:
+        print("analysis not run: fix the data or raise --max-quarantine", file=sys.stderr)
+        return code
+    tables, sharing = result.tables, _sharing(args)
+    rows: dict[str, dict[str, int]] = {"validate": {
+        name: counts["rows_valid"] for name, counts in result.summary["tables"].items()}}
+    with runlog.stage("outcomes"):
+        outcome_output, patient_outcomes = stage_functions.run_outcomes(
+            tables, study, _benchmarks(study), sharing)
+    runners: dict[str, Callable[[], StageOutput]] = {
+        "outcomes": lambda: outcome_output,
+        "models": lambda: stage_functions.run_models(tables, patient_outcomes, study,
+                                                     args.engine),
+        "relapse": lambda: stage_functions.run_relapse(tables, patient_outcomes, study),
+        "audit": lambda: stage_functions.run_audit(tables, patient_outcomes, study, sharing,
+                                                   key),
+    }
+    total = len(stages) + int(render)
+    for step, name in enumerate(stages, start=1):
+        _progress(step, total, name)
+        with runlog.stage(name if name != "outcomes" else "outcomes_write"):
+            output = runners[name]()
+            _emit(output, args, key, name)
+        rows[name] = output.rows
+        _progress(step, total, name, runlog.stages.get(name, {}).get("seconds", 0.0))
+    _update_manifest(args, study, inputs, rows)
+    if render:
+        _progress(total, total, "report")
+        with runlog.stage("report"):
+            path = report.write(args.out)
+        _progress(total, total, "report", runlog.stages["report"]["seconds"])
+        print(f"report: {path}")
+    _update_run_log(args, runlog)
+    return EXIT_OK
+
+
+def cmd_outcomes(args: argparse.Namespace) -> int:
+    """Validate, then derive per-patient outcomes and rates by condition and format."""
+    return _run_stages(args, ["outcomes"], render=False)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """Validate, derive outcomes, then fit the mixed-effects trajectory models."""
+    return _run_stages(args, ["models"], render=False)
+
+
+def cmd_relapse(args: argparse.Namespace) -> int:
+    """Validate, derive outcomes, then analyse relapse after acute treatment."""
+    return _run_stages(args, ["relapse"], render=False)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Validate, derive outcomes, then audit sites and therapists (privacy by default)."""
+    return _run_stages(args, ["audit"], render=False)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run everything (validate, outcomes, models, relapse, audit) and render the report."""
+    return _run_stages(args, list(ANALYSIS_STAGES), render=True)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Render OUT/report.html from the outputs already under OUT."""
+    from pipeline import report
+
+    if not (args.out / "validation" / "summary.json").exists():
+        raise UsageError(f"{args.out}: no outputs to report on; run the stages first")
+    path: Path = report.write(args.out)
+    print(f"report: {path}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- utilities
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -118,21 +339,11 @@ def cmd_dictionary(args: argparse.Namespace) -> int:
     """Write the data dictionary and the empty CSV templates."""
     from data_schemas.dictionary import render_dictionary, template_frames
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "DATA_DICTIONARY.md").write_text(render_dictionary())
+    io.write_text(render_dictionary(), args.out / "DATA_DICTIONARY.md")
     for name, frame in template_frames().items():
         io.write_csv(frame, args.out / "templates" / f"{name}.csv")
     print(f"wrote {args.out}/DATA_DICTIONARY.md and {args.out}/templates/")
     return EXIT_OK
-
-
-def _config(args: argparse.Namespace) -> StudyConfig:
-    from pipeline import config
-
-    try:
-        return config.load(args.config)
-    except config.ConfigError as exc:
-        raise UsageError(str(exc)) from exc
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -142,45 +353,19 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.example:
         print(config.EXAMPLE, end="")
         return EXIT_OK
-    resolved = config.resolved(_config(args))
-    print(json.dumps(resolved, indent=2, sort_keys=True))
+    print(json.dumps(config.resolved(_config(args)), indent=2, sort_keys=True))
     return EXIT_OK
 
 
-def cmd_outcomes(args: argparse.Namespace) -> int:
-    """Validate, then derive per-patient outcomes and rates by condition and format."""
-    from pipeline import outcome_tables, outcomes
-
-    study = _config(args)
-    result, code = _validated(args)
-    if code != EXIT_OK:
-        print("outcomes not derived: fix the data or raise --max-quarantine", file=sys.stderr)
-        return code
-    patient_outcomes = outcomes.derive(result.tables["patients"], result.tables["sessions"],
-                                       study)
-    tables = outcome_tables.build(patient_outcomes, study, _benchmarks(study))
-    folder = args.out / "tables"
-    io.write_csv(patient_outcomes, folder / "patient_outcomes.csv")
-    for name, table in tables.items():
-        shared = outcome_tables.for_sharing(name, table, study.suppress_below)
-        io.write_csv(table if args.no_suppress else shared, folder / f"{name}.csv")
-    print(f"outcomes: {len(patient_outcomes)} patients -> {folder}/ "
-          f"({', '.join(['patient_outcomes', *tables])})"
-          + ("" if args.no_suppress else f"; counts below {study.suppress_below} suppressed"))
-    return EXIT_OK
+# --------------------------------------------------------------------------- parser
 
 
-def _benchmarks(study: StudyConfig) -> pd.DataFrame:
-    path = Path(study.benchmarks) if study.benchmarks else BENCHMARK_EXAMPLE
-    raw = io.read_table(path, "benchmarks").frame
-    missing = {"condition", "outcome", "rate", "source"} - set(raw.columns)
-    if missing:
-        raise UsageError(f"{path}: benchmark columns missing: {', '.join(sorted(missing))}")
-    rate = pd.to_numeric(raw["rate"], errors="coerce")
-    if rate.isna().any() or not rate.between(0, 1).all():
-        bad = raw.index[rate.isna() | ~rate.between(0, 1)].tolist()
-        raise UsageError(f"{path}: rate must be a share in [0, 1] (lines {bad})")
-    return raw.assign(rate=rate).reset_index(drop=True)
+def _analysis_parser(sub: Any, name: str, func: Callable[[argparse.Namespace], int],
+                     summary: str) -> None:
+    p = sub.add_parser(name, help=summary, description=func.__doc__)
+    _add_data_options(p)
+    _add_analysis_options(p)
+    p.set_defaults(func=func)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,6 +382,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description=cmd_validate.__doc__)
     _add_data_options(p)
     p.set_defaults(func=cmd_validate)
+    _analysis_parser(sub, "outcomes", cmd_outcomes, "per-patient outcomes, response rates, "
+                     "adjusted comparison, benchmarks and attendance")
+    _analysis_parser(sub, "models", cmd_models, "mixed-effects models of symptom trajectories")
+    _analysis_parser(sub, "relapse", cmd_relapse, "relapse after treatment: KM, Cox, RMST, CIF")
+    _analysis_parser(sub, "audit", cmd_audit, "clinic audit: case mix, funnels, not on track")
+    _analysis_parser(sub, "run", cmd_run, "run every stage and render the report")
+
+    p = sub.add_parser("report", help="render OUT/report.html from existing outputs",
+                       description=cmd_report.__doc__)
+    p.add_argument("--out", type=Path, required=True, help="output folder of a run")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="write the synthetic demo cohort",
                        description=cmd_demo.__doc__)
@@ -207,15 +403,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-faults", action="store_true",
                    help="add a few deliberately faulty rows to demonstrate validation")
     p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("outcomes", help="per-patient outcomes, response rates, adjusted "
-                       "comparison, benchmarks and attendance", description=cmd_outcomes.__doc__)
-    _add_data_options(p)
-    p.add_argument("--config", type=Path, default=None, help="study config YAML "
-                   "(default: published conventions; see `ipt-outcomes config --example`)")
-    p.add_argument("--no-suppress", action="store_true", help="show small counts (1-4) in "
-                   "the rate tables; for researchers on their own data, not for sharing")
-    p.set_defaults(func=cmd_outcomes)
 
     p = sub.add_parser("config", help="print the example study config or the resolved one",
                        description=cmd_config.__doc__)

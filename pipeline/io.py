@@ -11,6 +11,7 @@ Parquet files the index is the 1-based row number.
 from __future__ import annotations
 
 import csv
+import filecmp
 import hashlib
 import io
 import json
@@ -253,11 +254,14 @@ def _for_csv(frame: pd.DataFrame) -> pd.DataFrame:
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success,
-    so an interrupted run never leaves a half-written file that looks complete."""
+    so an interrupted run never leaves a half-written file that looks complete. A file
+    whose content did not change is left untouched."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.partial")
     try:
         yield temporary
+        if path.exists() and filecmp.cmp(temporary, path, shallow=False):
+            return  # unchanged: keep the old file and its timestamp
         os.replace(temporary, path)
     finally:
         if temporary.exists():

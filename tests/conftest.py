@@ -70,6 +70,16 @@ def to_csv(rows: list[dict[str, str]], columns: list[str] | None = None) -> str:
 StudyWriter = Callable[..., Path]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _pseudonym_key_outside_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never create or read a key in the user's home folder."""
+    import os
+
+    key_dir = tmp_path_factory.mktemp("key")
+    os.environ["IPT_PSEUDONYM_KEY_FILE"] = str(key_dir / "pseudonym.key")
+    os.environ.pop("IPT_PSEUDONYM_KEY", None)
+
+
 @pytest.fixture
 def write_study(tmp_path: Path) -> StudyWriter:
     """Write a study folder; tables default to the valid base study."""

@@ -1,0 +1,182 @@
+"""Render the study report: one self-contained, printable HTML file.
+
+The report reads what the stages wrote under the output folder (tables, figures, messages,
+the validation summary and the manifest), so it can be re-rendered without recomputing,
+and renders it with a Jinja2 template kept in the package. Every value that comes from the
+data is escaped (autoescape); figures are embedded as ``data:`` URIs; a Content Security
+Policy forbids any network request; no JavaScript is used.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+from pipeline import io
+
+TEMPLATES = Path(__file__).parent / "templates"
+DASH, EN_DASH, MINUS = "\u2013", "\u2013", "\u2212"
+SECTIONS = (
+    ("summary", "Summary"),
+    ("data", "Data and validation"),
+    ("attendance", "Attendance and dropout"),
+    ("outcomes", "Outcomes"),
+    ("trajectories", "Trajectories"),
+    ("relapse", "Relapse"),
+    ("audit", "Clinic audit"),
+    ("methods", "Methods"),
+)
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything the report shows, read from an output folder."""
+
+    tables: dict[str, pd.DataFrame]
+    figures: dict[str, str]  # name -> data URI
+    messages: dict[str, list[str]]
+    validation: dict[str, Any]
+    manifest: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def read_outputs(out_dir: Path) -> ReportInputs:
+    """Read the tables, figures, messages, validation summary and manifest under OUT."""
+    tables: dict[str, pd.DataFrame] = {}
+    for folder in ("tables", "audit"):
+        for path in sorted((out_dir / folder).glob("*.csv")):
+            tables[path.stem] = pd.read_csv(path, dtype=str, keep_default_na=False)
+    figures = {
+        path.stem: "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+        for path in sorted((out_dir / "figures").glob("*.png"))
+    }
+    messages = {
+        path.stem: list(json.loads(path.read_text()))
+        for path in sorted((out_dir / "messages").glob("*.json"))
+    }
+    return ReportInputs(
+        tables=tables,
+        figures=figures,
+        messages=messages,
+        validation=io.read_json(out_dir / "validation" / "summary.json"),
+        manifest=io.read_json(out_dir / "manifest.json"),
+    )
+
+
+def format_cell(value: str) -> str:
+    """Round numbers for reading (tables on disk keep full precision)."""
+    if value in ("", "nan", "NaN", "<NA>", "None"):
+        return DASH
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    if math.isnan(number):
+        return DASH
+    if number.is_integer() and "." not in value and "e" not in value.lower():
+        return f"{int(number):,}"
+    if abs(number) < 0.001 and number != 0:
+        return f"{number:.1e}"
+    return f"{number:.3f}"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["cell"] = format_cell
+    return env
+
+
+def _table_rows(frame: pd.DataFrame, limit: int | None = None) -> dict[str, Any]:
+    shown = frame if limit is None else frame.head(limit)
+    return {"columns": list(shown.columns), "rows": shown.values.tolist(),
+            "truncated": len(frame) - len(shown)}
+
+
+def _filter(frame: pd.DataFrame | None, **equal: str) -> pd.DataFrame:
+    if frame is None:
+        return pd.DataFrame()
+    keep = pd.Series(True, index=frame.index)
+    for column, value in equal.items():
+        if column in frame.columns:
+            keep &= frame[column] == value
+    return frame.loc[keep]
+
+
+def summary_numbers(inputs: ReportInputs, primary: str) -> list[tuple[str, str]]:
+    """The few numbers a reader wants first, as (label, text) pairs."""
+    tables = inputs.tables
+    numbers: list[tuple[str, str]] = []
+    for name, counts in inputs.validation.get("tables", {}).items():
+        numbers.append((f"{name} (valid / in)",
+                        f"{counts['rows_valid']:,} / {counts['rows_in']:,}"))
+    rates = tables.get("response_rates")
+    for instrument, outcome in ((primary, "response"), ("phq9+gad7", "recovery")):
+        row = _filter(rates, population="finished_course", denominator="observed",
+                      instrument=instrument, outcome=outcome, condition="all", format="all")
+        if not row.empty:
+            r = row.iloc[0]
+            numbers.append((f"{outcome} ({instrument}, finished course)",
+                            f"{_pct(r['rate'])} (95% CI {_ci(r['ci_low'], r['ci_high'])}), "
+                            f"{r['events']} of {r['n']}"))
+    standardised = tables.get("response_standardised")
+    row = _filter(standardised, quantity="risk_difference")
+    if not row.empty:
+        r = row.iloc[0]
+        numbers.append((f"group {MINUS} individual response (standardised)",
+                        f"{_pct(r['estimate'])} (95% CI {_pct(r['ci_low'])} to "
+                        f"{_pct(r['ci_high'])})"))
+    km = _filter(tables.get("relapse_km"), stratum_variable="all")
+    if not km.empty and "relapse_free_52w" in km.columns:
+        r = km.iloc[0]
+        numbers.append(("relapse-free at 52 weeks", f"{_pct(r['relapse_free_52w'])} (95% CI "
+                        f"{_ci(r.get('ci_low_52w', ''), r.get('ci_high_52w', ''))})"))
+    return numbers
+
+
+def _ci(low: Any, high: Any) -> str:
+    return f"{_pct(low)}{EN_DASH}{_pct(high)}"
+
+
+def _pct(value: Any) -> str:
+    try:
+        return f"{100 * float(value):.1f}%"
+    except (TypeError, ValueError):
+        return str(value) if value not in ("", None) else DASH
+
+
+def render(inputs: ReportInputs, title: str = "IPT outcomes report") -> str:
+    """The report as HTML text."""
+    config = inputs.manifest.get("config", {})
+    primary = str(config.get("primary_instrument", "phq9"))
+    tables = {name: _table_rows(frame, limit=60) for name, frame in inputs.tables.items()}
+    return _environment().get_template("report.html.j2").render(
+        title=title,
+        sections=SECTIONS,
+        summary=summary_numbers(inputs, primary),
+        tables=tables,
+        figures=inputs.figures,
+        messages=inputs.messages,
+        validation=inputs.validation,
+        manifest=inputs.manifest,
+        manifest_json=json.dumps(inputs.manifest.get("config", {}), indent=2, sort_keys=True),
+        primary=primary,
+    )
+
+
+def write(out_dir: Path, title: str = "IPT outcomes report") -> Path:
+    """Render ``OUT/report.html`` from the outputs under ``out_dir`` (atomically)."""
+    return io.write_text(render(read_outputs(out_dir), title), out_dir / "report.html")

@@ -1,0 +1,74 @@
+"""The report: self-contained, escaped, reproducible byte for byte."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline import report
+from pipeline.cli import main
+
+
+def _inputs(**tables: pd.DataFrame) -> report.ReportInputs:
+    return report.ReportInputs(tables=tables, figures={}, messages={"audit": ["<b>x</b>"]},
+                               validation={}, manifest={})
+
+
+def test_values_from_the_data_are_escaped() -> None:
+    hostile = "<script>alert(1)</script>"
+    html = report.render(_inputs(audit_sites=pd.DataFrame({"site_id": [hostile], "n": ["3"]})))
+    assert hostile not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
+
+
+def test_cells_are_rounded_for_reading_only() -> None:
+    assert report.format_cell("0.123456") == "0.123"
+    assert report.format_cell("1234") == "1,234"
+    assert report.format_cell("") == report.DASH
+    assert report.format_cell("<5") == "<5"
+    assert report.format_cell("0.00001234") == "1.2e-05"
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    data = root / "data"
+    assert main(["demo", "--out", str(data), "--patients", "300"]) == 0
+    for name in ("a", "b"):
+        assert main(["outcomes", str(data), "--out", str(root / name)]) == 0
+        assert main(["report", "--out", str(root / name)]) == 0
+    return root / "a", root / "b"
+
+
+def test_rerun_gives_identical_bytes(two_runs: tuple[Path, Path]) -> None:
+    first, second = two_runs
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert Path("report.html") in files and Path("manifest.json") in files
+    assert any(p.suffix == ".png" for p in files)
+    for relative in files:
+        if relative.name == "run_log.json":
+            continue
+        assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
+
+
+def test_report_is_self_contained_with_every_section(two_runs: tuple[Path, Path]) -> None:
+    html = (two_runs[0] / "report.html").read_text()
+    for key, _heading in report.SECTIONS:
+        assert f'<section id="{key}">' in html
+    assert not re.search(r'(src|href)="(https?:)?//', html), "no network references"
+    assert "Content-Security-Policy" in html
+    assert html.count("data:image/png;base64,") >= 2
+    assert "<script" not in html
+
+
+def test_no_raw_patient_id_in_outputs(two_runs: tuple[Path, Path]) -> None:
+    raw_ids = set(pd.read_csv(two_runs[0].parent / "data" / "patients.csv")["patient_id"])
+    for path in two_runs[0].rglob("*"):
+        if path.is_file() and path.suffix in (".csv", ".json", ".html"):
+            text = path.read_text()
+            found = [pid for pid in raw_ids if pid in text]
+            assert not found, f"{path}: raw ids {found[:3]}"
