@@ -28,7 +28,7 @@ REPORT_CODE := pipeline/report.py pipeline/manifest.py $(wildcard pipeline/templ
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo validate outcomes models relapse audit report run dictionary \
-        test test-fast lint notebooks validate-stats bench clean
+        test test-fast lint notebooks validate-stats bench clean browser-deps
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F ':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -84,7 +84,12 @@ run: | $(INSTALLED) $(DEMO_DEP) ## the whole pipeline in one process (ignores st
 dictionary: | $(INSTALLED) ## regenerate data_schemas/DATA_DICTIONARY.md and templates
 	$(BIN)/ipt-outcomes dictionary --out data_schemas
 
-test: | $(INSTALLED) ## the test suite (notebooks and the browser check included)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser-deps: ## install Debian's chromium (for the report's browser check) if missing
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+test: browser-deps | $(INSTALLED) ## the test suite (notebooks and the browser check included)
 	$(BIN)/pytest -q -n 2
 
 test-fast: | $(INSTALLED) ## the test suite without notebooks and the browser check

@@ -158,11 +158,68 @@ def _pct(value: Any) -> str:
         return str(value) if value not in ("", None) else DASH
 
 
+def _rate_text(row: pd.Series, rate: str = "rate", low: str = "ci_low",
+               high: str = "ci_high") -> str:
+    if row.get(rate, "") in ("", None):
+        return "suppressed" if str(row.get("suppressed", "")) == "True" else DASH
+    return f"{_pct(row[rate])} ({_ci(row[low], row[high])})"
+
+
+def rates_view(rates: pd.DataFrame, denominator: str,
+               outcomes: tuple[tuple[str, str], ...]) -> pd.DataFrame:
+    """Finished-course rates as condition x format rows and one column per outcome."""
+    wanted = pd.Series(list(zip(rates["instrument"], rates["outcome"], strict=True)),
+                       index=rates.index).isin(outcomes)
+    part = rates[(rates["population"] == "finished_course")
+                 & (rates["denominator"] == denominator) & wanted]
+    if part.empty:
+        return pd.DataFrame()
+    cells = part.assign(
+        label=part["instrument"] + " " + part["outcome"],
+        text=[f"{_rate_text(r)}, n={r['n']}" for _, r in part.iterrows()],
+    )
+    view = cells.pivot_table(index=["condition", "format"], columns="label", values="text",
+                             aggfunc="first", sort=False)
+    return view.reset_index().rename_axis(columns=None)
+
+
+def attendance_view(attendance: pd.DataFrame) -> pd.DataFrame:
+    """Attendance with each estimate and its CI in one cell."""
+    def mean_ci(r: pd.Series) -> str:
+        return (f"{format_cell(r['sessions_attended_mean'])} ("
+                f"{format_cell(r['sessions_attended_ci_low'])}{EN_DASH}"
+                f"{format_cell(r['sessions_attended_ci_high'])})")
+
+    return pd.DataFrame({
+        "condition": attendance["condition"], "format": attendance["format"],
+        "patients": attendance["patients"],
+        "sessions attended, mean (95% CI)": [mean_ci(r) for _, r in attendance.iterrows()],
+        "did not attend (95% CI)": [_rate_text(r, "dna_rate", "dna_ci_low", "dna_ci_high")
+                                    for _, r in attendance.iterrows()],
+        "dropout (95% CI)": [_rate_text(r, "dropout_rate", "dropout_ci_low", "dropout_ci_high")
+                             for _, r in attendance.iterrows()],
+    })
+
+
+def _views(tables: dict[str, pd.DataFrame], primary: str) -> dict[str, pd.DataFrame]:
+    """Reader-friendly versions of the widest tables (the CSVs keep every column)."""
+    views = dict(tables)
+    main = ((primary, "response"), (primary, "remission"),
+            ("phq9+gad7", "reliable_improvement"), ("phq9+gad7", "recovery"))
+    if "response_rates" in tables:
+        views["rates_observed"] = rates_view(tables["response_rates"], "observed", main)
+        views["rates_itt"] = rates_view(tables["response_rates"], "itt", main)
+    if "attendance" in tables:
+        views["attendance"] = attendance_view(tables["attendance"])
+    return views
+
+
 def render(inputs: ReportInputs, title: str = "IPT outcomes report") -> str:
     """The report as HTML text."""
     config = inputs.manifest.get("config", {})
     primary = str(config.get("primary_instrument", "phq9"))
-    tables = {name: _table_rows(frame, limit=60) for name, frame in inputs.tables.items()}
+    tables = {name: _table_rows(frame, limit=60)
+              for name, frame in _views(inputs.tables, primary).items()}
     return _environment().get_template("report.html.j2").render(
         title=title,
         sections=SECTIONS,

@@ -1,0 +1,78 @@
+"""The report checked as a person would: rendered in headless Chromium, every image
+decodes, every section is there, nothing is fetched from the network, and it prints to a
+PDF of a sensible length. Chromium comes from Debian's `chromium` package (`.ci/run` and
+`make test` install it when missing)."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline import report
+from pipeline.cli import main
+
+pytestmark = pytest.mark.browser
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--host-resolver-rules=MAP * ~NOTFOUND"]
+CHECK = """<script>
+window.addEventListener('load', () => {
+  const images = [...document.images].map(i => i.complete && i.naturalWidth > 0);
+  const sections = [...document.querySelectorAll('section')].map(s => s.id);
+  const fetched = performance.getEntriesByType('resource').map(r => r.name)
+      .filter(n => !n.startsWith('data:'));
+  document.body.setAttribute('data-check', JSON.stringify({images, sections, fetched}));
+});
+</script>"""
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert found, "chromium is required: apt-get install chromium (make test does it)"
+    return found
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("browser")
+    assert main(["demo", "--out", str(root / "data"), "--patients", "300"]) == 0
+    assert main(["outcomes", str(root / "data"), "--out", str(root / "out")]) == 0
+    assert main(["report", "--out", str(root / "out")]) == 0
+    return root
+
+
+def _run(args: list[str], profile: Path) -> str:
+    done = subprocess.run([_chromium(), *FLAGS, f"--user-data-dir={profile}", *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_images_decode_sections_present_no_network(rendered: Path) -> None:
+    page = (rendered / "out" / "report.html").read_text()
+    probe = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page)
+    probe = probe.replace("</body>", CHECK + "</body>")
+    probe_path = rendered / "probe.html"
+    probe_path.write_text(probe)
+    dom = _run(["--virtual-time-budget=10000", "--dump-dom", probe_path.as_uri()],
+               rendered / "profile1")
+    match = re.search(r'data-check="([^"]*)"', dom)
+    assert match, "the page did not finish loading"
+    result = json.loads(html.unescape(match.group(1)))
+    assert result["images"] and all(result["images"]), result["images"]
+    assert result["sections"] == [key for key, _ in report.SECTIONS]
+    assert result["fetched"] == []
+
+
+def test_prints_to_a_sensible_pdf(rendered: Path) -> None:
+    pdf = rendered / "report.pdf"
+    _run([f"--print-to-pdf={pdf}", "--no-pdf-header-footer",
+          (rendered / "out" / "report.html").as_uri()], rendered / "profile2")
+    pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf.read_bytes()))
+    assert 4 <= pages <= 60, pages
