@@ -9,8 +9,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 DPI = 110
 FORMAT_COLOURS = {"individual": "#1b6ca8", "group": "#d1495b", "all": "#444444"}

@@ -110,6 +110,8 @@ def baseline_and_endpoint(
 ) -> pd.DataFrame:
     """Baseline and endpoint scores of one instrument per patient (see module docstring)."""
     index = pd.Index(patients["patient_id"], name="patient_id")
+    if instrument not in sessions.columns:
+        return pd.DataFrame({"baseline": np.nan, "endpoint": np.nan}, index=index)
     scored = sessions.loc[
         (sessions["attendance"] == "attended") & sessions[instrument].notna(),
         ["patient_id", "session_number", "session_date", instrument],
@@ -117,12 +119,8 @@ def baseline_and_endpoint(
     if config.baseline_rule == "first_treatment":
         scored = scored[scored["session_number"] >= 1]
     first = scored.groupby("patient_id").first()
-    later = scored.merge(
-        first["session_number"].rename("baseline_number"), left_on="patient_id", right_index=True
-    )
-    later = later[
-        (later["session_number"] > later["baseline_number"]) & (later["session_number"] >= 1)
-    ]
+    baseline_number = scored["patient_id"].map(first["session_number"])
+    later = scored[(scored["session_number"] > baseline_number) & (scored["session_number"] >= 1)]
     if config.endpoint.rule == "week":
         end = _score_near_week(later, patients, instrument, config)
     else:

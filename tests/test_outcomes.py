@@ -258,3 +258,12 @@ def test_endpoint_at_a_week() -> None:
     assert pd.isna(table.at["A_exactly_half", "phq9_endpoint"])
     # K: the scored session 3 is at week 2: outside; G: session 2 at week 1 scored 8
     assert table.at["G_missing_gad7", "phq9_endpoint"] == 8
+
+
+def test_instrument_never_measured_gives_missing_not_a_crash() -> None:
+    patients, sessions = build_fixture()
+    sessions["hamd17"] = np.nan
+    no_bdi = sessions.drop(columns=["bdi2"])
+    table = outcomes.derive(patients, no_bdi, study_config.from_mapping(None))
+    assert table["hamd17_baseline"].isna().all() and table["bdi2_response"].isna().all()
+    assert table["phq9_baseline"].notna().any()

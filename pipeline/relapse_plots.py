@@ -1,0 +1,160 @@
+"""Figures of the relapse analysis (:mod:`pipeline.relapse`): Kaplan-Meier curves with numbers
+at risk, cumulative incidence curves and a forest plot of hazard ratios.
+
+Every function returns a new :class:`matplotlib.figure.Figure` drawn on the non-interactive
+Agg canvas, built without pyplot's global figure registry, so nothing is shown, nothing leaks
+between calls and the same input gives the same picture. Saving is the report's job.
+
+Numbers at risk under the Kaplan-Meier curves come from lifelines ``add_at_risk_counts``
+(patients still followed just after ``t``, ``time_weeks > t``; the same numbers as the
+``relapse_km_at_risk`` table), at multiples of 13 weeks (3 months).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import numpy as np
+import pandas as pd
+from lifelines import KaplanMeierFitter
+from lifelines.plotting import add_at_risk_counts
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
+
+from data_schemas.vocab import CONDITIONS, FORMATS
+
+__all__ = ["cif_figure", "forest_figure", "km_figure"]
+
+RELAPSE: Final = 1
+TICK_WEEKS: Final = 13.0
+VOCABULARY: Final = {"format": FORMATS, "condition": CONDITIONS, "maintenance": ("False", "True")}
+TITLES: Final = {"all": "All patients at risk", "format": "By format",
+                 "maintenance": "By maintenance IPT", "condition": "By condition"}
+
+
+def _canvas(width: float, height: float) -> Figure:
+    """A new figure on an Agg canvas (not registered with pyplot)."""
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _empty(text: str) -> Figure:
+    """A small figure that says why there is nothing to draw."""
+    figure = _canvas(6.0, 3.0)
+    axes = figure.add_subplot()
+    axes.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    axes.set_axis_off()
+    return figure
+
+
+def _groups(cohort: pd.DataFrame, variable: str) -> list[tuple[str, pd.DataFrame]]:
+    """(label, rows) per level, vocabulary order first; the whole cohort for ``"all"``."""
+    if variable == "all":
+        return [("all", cohort)]
+    labels = cohort[variable].astype(object).where(cohort[variable].notna(), "missing")
+    labels = labels.astype(str)
+    known = [str(v) for v in VOCABULARY.get(variable, ())]
+    levels = [v for v in known if v in set(labels)] + sorted(set(labels) - set(known))
+    return [(level, cohort.loc[labels == level]) for level in levels]
+
+
+def _ticks(cohort: pd.DataFrame) -> list[float]:
+    longest = float(cohort["time_weeks"].max())
+    return [float(t) for t in np.arange(0.0, longest + TICK_WEEKS, TICK_WEEKS)]
+
+
+def km_figure(cohort: pd.DataFrame, by: Sequence[str] = ("format", "maintenance")) -> Figure:
+    """Kaplan-Meier relapse-free survival: all patients and one panel per variable in ``by``.
+
+    Competing events are censored; 95% log(-log) bands; numbers at risk below each panel.
+
+    Parameters
+    ----------
+    cohort : DataFrame
+        The relapse cohort (time_weeks, event, and the ``by`` columns).
+    by : sequence of str
+        Variables with a panel each (absent ones are skipped).
+    """
+    if len(cohort) == 0:
+        return _empty("No patients at risk of relapse with follow-up.")
+    panels = ["all", *(v for v in by if v in cohort)]
+    figure = _canvas(5.5 * len(panels), 6.0)
+    ticks = _ticks(cohort)
+    for position, variable in enumerate(panels, start=1):
+        axes = figure.add_subplot(1, len(panels), position)
+        fitters = []
+        for label, rows in _groups(cohort, variable):
+            fitter = KaplanMeierFitter(label=label)
+            fitter.fit(rows["time_weeks"], rows["event"] == RELAPSE)
+            fitter.plot_survival_function(ax=axes, ci_show=True, show_censors=False)
+            fitters.append(fitter)
+        axes.set(title=TITLES.get(variable, f"By {variable}"), xlabel="Weeks since end of "
+                 "acute treatment", ylabel="Relapse-free", ylim=(0.0, 1.02),
+                 xlim=(0.0, ticks[-1]), xticks=ticks)
+        add_at_risk_counts(*fitters, ax=axes, fig=figure, rows_to_show=["At risk"],
+                           xticks=ticks)
+    figure.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=0.35, wspace=0.3)
+    return figure
+
+
+def cif_figure(cif: pd.DataFrame) -> Figure:
+    """Cumulative incidence of relapse (Aalen-Johansen) overall and by format, with 95% bands.
+
+    Parameters
+    ----------
+    cif : DataFrame
+        The ``relapse_cif`` table (stratum_variable, stratum, time_weeks, cif, ci_low,
+        ci_high).
+    """
+    if len(cif) == 0:
+        return _empty("No cumulative incidence to show: no patients at risk with follow-up.")
+    figure = _canvas(7.5, 5.0)
+    axes = figure.add_subplot()
+    for (variable, stratum), rows in cif.groupby(["stratum_variable", "stratum"], sort=False):
+        label = "all" if variable == "all" else f"{variable}: {stratum}"
+        line = axes.step(rows["time_weeks"], rows["cif"], where="post", label=label)[0]
+        axes.fill_between(rows["time_weeks"], rows["ci_low"].fillna(rows["cif"]),
+                          rows["ci_high"].fillna(rows["cif"]), step="post", alpha=0.15,
+                          color=line.get_color())
+    axes.set(xlabel="Weeks since end of acute treatment", ylabel="Cumulative incidence",
+             title="Relapse with death and other treatment as competing events",
+             ylim=(0.0, max(0.05, float(cif["ci_high"].max(skipna=True) or 0.0)) * 1.05))
+    axes.legend(loc="upper left", frameon=False)
+    figure.tight_layout()
+    return figure
+
+
+def forest_figure(cox: pd.DataFrame) -> Figure:
+    """Forest plot of hazard ratios with 95% limits on a log scale.
+
+    Parameters
+    ----------
+    cox : DataFrame
+        The ``relapse_cox`` table (term, hazard_ratio, ci_low, ci_high, model).
+    """
+    if len(cox) == 0:
+        return _empty("No Cox model: too few relapses (see the messages).")
+    rows = cox.iloc[::-1].reset_index(drop=True)
+    figure = _canvas(7.5, 1.2 + 0.4 * len(rows))
+    axes = figure.add_subplot()
+    y = np.arange(len(rows), dtype=float)
+    errors = np.vstack([rows["hazard_ratio"] - rows["ci_low"],
+                        rows["ci_high"] - rows["hazard_ratio"]])
+    axes.errorbar(rows["hazard_ratio"], y, xerr=errors, fmt="s", color="black", capsize=3)
+    axes.axvline(1.0, color="grey", linestyle="--", linewidth=1)
+    axes.set_xscale("log")
+    axes.xaxis.set_major_locator(FixedLocator([2.0**k for k in range(-8, 9)]))
+    axes.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    limits = rows[["ci_low", "ci_high"]].to_numpy(dtype=float)
+    limits = limits[np.isfinite(limits) & (limits > 0)]
+    low, high = (float(limits.min()), float(limits.max())) if limits.size else (1.0, 1.0)
+    axes.set_xlim(max(min(low, 1.0), 2.0**-8) / 1.25, min(max(high, 1.0), 2.0**8) * 1.25)
+    axes.set_yticks(y, labels=list(rows["term"]))
+    axes.set(xlabel="Hazard ratio of relapse (95% CI, log scale)",
+             title=str(rows["model"].iloc[0])[:90])
+    figure.tight_layout()
+    return figure
