@@ -130,7 +130,9 @@ def _emit(output: StageOutput, args: argparse.Namespace, key: bytes, stage: str)
     from pipeline.figures import png_bytes
 
     for name, table in output.tables.items():
-        io.write_csv(_private(table, args, key), args.out / output.folder / f"{name}.csv")
+        # the audit pseudonymises (and sorts by pseudonym) itself
+        safe = table if output.folder == "audit" else _private(table, args, key)
+        io.write_csv(safe, args.out / output.folder / f"{name}.csv")
     for name, figure in output.figures.items():
         io.write_bytes(png_bytes(figure), args.out / "figures" / f"{name}.png")
     io.write_text(json.dumps(list(output.messages), indent=2) + "\n",

@@ -123,6 +123,30 @@ class Relapse:
 
 
 @dataclass(frozen=True)
+class Audit:
+    """The clinic audit's analysis options (``pipeline.audit``; privacy options are flags
+    of the command line)."""
+
+    recovery_target: float = 0.50
+    effect_size_bands: tuple[tuple[str, float, float, float], ...] = (
+        ("phq9", 0.91, 0.73, 0.46), ("gad7", 1.02, 0.78, 0.52))
+    completeness_standard: float = 0.90
+    min_funnel_n: int = 5
+    funnel_levels: tuple[float, ...] = (0.95, 0.998)
+    winsorise: float = 0.10
+    overdispersion_alpha: float = 0.05
+    adjust_overdispersion: bool = True
+    min_level_n: int = 20
+    case_mix_covariates: tuple[str, ...] = ("condition", "format", "problem_area", "age")
+    bootstrap_resamples: int = 500
+    seed: int = 20261122
+    planned_sessions: int = 16
+    prediction_level: float = 0.90
+    max_model_patients: int = 1500
+    instrument: str | None = None
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """Everything that defines the outcomes of a study."""
 
@@ -137,6 +161,7 @@ class StudyConfig:
     suppress_below: int = 5
     trajectories: Trajectories = field(default_factory=Trajectories)
     relapse: Relapse = field(default_factory=Relapse)
+    audit: Audit = field(default_factory=Audit)
 
     def rules(self, instrument: str) -> InstrumentRules:
         """The rules of one instrument (empty rules for an unconfigured one)."""
@@ -172,6 +197,13 @@ SOURCES: dict[str, str] = {
     "baseline_rule": "first score (assessment): NHS Talking Therapies",
     "endpoint.rule": "last score in treatment: NHS Talking Therapies",
     "suppress_below": "counts 1-4 shown as <5: NHS small-number disclosure control",
+    "audit.recovery_target": "50% recovery: NHS Talking Therapies national standard",
+    "audit.effect_size_bands": "pre-post effect size bands PHQ-9 0.91/0.73/0.46, GAD-7 "
+                               "1.02/0.78/0.52: Delgadillo et al. 2014",
+    "audit.completeness_standard": "90% paired scores: NHS Talking Therapies data standard",
+    "audit.funnel_levels": "95% and 99.8% control limits: Spiegelhalter 2005",
+    "audit.winsorise": "10% Winsorised z-scores for over-dispersion: Spiegelhalter 2005",
+    "audit.prediction_level": "90% prediction band for not-on-track: Lutz et al. 1999",
 }
 
 
@@ -195,7 +227,7 @@ def _build(cls: type[Any], values: Any, where: str) -> Any:
 def _coerce(cls: type[Any], spec: dataclasses.Field[Any], value: Any, where: str) -> Any:
     """Check ``value`` against the field's declared type (given as text in ``spec.type``)."""
     nested = {"endpoint": Endpoint, "populations": Populations, "comparison": Comparison,
-              "trajectories": Trajectories, "relapse": Relapse}
+              "trajectories": Trajectories, "relapse": Relapse, "audit": Audit}
     if cls is StudyConfig and spec.name in nested:
         return _build(nested[spec.name], value, where)
     if cls is Trajectories and spec.name == "custom":
@@ -212,7 +244,7 @@ def _coerce(cls: type[Any], spec: dataclasses.Field[Any], value: Any, where: str
     if declared.startswith("tuple"):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(value)
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
     if declared == "bool":
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
@@ -375,4 +407,23 @@ relapse:
   horizon_weeks: [26.0, 52.0]       # relapse-free proportions reported at these weeks
   rmst_weeks: 52.0                  # restricted mean survival time horizon
   min_events_per_parameter: 10      # fewer events: a smaller Cox model
+audit:                              # clinic audit (privacy: --keep-ids, --no-suppress flags)
+  recovery_target: 0.5              # NHS Talking Therapies national recovery standard
+  effect_size_bands:                # instrument, high, average, poor (Delgadillo et al. 2014)
+    - [phq9, 0.91, 0.73, 0.46]
+    - [gad7, 1.02, 0.78, 0.52]
+  completeness_standard: 0.9        # paired-score completeness standard (NHS TT)
+  min_funnel_n: 5                   # smaller units are not placed on a funnel
+  funnel_levels: [0.95, 0.998]      # control limits (Spiegelhalter 2005)
+  winsorise: 0.1                    # over-dispersion from Winsorised z-scores
+  overdispersion_alpha: 0.05
+  adjust_overdispersion: true
+  min_level_n: 20                   # rarer case-mix levels are pooled
+  case_mix_covariates: [condition, format, problem_area, age]
+  bootstrap_resamples: 500          # effect-size CIs (percentile bootstrap)
+  seed: 20261122                    # every random draw of the audit
+  planned_sessions: 16              # for sessions_remaining of not-on-track patients
+  prediction_level: 0.9             # expected recovery band (Lutz et al. 1999)
+  max_model_patients: 1500          # recovery-curve model fitted on a seeded subset
+  instrument: null                  # null: the primary instrument
 """

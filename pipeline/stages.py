@@ -8,8 +8,8 @@ trajectories), ``relapse`` (survival after acute treatment), ``audit`` (clinic a
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -140,9 +140,10 @@ def run_audit(
     """The clinic audit (``pipeline.audit``)."""
     from pipeline import audit
 
-    options: Any = audit.AuditOptions(
-        key=key, keep_ids=sharing.keep_ids, no_suppress=sharing.no_suppress,
+    options = audit.AuditOptions(
+        key=key or None, keep_ids=sharing.keep_ids, no_suppress=sharing.no_suppress,
         pseudonymise_therapists=sharing.pseudonymise_therapists,
+        **dataclasses.asdict(config.audit),
     )
     result = audit.review(tables["patients"], tables["sessions"], patient_outcomes, config,
                           options)
