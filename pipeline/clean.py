@@ -14,6 +14,7 @@ Dates must be ISO (``YYYY-MM-DD``) unless the user gives ``date_format``; a date
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,18 +53,41 @@ def _failures(rows: list[dict[str, object]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=FAILURE_COLUMNS)
 
 
+def _on_uniques(series: pd.Series, transform: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """Apply a string transform to the distinct values only, then spread the results back.
+
+    Session tables repeat a handful of codes (and one id per patient) millions of times;
+    transforming the distinct values keeps cleaning linear in rows with a tiny constant.
+    """
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    done = transform(pd.Series(uniques, dtype=object)).astype(object)
+    done = done.where(done.notna(), None).to_numpy(dtype=object)
+    values = np.empty(len(codes), dtype=object)
+    present = codes >= 0
+    values[present] = done[codes[present]]
+    values[~present] = None
+    return pd.Series(values, index=series.index, dtype=object)
+
+
+def _trim(values: pd.Series) -> pd.Series:
+    text = values.astype("string").str.strip()
+    return text.mask(text.str.lower().isin(NA_TOKENS) | text.isna())
+
+
 def _as_text(series: pd.Series) -> pd.Series:
     """Trimmed text with NA tokens turned into missing values."""
-    text = series.astype("string").str.strip()
-    return text.mask(text.str.lower().isin(NA_TOKENS) | text.isna())
+    return _on_uniques(series, _trim).astype("string")
 
 
 def normalise_code(series: pd.Series, column: str) -> pd.Series:
     """Case-fold a coded category and map synonyms onto canonical codes."""
-    text = _as_text(series).str.lower()
-    text = text.str.replace(r"[\s\-]+", "_", regex=True)
-    mapped = text.map(lambda v: SYNONYMS.get(column, {}).get(v, v) if isinstance(v, str) else v)
-    return mapped.astype(object).where(mapped.notna(), None)
+    synonyms = SYNONYMS.get(column, {})
+
+    def canonical(values: pd.Series) -> pd.Series:
+        text = _trim(values).str.lower().str.replace(r"[\s\-]+", "_", regex=True)
+        return text.map(lambda v: synonyms.get(v, v) if isinstance(v, str) else v)
+
+    return _on_uniques(series, canonical)
 
 
 def parse_numbers(series: pd.Series) -> tuple[pd.Series, pd.Series]:

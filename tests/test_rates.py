@@ -494,3 +494,29 @@ def test_attendance_summary_by_hand() -> None:
     assert overall["dropout_ci_high"] == pytest.approx(0.8500, abs=1e-4)
     single = rows.loc[("major_depression", "group")]
     assert np.isnan(single["sessions_attended_ci_low"]) and single["dna_rate"] == 0.0
+
+
+def test_large_n_route_is_the_independence_gee() -> None:
+    """Above the size limit the fit is the GLM with cluster-robust SEs, which must equal
+    statsmodels' GEE with an independence working correlation (same estimator)."""
+    import statsmodels.api as sm
+
+    from pipeline.rates import _fit_gee
+
+    rng = np.random.default_rng(3)
+    n = 600
+    design = pd.DataFrame({"Intercept": 1.0, "x": rng.normal(size=n),
+                           "format[group]": rng.integers(0, 2, n).astype(float)})
+    clusters = pd.Series(rng.integers(0, 60, n))
+    logit = -0.3 + 0.8 * design["x"] - 0.5 * design["format[group]"]
+    y = pd.Series((rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int))
+    params, cov, notes = _fit_gee(y, design, clusters, exchangeable_max=100)
+    gee = sm.GEE(y.astype(float), design, groups=pd.factorize(clusters)[0],
+                 family=sm.families.Binomial(),
+                 cov_struct=sm.cov_struct.Independence()).fit(cov_type="robust")
+    np.testing.assert_allclose(params.to_numpy(), np.asarray(gee.params), rtol=1e-6)
+    # GLM's cluster covariance applies the small-sample factor G/(G-1) * (N-1)/(N-K)
+    factor = (60 / 59) * ((n - 1) / (n - 3))
+    np.testing.assert_allclose(np.diag(cov.to_numpy()),
+                               factor * np.diag(np.asarray(gee.cov_params())), rtol=1e-4)
+    assert any("independence working correlation" in note for note in notes)
