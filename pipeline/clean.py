@@ -60,8 +60,8 @@ def _on_uniques(series: pd.Series, transform: Callable[[pd.Series], pd.Series]) 
     transforming the distinct values keeps cleaning linear in rows with a tiny constant.
     """
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    done = transform(pd.Series(uniques, dtype=object)).astype(object)
-    done = done.where(done.notna(), None).to_numpy(dtype=object)
+    transformed = transform(pd.Series(uniques, dtype=object)).astype(object)
+    done = transformed.where(transformed.notna(), None).to_numpy(dtype=object)
     values = np.empty(len(codes), dtype=object)
     present = codes >= 0
     values[present] = done[codes[present]]
