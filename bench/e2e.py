@@ -1,0 +1,112 @@
+"""End-to-end benchmark: the whole pipeline (report included) on cohorts of growing size.
+
+Usage: ``python bench/e2e.py [--sizes 10000 100000 1000000] [--repeats 1]``
+(``make bench-e2e``). For each size it writes a demo cohort as Parquet, runs
+``ipt-outcomes run`` in a fresh process, and reads the per-stage wall time and peak
+memory from the run's ``run_log.json``; the whole process's peak RSS comes from
+``/usr/bin/time``-equivalent ``resource.getrusage`` of the child. Results go to
+``bench/results/e2e.json`` and a log-log plot ``bench/results/e2e.png``. Medians are
+reported when ``--repeats`` > 1 (the machines are shared and noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+BIN = Path(sys.executable).parent
+
+
+def _child_peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def run_size(n: int, work: Path, repeats: int) -> dict[str, object]:
+    data = work / f"data_{n}"
+    if not (data / "patients.parquet").exists():
+        subprocess.run([BIN / "ipt-outcomes", "demo", "--out", data, "--patients", str(n),
+                        "--format", "parquet"], check=True, capture_output=True)
+    runs = []
+    for k in range(repeats):
+        out = work / f"out_{n}_{k}"
+        start = time.perf_counter()
+        done = subprocess.run([BIN / "ipt-outcomes", "run", data, "--out", out],
+                              capture_output=True, text=True, check=False,
+                              env={"IPT_PSEUDONYM_KEY": "00" * 32, "PATH": str(BIN)})
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"run failed at {n}: {done.stderr[-2000:]}")
+        stages = json.loads((out / "run_log.json").read_text())["stages"]
+        runs.append({"seconds": seconds, "stages": stages})
+    stage_names = list(runs[0]["stages"])
+    return {
+        "patients": n,
+        "sessions": _rows(data / "sessions.parquet"),
+        "total_seconds_median": statistics.median(r["seconds"] for r in runs),
+        "total_seconds_runs": [round(r["seconds"], 2) for r in runs],
+        "process_peak_rss_mb": round(_child_peak_mb(), 1),
+        "stages": {
+            name: {
+                "seconds_median": statistics.median(r["stages"][name]["seconds"] for r in runs),
+                "peak_rss_mb_max": max(r["stages"][name]["peak_rss_mb"] for r in runs),
+            }
+            for name in stage_names
+        },
+    }
+
+
+def _rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def plot(results: list[dict[str, object]], path: Path) -> None:
+    from pipeline.figures import new_figure, png_bytes
+
+    figure = new_figure(7, 4.5)
+    axes = figure.add_subplot()
+    sizes = [r["patients"] for r in results]
+    stages = list(results[0]["stages"])  # type: ignore[arg-type]
+    for stage in stages:
+        axes.plot(sizes, [r["stages"][stage]["seconds_median"] for r in results],  # type: ignore[index]
+                  marker="o", label=stage)
+    axes.plot(sizes, [r["total_seconds_median"] for r in results], "k--", marker="s",
+              label="total")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("patients")
+    axes.set_ylabel("seconds (median)")
+    axes.legend(fontsize=7)
+    axes.grid(alpha=0.3, which="both")
+    path.write_bytes(png_bytes(figure))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "ipt-bench")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = []
+    for n in args.sizes:
+        result = run_size(n, args.work, args.repeats)
+        print(json.dumps(result, indent=1), flush=True)
+        results.append(result)
+        (RESULTS / "e2e.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, RESULTS / "e2e.png")
+
+
+if __name__ == "__main__":
+    main()
