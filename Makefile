@@ -69,6 +69,7 @@ $(STAMPS)/audit: $(STAMPS)/validate $(CONFIG) $(AUDIT_CODE)
 
 $(OUT)/report.html: $(STAMPS)/outcomes $(STAMPS)/models $(STAMPS)/relapse $(STAMPS)/audit $(REPORT_CODE)
 	$(BIN)/ipt-outcomes report --out $(OUT)
+	@touch $@
 
 validate: $(STAMPS)/validate ## validate DATA into OUT/validation
 outcomes: $(STAMPS)/outcomes ## per-patient outcomes and rate tables into OUT/tables
