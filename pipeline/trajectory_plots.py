@@ -1,0 +1,96 @@
+"""Figures of the trajectory models (:mod:`pipeline.trajectories`).
+
+``trajectories_figure`` draws the model-based mean score by format over time points 0..16,
+one panel per condition, with 95% confidence bands, from the ``mixed_trajectories`` table
+(growth model; the pattern-mixture means are dashed when present, to show how far MNAR
+dropout could move the curves). Figures are drawn on the non-interactive Agg canvas without
+pyplot's global state, so the same table gives the same picture; saving is the report's job.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from data_schemas.vocab import CONDITIONS, FORMATS
+from pipeline.figures import FORMAT_COLOURS, new_figure
+
+__all__ = ["trajectories_figure"]
+
+COLUMNS: Final = 4
+STYLES: Final = {"growth": "-", "pattern_mixture": "--", "completers": ":"}
+AXIS_LABELS: Final = {"weeks": "weeks since start", "session_number": "session",
+                      "log_weeks": "weeks since start (log scale in the model)"}
+
+
+def _ordered(values: pd.Series, vocabulary: tuple[str, ...]) -> list[str]:
+    present = set(values.astype(str))
+    return [v for v in vocabulary if v in present] + sorted(present - set(vocabulary))
+
+
+def _panel(axes: object, table: pd.DataFrame, condition: str) -> None:
+    """Curves and bands of one condition."""
+    from matplotlib.axes import Axes
+
+    assert isinstance(axes, Axes)
+    cell = table.loc[table["condition"] == condition]
+    for (model, fmt), rows in cell.groupby(["model", "format"], sort=False):
+        rows = rows.sort_values("time_point")
+        colour = FORMAT_COLOURS.get(str(fmt), "#444444")
+        label = f"{fmt}" if model == "growth" else f"{fmt} ({str(model).replace('_', ' ')})"
+        axes.plot(rows["time_point"], rows["estimate"], STYLES.get(str(model), "-"),
+                  color=colour, label=label, linewidth=1.5)
+        if model == "growth":
+            axes.fill_between(rows["time_point"], rows["ci_low"], rows["ci_high"],
+                              color=colour, alpha=0.2, linewidth=0)
+    axes.set_title(condition.replace("_", " "), fontsize=9)
+    axes.tick_params(labelsize=8)
+    axes.grid(alpha=0.3)
+
+
+def trajectories_figure(table: pd.DataFrame, instrument: str,
+                        models: tuple[str, ...] = ("growth", "pattern_mixture")) -> Figure:
+    """Model-based mean trajectories by condition and format with 95% bands.
+
+    Parameters
+    ----------
+    table : DataFrame
+        ``mixed_trajectories`` (model, condition, format, time_scale, time_point, estimate,
+        ci_low, ci_high).
+    instrument : str
+        Score name for the y-axis.
+    models : tuple of str
+        Models to draw (growth with bands; others as lines only).
+
+    Returns
+    -------
+    Figure
+    """
+    shown = table.loc[table["model"].isin(models)]
+    conditions = _ordered(shown["condition"], CONDITIONS)
+    rows = max(1, math.ceil(len(conditions) / COLUMNS))
+    columns = min(COLUMNS, max(1, len(conditions)))
+    figure = new_figure(width=2.6 * columns + 0.6, height=2.3 * rows + 0.8)
+    grid = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
+    for k, axes in enumerate(grid.flat):
+        if k < len(conditions):
+            _panel(axes, shown, conditions[k])
+        else:
+            axes.set_axis_off()
+    scale = str(shown["time_scale"].iloc[0]) if not shown.empty else "weeks"
+    figure.supxlabel(AXIS_LABELS.get(scale, scale), fontsize=9)
+    figure.supylabel(f"model-based mean {instrument.upper()} (95% CI)", fontsize=9)
+    handles, labels = grid.flat[0].get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: _rank(labels[i]))
+    figure.legend([handles[i] for i in order], [labels[i] for i in order],
+                  loc="outside upper center", ncols=max(1, len(labels)), fontsize=8,
+                  frameon=False)
+    return figure
+
+
+def _rank(label: str) -> tuple[int, str]:
+    fmt = label.split(" ")[0]
+    return (FORMATS.index(fmt) if fmt in FORMATS else len(FORMATS), label)

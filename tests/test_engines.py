@@ -1,0 +1,336 @@
+"""Tests for ``pipeline.engines``: both engines against R lme4, against each other, and the
+tidy tables they share.
+
+Golden values come from ``tests/golden/mixed_golden.R`` (R 4.2.2, lme4 1.1-31; output in
+``mixed_golden.Rout``), e.g.::
+
+    lmer(Reaction ~ Days + (Days | Subject), sleepstudy)                 # REML
+    lmer(Reaction ~ Days + (Days | Subject), sleepstudy, REML = FALSE)
+    lmer(Reaction ~ Days + (Days || Subject), sleepstudy)
+    lmer(strength ~ 1 + (1 | batch/cask), Pastes)
+    lmer(score ~ weeks * (condition + format) + age_centred + sex_male
+         + (1 + weeks | patient_id) + (0 + is_group | group_key)
+         + (1 | therapist_id) + (0 + weeks | therapist_id), mixed_demo_growth.csv)
+
+The tests do not need R: the data sets and R's answers are stored in ``tests/golden``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_schemas.vocab import CONDITIONS
+from pipeline import config, demo, engines, outcomes, trajectories
+from pipeline.engines import (
+    EngineError,
+    MixedFit,
+    MixedSpec,
+    RandomEffect,
+    VarianceComponent,
+    _large,
+    linear_combinations,
+    mixedlm_engine,
+    select_engine,
+)
+from pipeline.lme_formula import to_spec
+
+GOLDEN = Path(__file__).parent / "golden"
+ENGINES = ("mixedlm", "statsmodels")
+DEMO_FIXED = "weeks * (condition + format) + age_centred + sex_male"
+DEMO_COMPONENTS = (VarianceComponent("group_id", where="is_group"),
+                   VarianceComponent("therapist_id"), VarianceComponent("therapist_id", "weeks"))
+# Tolerances against lme4 (relative): mixedlm is lme4's algorithm; statsmodels optimises a
+# different parameterisation to its own convergence tolerance.
+TOLERANCE = {"mixedlm": {"fixef": 1e-6, "se": 1e-5, "variance": 1e-4, "loglik": 1e-6},
+             "statsmodels": {"fixef": 1e-4, "se": 1e-3, "variance": 1e-3, "loglik": 1e-6}}
+
+
+@cache
+def golden() -> dict[str, Any]:
+    result: dict[str, Any] = json.loads((GOLDEN / "mixed_golden.json").read_text())
+    return result
+
+
+@cache
+def demo_golden_frame() -> pd.DataFrame:
+    frame = pd.read_csv(GOLDEN / "mixed_demo_growth.csv")
+    frame["condition"] = pd.Categorical(frame["condition"], categories=list(CONDITIONS))
+    frame["format"] = pd.Categorical(frame["format"], categories=["individual", "group"])
+    frame["is_group"] = frame["is_group"].astype(bool)
+    return frame
+
+
+def golden_case(name: str) -> tuple[MixedSpec, pd.DataFrame]:
+    sleep = pd.read_csv(GOLDEN / "mixed_sleepstudy.csv")
+    patient = (RandomEffect("patient_id", ("1", "weeks")),)
+    cases = {
+        "sleepstudy_reml": (to_spec("Reaction ~ Days + (Days | Subject)"), sleep),
+        "sleepstudy_ml": (to_spec("Reaction ~ Days + (Days | Subject)", reml=False), sleep),
+        "sleepstudy_uncorrelated": (to_spec("Reaction ~ Days + (Days || Subject)"), sleep),
+        "pastes_nested": (to_spec("strength ~ 1 + (1 | batch/cask)"),
+                          pd.read_csv(GOLDEN / "mixed_pastes.csv")),
+        "demo_growth": (MixedSpec("score", DEMO_FIXED, patient, DEMO_COMPONENTS),
+                        demo_golden_frame()),
+        "demo_patient_only": (MixedSpec("score", DEMO_FIXED, patient), demo_golden_frame()),
+    }
+    return cases[name]
+
+
+def _level(grp: str) -> str:
+    """R's VarCorr group name in our notation (``Subject.1`` -> ``Subject``, sorted a:b)."""
+    grp = re.sub(r"\.\d+$", "", grp)
+    return {"group_key": "group_id"}.get(grp, ":".join(sorted(grp.split(":"))))
+
+
+def r_variances(name: str) -> dict[tuple[str, str], float]:
+    """(level, term) -> variance (covariances as ``cor(a, b)``) from the R golden values."""
+    out = {}
+    for row in golden()[name]["varcorr"]:
+        term = row["var1"] if not row["var2"] else f"cor({row['var1']}, {row['var2']})"
+        term = "(Intercept)" if term == "is_group" else term
+        out[(_level(row["grp"]), term)] = row["vcov"]
+    return out
+
+
+def our_variances(fit: MixedFit) -> dict[tuple[str, str], float]:
+    table = fit.variance.loc[fit.variance["term"] != "ICC"]
+    return {(":".join(sorted(str(level).split(":"))), str(term)): float(v)
+            for level, term, v in zip(table["level"], table["term"], table["variance"],
+                                      strict=True)}
+
+
+@cache
+def fitted_case(name: str, engine: str) -> MixedFit:
+    spec, data = golden_case(name)
+    return engines.fit(spec, data, engine)
+
+
+GOLDEN_CASES = [(case, engine) for case in ("sleepstudy_reml", "sleepstudy_ml",
+                                            "sleepstudy_uncorrelated", "pastes_nested",
+                                            "demo_patient_only") for engine in ENGINES]
+GOLDEN_CASES.append(("demo_growth", "mixedlm"))
+
+
+@pytest.mark.parametrize(("case", "engine"), GOLDEN_CASES)
+def test_matches_lme4(case: str, engine: str) -> None:
+    fit, r, tol = fitted_case(case, engine), golden()[case], TOLERANCE[engine]
+    np.testing.assert_allclose(fit.fixed["estimate"], list(r["fixef"].values()),
+                               rtol=tol["fixef"], atol=1e-10)
+    np.testing.assert_allclose(fit.fixed["std_error"], list(r["se"].values()), rtol=tol["se"])
+    np.testing.assert_allclose(fit.diagnostics.at[0, "loglik"], r["loglik"], rtol=tol["loglik"])
+    np.testing.assert_allclose(fit.diagnostics.at[0, "aic"], r["aic"], rtol=tol["loglik"])
+    np.testing.assert_allclose(fit.diagnostics.at[0, "bic"], r["bic"], rtol=tol["loglik"])
+    ours, theirs = our_variances(fit), r_variances(case)
+    assert set(ours) - {("Residual", "")} == set(theirs) - {("Residual", "")}
+    for key, value in theirs.items():
+        assert ours[key] == pytest.approx(value, rel=tol["variance"], abs=1e-9), key
+    assert fit.converged and not fit.singular
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fitted_values_and_random_effects_match_lme4(engine: str) -> None:
+    """Fitted values include the random effects (``fitted(fit)`` in R), unlike predict()."""
+    fit, r = fitted_case("sleepstudy_reml", engine), golden()["sleepstudy_reml"]
+    np.testing.assert_allclose(fit.fitted["fitted"].iloc[:10], r["fitted_first"], rtol=1e-6)
+    assert not np.allclose(fit.fitted["fitted"], fit.fitted["fitted_fixed"])
+    first = fit.random_effects["Subject"].loc[308]
+    expected = r["ranef_first"]["Subject"]
+    assert first["(Intercept)"] == pytest.approx(expected["(Intercept)"], rel=1e-4)
+    assert first["Days"] == pytest.approx(expected["Days"], rel=1e-4)
+
+
+def test_statsmodels_drops_inner_correlation_with_a_message() -> None:
+    """statsmodels cannot estimate the patient correlation beside nested components."""
+    spec, data = golden_case("demo_growth")
+    data = data.loc[data["patient_id"] < "P000150"]
+    therapist = MixedSpec(spec.outcome, spec.fixed, spec.random, spec.components[1:2])
+    fit = engines.fit(therapist, data, "statsmodels")
+    assert any("cannot be estimated" in m for m in fit.messages)
+    assert not fit.variance["term"].str.startswith("cor(").any()
+    group_only = MixedSpec(spec.outcome, spec.fixed, spec.random, spec.components[:1])
+    fit = engines.fit(group_only, data, "statsmodels")
+    assert any("group_id is not nested in patient_id" in m for m in fit.messages)
+
+
+def test_engines_agree_on_nested_model_both_can_fit() -> None:
+    """Uncorrelated patient intercept and slope, therapy-group and therapist components."""
+    frame = demo_golden_frame()
+    frame = frame.loc[frame["patient_id"] < "P000300"]
+    spec = MixedSpec("score", DEMO_FIXED, (RandomEffect("patient_id", ("1", "weeks"), False),),
+                     (VarianceComponent("group_id", where="is_group"),
+                      VarianceComponent("therapist_id")))
+    fast, reference = engines.fit(spec, frame, "mixedlm"), engines.fit(spec, frame, "statsmodels")
+    np.testing.assert_allclose(fast.fixed["estimate"], reference.fixed["estimate"], rtol=1e-3,
+                               atol=1e-6)
+    ours, theirs = our_variances(fast), our_variances(reference)
+    assert set(ours) == set(theirs)
+    for key, value in theirs.items():
+        assert ours[key] == pytest.approx(value, rel=1e-2, abs=1e-6), key
+    assert fast.diagnostics.at[0, "loglik"] == pytest.approx(
+        reference.diagnostics.at[0, "loglik"], abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def demo_frame() -> pd.DataFrame:
+    cohort = demo.generate_cohort(demo.DemoConfig(n_patients=2000, seed=20261122,
+                                                  expected_rates_n=0))
+    cfg = config.from_mapping(None)
+    po = outcomes.derive(cohort.patients, cohort.sessions, cfg)
+    long = trajectories.long_scores(cohort.patients, cohort.sessions, po, "phq9", "weeks")
+    frame, _, _ = trajectories.model_data(long)
+    return frame
+
+
+def test_engines_agree_on_demo_growth_model(demo_frame: pd.DataFrame) -> None:
+    """Random intercept + slope per patient on the 2,000-patient demo cohort.
+
+    Agreement: fixed effects within 1e-3 (relative), variance components within 1e-2. The
+    nested components are compared separately (statsmodels cannot fit them beside the
+    correlated patient block).
+    """
+    spec = MixedSpec("score", "weeks * (condition + format) + age_centred + `sex[male]`",
+                     (RandomEffect("patient_id", ("1", "weeks")),))
+    fast, reference = engines.fit(spec, demo_frame, "mixedlm"), engines.fit(
+        spec, demo_frame, "statsmodels")
+    np.testing.assert_allclose(fast.fixed["estimate"], reference.fixed["estimate"], rtol=1e-3)
+    np.testing.assert_allclose(fast.fixed["std_error"], reference.fixed["std_error"], rtol=1e-3)
+    np.testing.assert_allclose(fast.variance["variance"].dropna(),
+                               reference.variance["variance"].dropna(), rtol=1e-2)
+    assert list(fast.fixed["term"]) == list(reference.fixed["term"])
+
+
+def test_term_names_are_readable() -> None:
+    fit = fitted_case("demo_growth", "mixedlm")
+    terms = list(fit.fixed["term"])
+    assert terms[:3] == ["(Intercept)", "weeks", "condition[dysthymia]"]
+    assert "format[group]" in terms and "weeks:format[group]" in terms
+    assert not any("C(" in t or "[T." in t for t in terms)
+
+
+def test_table_columns() -> None:
+    fit = fitted_case("demo_growth", "mixedlm")
+    assert list(fit.fixed.columns) == ["term", "estimate", "std_error", "ci_low", "ci_high",
+                                       "p_value"]
+    assert list(fit.variance.columns) == ["level", "term", "variance", "sd", "correlation",
+                                          "icc"]
+    assert list(fit.diagnostics.columns) == [
+        "engine", "method", "converged", "singular", "optimizer", "iterations", "loglik",
+        "aic", "bic", "n_obs", "n_patients", "n_groups", "warnings"]
+    assert fit.diagnostics.at[0, "n_groups"] == "patient_id=599; group_id=23; therapist_id=30"
+    icc = fit.variance.loc[fit.variance["term"] == "ICC"].set_index("level")["icc"]
+    assert set(icc.index) == {"patient_id", "group_id", "therapist_id"}
+    intercepts = fit.variance.loc[fit.variance["term"] == "(Intercept)", "variance"].sum()
+    residual = fit.variance.loc[fit.variance["level"] == "Residual", "variance"].iloc[0]
+    assert icc["patient_id"] == pytest.approx(
+        fit.variance.loc[(fit.variance["level"] == "patient_id")
+                         & (fit.variance["term"] == "(Intercept)"), "variance"].iloc[0]
+        / (intercepts + residual))
+    row = fit.fixed.iloc[1]
+    assert row["ci_high"] - row["estimate"] == pytest.approx(1.959964 * row["std_error"])
+
+
+def test_predict_uses_fixed_effects_and_their_covariance() -> None:
+    fit = fitted_case("sleepstudy_reml", "mixedlm")
+    means = fit.predict(pd.DataFrame({"Days": [0.0, 10.0]}))
+    beta, cov = fit.coef.to_numpy(), fit.cov.to_numpy()
+    row = np.array([1.0, 10.0])
+    assert means["estimate"].iloc[1] == pytest.approx(row @ beta)
+    assert means["std_error"].iloc[1] == pytest.approx(np.sqrt(row @ cov @ row))
+    contrast = linear_combinations(fit, np.array([[0.0, 1.0]]), pd.Index(["slope"]))
+    assert contrast.loc["slope", "p_value"] == pytest.approx(fit.fixed["p_value"].iloc[1])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_aliased_terms_and_missing_rows_are_reported(engine: str) -> None:
+    data = pd.read_csv(GOLDEN / "mixed_sleepstudy.csv")
+    data["Days2"] = 2 * data["Days"]
+    data.loc[[0, 5], "Reaction"] = np.nan
+    fit = engines.fit(to_spec("Reaction ~ Days + Days2 + (1 | Subject)"), data, engine)
+    assert list(fit.fixed["term"]) == ["(Intercept)", "Days"]
+    assert any("aliased" in m and "Days2" in m for m in fit.messages)
+    assert any("2 of 180 rows left out" in m for m in fit.messages)
+    assert fit.diagnostics.at[0, "n_obs"] == 178
+    assert len(fit.fitted) == 178
+
+
+def _zero_group_variance_data() -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    patients = np.repeat(np.arange(60), 6)
+    weeks = np.tile(np.arange(6.0), 60)
+    score = 10 + rng.normal(0, 2, 60)[patients] - 0.5 * weeks + rng.normal(0, 1, patients.size)
+    return pd.DataFrame({"patient_id": patients, "weeks": weeks, "score": score,
+                         "cluster": patients // 6})
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_boundary_fit_is_flagged(engine: str) -> None:
+    """A cluster variance that is truly zero: singular, with a message, never silenced."""
+    spec = MixedSpec("score", "weeks", (RandomEffect("patient_id"),),
+                     (VarianceComponent("cluster"),))
+    fit = engines.fit(spec, _zero_group_variance_data(), engine)
+    assert fit.singular
+    assert any("boundary (singular) fit" in m and "cluster" in m for m in fit.messages)
+    assert "boundary" in fit.diagnostics.at[0, "warnings"]
+
+
+def test_statsmodels_drops_a_crossed_level_with_a_message() -> None:
+    data = _zero_group_variance_data()
+    data["rater"] = np.tile(np.arange(6), 60)  # crossed with patients
+    spec = MixedSpec("score", "weeks", (RandomEffect("patient_id"),),
+                     (VarianceComponent("rater"),))
+    fit = engines.fit(spec, data, "statsmodels")
+    assert any("rater is not nested" in m for m in fit.messages)
+    both = engines.fit(spec, data, "mixedlm")
+    assert "rater" in set(both.variance["level"])
+
+
+def test_engine_selection() -> None:
+    spec, data = golden_case("sleepstudy_reml")
+    assert select_engine(spec, data, "auto") == "mixedlm"
+    assert select_engine(spec, data, "statsmodels") == "statsmodels"
+    with pytest.raises(ValueError, match="unknown engine"):
+        select_engine(spec, data, "lme4")
+
+
+def test_auto_falls_back_to_statsmodels(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(prepared: Any) -> MixedFit:
+        raise EngineError("simulated failure")
+
+    monkeypatch.setattr(mixedlm_engine, "fit_prepared", broken)
+    spec, data = golden_case("sleepstudy_reml")
+    fit = engines.fit(spec, data, "auto")
+    assert fit.engine == "statsmodels"
+    assert any("simulated failure" in m for m in fit.messages)
+    with pytest.raises(EngineError):
+        engines.fit(spec, data, "mixedlm")
+
+
+def test_no_complete_rows_is_an_error() -> None:
+    spec, data = golden_case("sleepstudy_reml")
+    with pytest.raises(EngineError, match="no complete rows"):
+        engines.fit(spec, data.assign(Reaction=np.nan), "mixedlm")
+
+
+def test_registry_scale_path_gives_the_same_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The subsample + quasi-Newton path (used above 50,000 patients) on a small data set."""
+    spec, frame = golden_case("demo_growth")
+    reference = fitted_case("demo_growth", "mixedlm")
+    monkeypatch.setattr(_large, "LARGE_UNITS", 100)
+    monkeypatch.setattr(_large, "SUBSAMPLE_UNITS", 200)
+    fit = engines.fit(spec, frame, "mixedlm")
+    assert fit.diagnostics.at[0, "optimizer"] == "subsample + quasi-Newton"
+    assert any("whole clusters" in m for m in fit.messages)
+    assert fit.diagnostics.at[0, "loglik"] == pytest.approx(
+        reference.diagnostics.at[0, "loglik"], abs=1e-5)
+    np.testing.assert_allclose(fit.fixed["estimate"], reference.fixed["estimate"], rtol=1e-4)
+    np.testing.assert_allclose(fit.fixed["std_error"], reference.fixed["std_error"], rtol=1e-4)
+    np.testing.assert_allclose(fit.variance["variance"].dropna(),
+                               reference.variance["variance"].dropna(), rtol=1e-3)

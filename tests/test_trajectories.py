@@ -1,0 +1,356 @@
+"""Tests for ``pipeline.trajectories`` (and ``pipeline.trajectory_plots``).
+
+Hand-checkable frames for the long data and the phases; the demo cohort (2,000 patients,
+seed 20261122) for the models, whose derived quantities are re-computed by hand from the
+fixed effects; a simulated trial schedule (scores at weeks 0, 8, 13, 21 and 35) for a
+researcher's own lme4 formula.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from pipeline import config, demo, outcomes, trajectories
+from pipeline.figures import png_bytes
+from pipeline.trajectories import TrajectoryResult, add_phases, long_scores, model_data
+
+DAY = pd.Timedelta(days=1)
+START = pd.Timestamp("2024-01-10")
+
+
+def _patients(rows: list[dict[str, object]]) -> pd.DataFrame:
+    base = {"therapist_id": "T1", "condition": "major_depression", "format": "individual",
+            "group_id": None, "problem_area": "grief", "age": 40.0, "sex": "female",
+            "start_date": START, "end_date": START + 90 * DAY, "end_reason": "completed"}
+    return pd.DataFrame([{**base, **row} for row in rows])
+
+
+def _weekly_sessions(patient: str, last: int, attended: set[int],
+                     scores: dict[int, float]) -> list[dict[str, object]]:
+    """Session k on day 7(k - 1) from the start (session 0 a week before)."""
+    return [{"patient_id": patient, "session_number": k,
+             "session_date": START + 7 * (k - 1) * DAY,
+             "attendance": "attended" if k in attended else "did_not_attend",
+             "phq9": scores.get(k, np.nan) if k in attended else np.nan, "gad7": np.nan}
+            for k in range(last + 1)]
+
+
+@pytest.fixture
+def small() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """P1 completes 12 weekly sessions; P2 drops out after session 5 (session 6 missed)."""
+    patients = _patients([{"patient_id": "P1"},
+                          {"patient_id": "P2", "end_reason": "dropped_out"}])
+    sessions = pd.DataFrame(
+        _weekly_sessions("P1", 12, set(range(13)) - {2}, {k: 15.0 - k for k in range(13)})
+        + _weekly_sessions("P2", 6, set(range(6)), {k: 16.0 for k in range(6)}))
+    sessions.loc[(sessions["patient_id"] == "P1") & (sessions["session_number"] == 4),
+                 "phq9"] = np.nan  # attended, not scored
+    po = pd.DataFrame({"patient_id": ["P1", "P2"], "dropout": [False, True],
+                       "completers": [True, False], "finished_course": [True, True],
+                       "started": [True, True], "ended": [True, True],
+                       "phq9_baseline": [15.0, 16.0], "gad7_baseline": [np.nan, np.nan]})
+    return patients, sessions, po
+
+
+def test_long_scores_rows_and_times(small: tuple[pd.DataFrame, ...]) -> None:
+    patients, sessions, po = small
+    long = long_scores(patients, sessions, po, "phq9", "log_weeks")
+    p1 = long.loc[long["patient_id"] == "P1"]
+    assert list(p1["session_number"]) == [0, 1, 3, 5, 6, 7, 8, 9, 10, 11, 12]  # no 2, 4
+    assert list(p1["weeks"].iloc[:3]) == [-1.0, 0.0, 2.0]
+    assert p1["log_weeks"].iloc[0] == 0.0 and p1["log_weeks"].iloc[2] == pytest.approx(np.log(3))
+    assert (long["time"] == long["log_weeks"]).all()
+    assert list(p1["is_baseline"].iloc[:2]) == [True, False]
+    assert (long.groupby("patient_id")["is_baseline"].sum() == 1).all()
+    assert set(long.loc[long["patient_id"] == "P2", "baseline_phq9"]) == {16.0}
+    assert list(long.drop_duplicates("patient_id")["dropout"]) == [False, True]
+    assert (long["score"] == long["phq9"]).all()
+    assert {"therapist_id", "condition", "age", "baseline_gad7"} <= set(long.columns)
+
+
+def test_long_scores_rejects_bad_arguments(small: tuple[pd.DataFrame, ...]) -> None:
+    patients, sessions, po = small
+    with pytest.raises(ValueError, match="time must be one of"):
+        long_scores(patients, sessions, po, "phq9", "months")
+    with pytest.raises(ValueError, match="no bdi2 column"):
+        long_scores(patients, sessions, po, "bdi2")
+
+
+@pytest.mark.parametrize(("time", "p1_knots", "p2_knots"), [
+    ("weeks", (2.0, 8.0), (2.0, 12.0)),           # P2: session 13 extrapolated from 6
+    ("session_number", (3.0, 9.0), (3.0, 13.0)),
+])
+def test_phases(small: tuple[pd.DataFrame, ...], time: str, p1_knots: tuple[float, float],
+                p2_knots: tuple[float, float]) -> None:
+    """Completer P1: F = 12, knots at sessions 3 and 9. Dropout P2: F = max(6, 14 + 2) = 16,
+    knots at sessions 3 and 13 (the ending phase is never reached)."""
+    patients, sessions, po = small
+    cfg = config.from_mapping({"trajectories": {"time": time}})
+    frame = add_phases(long_scores(patients, sessions, po, "phq9", time), sessions, patients,
+                       po, cfg)
+    for patient, (t1, t2) in (("P1", p1_knots), ("P2", p2_knots)):
+        rows = frame.loc[frame["patient_id"] == patient]
+        t = rows[time].to_numpy()
+        np.testing.assert_allclose(rows["phase_initial"], np.minimum(t, t1))
+        np.testing.assert_allclose(rows["phase_middle"], np.clip(t - t1, 0, t2 - t1))
+        np.testing.assert_allclose(rows["phase_final"], np.maximum(t - t2, 0))
+    last = frame.loc[frame["patient_id"] == "P1"].iloc[-1]
+    assert last[list(trajectories.PHASES)].sum() == pytest.approx(last[time])
+
+
+def test_model_data_codes_factors_and_centres_covariates() -> None:
+    rows = []
+    conditions = ["anxiety"] * 30 + ["bipolar"] * 3 + ["other"] * 2 + ["major_depression"] * 25
+    for i, condition in enumerate(conditions):
+        for week in (0.0, 1.0):
+            rows.append({"patient_id": f"P{i:02d}", "condition": condition,
+                         "format": "group" if i % 2 else "individual",
+                         "problem_area": "grief", "age": float(20 + i),
+                         "sex": None if i == 0 else ("male" if i % 3 else "female"),
+                         "weeks": week, "dropout": i < 10})
+    frame, terms, notes = model_data(pd.DataFrame(rows))
+    assert list(frame["format"].cat.categories) == ["individual", "group"]
+    assert list(frame["condition"].cat.categories) == ["major_depression", "anxiety",
+                                                       "other_pooled"]
+    assert any("pooled" in n and "bipolar, other" in n for n in notes)
+    first = frame.drop_duplicates("patient_id")
+    assert first["age_centred"].mean() == pytest.approx(0.0)
+    assert terms == ["age_centred", "`sex[male]`", "`sex[not_recorded]`"]
+    assert first["sex[male]"].mean() == pytest.approx(0.0)
+    assert list(frame["pattern"].cat.categories) == ["retained", "dropout"]
+    assert frame["is_group"].sum() == 60
+
+
+def test_random_structure_needs_clusters() -> None:
+    frame = pd.DataFrame({"patient_id": ["A", "B"], "is_group": [True, True],
+                          "group_id": ["G1", "G1"], "therapist_id": ["T1", None]})
+    components, notes = trajectories.random_structure(frame, "weeks")
+    assert components == ()
+    assert any("therapy-group variance left out" in n for n in notes)
+    assert any("therapist variance left out" in n for n in notes)
+
+
+# --------------------------------------------------------------------------- demo cohort
+
+
+@pytest.fixture(scope="module")
+def demo_data() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    cohort = demo.generate_cohort(demo.DemoConfig(n_patients=2000, seed=20261122,
+                                                  expected_rates_n=0))
+    po = outcomes.derive(cohort.patients, cohort.sessions, config.from_mapping(None))
+    return cohort.patients, cohort.sessions, po
+
+
+@pytest.fixture(scope="module")
+def result(demo_data: tuple[pd.DataFrame, ...]) -> TrajectoryResult:
+    patients, sessions, po = demo_data
+    return trajectories.analyse(patients, sessions, po, config.from_mapping(None))
+
+
+def _coef(result: TrajectoryResult, model: str) -> pd.Series:
+    return result.tables[f"mixed_{model}_fixed"].set_index("term")["estimate"]
+
+
+def test_tables_present(result: TrajectoryResult) -> None:
+    per_model = {f"mixed_{m}_{kind}" for m in ("growth", "phases", "problem_area", "completers",
+                                                "pattern_mixture")
+                 for kind in ("fixed", "variance", "diagnostics")}
+    shared = {"mixed_trajectories", "mixed_slopes", "mixed_format_difference",
+              "mixed_phase_slopes", "mixed_patient_fitted"}
+    assert set(result.tables) == per_model | shared
+    diagnostics = result.tables["mixed_growth_diagnostics"].iloc[0]
+    assert diagnostics["engine"] == "mixedlm" and diagnostics["converged"]
+    assert "(1 + weeks | patient_id)" in diagnostics["formula"]
+    assert "(0 + is_group | group_id)" in diagnostics["formula"]
+
+
+def test_growth_recovers_the_format_slope_difference(result: TrajectoryResult) -> None:
+    """Truth (demo generator): group slope - individual slope = -0.45 - (-0.55) = 0.10."""
+    fixed = result.tables["mixed_growth_fixed"].set_index("term")
+    row = fixed.loc["weeks:format[group]"]
+    assert abs(row["estimate"] - 0.10) < 3 * row["std_error"]
+    variance = result.tables["mixed_growth_variance"].set_index(["level", "term"])["sd"]
+    assert variance[("patient_id", "(Intercept)")] == pytest.approx(4.0, rel=0.1)
+    assert variance[("group_id", "(Intercept)")] == pytest.approx(1.0, rel=0.3)
+    assert variance[("Residual", "")] == pytest.approx(2.0, rel=0.05)
+
+
+def test_trajectories_at_time_zero_are_the_intercepts(result: TrajectoryResult) -> None:
+    table = result.tables["mixed_trajectories"]
+    coef = _coef(result, "growth")
+    growth = table.loc[table["model"] == "growth"].set_index(["condition", "format",
+                                                              "time_point"])
+    assert growth.loc[("major_depression", "individual", 0.0), "estimate"] == pytest.approx(
+        coef["(Intercept)"])
+    assert growth.loc[("anxiety", "group", 16.0), "estimate"] == pytest.approx(
+        coef["(Intercept)"] + coef["condition[anxiety]"] + coef["format[group]"]
+        + 16 * (coef["weeks"] + coef["weeks:condition[anxiety]"] + coef["weeks:format[group]"]))
+    assert (table["ci_low"] < table["estimate"]).all()
+    assert (table["estimate"] < table["ci_high"]).all()
+    assert len(table) == 3 * 7 * 2 * 17  # growth, completers, pattern mixture
+
+
+def test_format_difference_and_effect_size(result: TrajectoryResult,
+                                           demo_data: tuple[pd.DataFrame, ...]) -> None:
+    table = result.tables["mixed_format_difference"].set_index("model")
+    coef = _coef(result, "growth")
+    row = table.loc["growth"]
+    assert row["estimate"] == pytest.approx(coef["format[group]"]
+                                            + 16 * coef["weeks:format[group]"])
+    patients_in_model = result.tables["mixed_patient_fitted"]["patient_id"].unique()
+    po = demo_data[2].set_index("patient_id")
+    assert row["baseline_sd"] == pytest.approx(po.loc[patients_in_model, "phq9_baseline"].std())
+    assert row["effect_size"] == pytest.approx(row["estimate"] / row["baseline_sd"])
+    assert row["effect_size_ci_low"] == pytest.approx(row["ci_low"] / row["baseline_sd"])
+    assert set(table.index) == {"growth", "problem_area", "completers", "pattern_mixture"}
+
+
+def test_slopes(result: TrajectoryResult) -> None:
+    slopes = result.tables["mixed_slopes"].set_index(["model", "format"])
+    fixed = result.tables["mixed_growth_fixed"].set_index("term")
+    difference = slopes.loc[("growth", "group - individual")]
+    assert difference["estimate"] == pytest.approx(fixed.loc["weeks:format[group]", "estimate"])
+    assert difference["std_error"] == pytest.approx(fixed.loc["weeks:format[group]",
+                                                              "std_error"])
+
+
+def test_pattern_mixture_averages_patterns_within_format(
+        result: TrajectoryResult, demo_data: tuple[pd.DataFrame, ...]) -> None:
+    """Marginal slope = sum over patterns of the share within the format times the
+    condition-averaged slope of that pattern (Hedeker and Gibbons 1997)."""
+    coef = _coef(result, "pattern_mixture")
+    fitted = result.tables["mixed_patient_fitted"].drop_duplicates("patient_id")
+    po = demo_data[2].set_index("patient_id").loc[fitted["patient_id"]]
+    condition_share = po["condition"].value_counts(normalize=True)
+    base = coef["weeks"] + sum(share * coef.get(f"weeks:condition[{c}]", 0.0)
+                               for c, share in condition_share.items())
+
+    def slope(fmt: str) -> float:
+        dropout_share = po.loc[po["format"] == fmt, "dropout"].mean()
+        group = fmt == "group"
+        retained = base + group * coef["weeks:format[group]"]
+        dropout = retained + coef["weeks:pattern[dropout]"] + group * coef[
+            "weeks:format[group]:pattern[dropout]"]
+        return float((1 - dropout_share) * retained + dropout_share * dropout)
+
+    slopes = result.tables["mixed_slopes"].set_index(["model", "format"])["estimate"]
+    assert slopes[("pattern_mixture", "individual")] == pytest.approx(slope("individual"))
+    assert slopes[("pattern_mixture", "group - individual")] == pytest.approx(
+        slope("group") - slope("individual"))
+
+
+def test_phase_slopes(result: TrajectoryResult) -> None:
+    coef = _coef(result, "phases")
+    table = result.tables["mixed_phase_slopes"].set_index(["phase", "format"])["estimate"]
+    assert table[("phase_middle", "individual")] == pytest.approx(coef["phase_middle"])
+    assert table[("phase_final", "group - individual")] == pytest.approx(
+        coef["phase_final:format[group]"])
+
+
+def test_patient_fitted_includes_random_effects(result: TrajectoryResult) -> None:
+    fitted = result.tables["mixed_patient_fitted"]
+    assert list(fitted.columns) == ["patient_id", "condition", "format", "session_number",
+                                    "weeks", "time", "score", "fitted", "fitted_fixed",
+                                    "residual"]
+    assert len(fitted) == result.tables["mixed_growth_diagnostics"].at[0, "n_obs"]
+    shift = (fitted["fitted"] - fitted["fitted_fixed"]).groupby(fitted["patient_id"]).mean()
+    assert shift.std() > 1.0  # patient intercepts (SD 4 in the generator)
+    np.testing.assert_allclose(fitted["residual"], fitted["score"] - fitted["fitted"])
+
+
+def test_messages_report_boundary_fits(result: TrajectoryResult) -> None:
+    """The demo has no therapist intercept variance: every model says so."""
+    boundary = [m for m in result.messages if "boundary (singular) fit" in m]
+    assert {m.split(":")[0] for m in boundary} == {"growth", "phases", "problem_area",
+                                                   "completers", "pattern_mixture"}
+    assert all("therapist_id (Intercept)" in m for m in boundary)
+
+
+def test_figure_is_deterministic(result: TrajectoryResult) -> None:
+    from pipeline.trajectory_plots import trajectories_figure
+
+    figure = result.figures["mixed_trajectories"]
+    assert isinstance(figure, Figure)
+    again = trajectories_figure(result.tables["mixed_trajectories"], "phq9")
+    assert png_bytes(figure) == png_bytes(again)
+
+
+def test_statsmodels_engine_on_request(demo_data: tuple[pd.DataFrame, ...]) -> None:
+    patients, sessions, po = demo_data
+    keep = patients["patient_id"].isin(patients["patient_id"].iloc[:150])
+    cfg = config.from_mapping({"trajectories": {"models": ["growth"]}})
+    small = trajectories.analyse(patients[keep], sessions[sessions["patient_id"].isin(
+        patients.loc[keep, "patient_id"])], po[po["patient_id"].isin(
+            patients.loc[keep, "patient_id"])], cfg, engine="statsmodels")
+    assert small.tables["mixed_growth_diagnostics"].at[0, "engine"] == "statsmodels"
+    assert any("correlation" in m for m in small.messages)
+
+
+# --------------------------------------------------------------------------- trial schedule
+
+
+def _trial(n: int = 160, seed: int = 5) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A trial: BDI-II at weeks 0, 8, 13, 21, 35; arm b improves 0.15 points/week faster.
+
+    bdi2 = 30 + u_i - (0.30 + 0.15 [arm b]) weeks + e, u ~ N(0, 5^2), e ~ N(0, 3^2).
+    """
+    rng = np.random.default_rng(seed)
+    weeks = np.array([0, 8, 13, 21, 35])
+    ids = [f"T{i:03d}" for i in range(n)]
+    arm = np.where(np.arange(n) % 2 == 0, "a", "b")
+    u = rng.normal(0, 5, n)
+    patients = _patients([{"patient_id": p, "arm": a} for p, a in zip(ids, arm, strict=True)])
+    rows = []
+    for i, p in enumerate(ids):
+        slope = 0.30 + 0.15 * (arm[i] == "b")
+        for k, w in enumerate(weeks):
+            rows.append({"patient_id": p, "session_number": k,
+                         "session_date": START + int(7 * w) * DAY, "attendance": "attended",
+                         "phq9": np.nan, "bdi2": 30 + u[i] - slope * w + rng.normal(0, 3)})
+    sessions = pd.DataFrame(rows)
+    baseline = sessions.loc[sessions["session_number"] == 0].set_index("patient_id")["bdi2"]
+    po = pd.DataFrame({"patient_id": ids, "bdi2_baseline": baseline.loc[ids].to_numpy(),
+                       "phq9_baseline": np.nan, "dropout": False, "completers": True})
+    return patients, sessions, po
+
+
+def test_custom_model_on_a_trial_schedule() -> None:
+    patients, sessions, po = _trial()
+    cfg = config.from_mapping({"primary_instrument": "bdi2", "trajectories": {
+        "models": [], "custom": [
+            {"name": "trial", "formula": "bdi2 ~ baseline_bdi2 + weeks * arm + (1 | patient_id)",
+             "exclude_baseline": True},
+            {"name": "broken", "formula": "bdi2 ~ nonexistent + (1 | patient_id)"}]}})
+    out = trajectories.analyse(patients, sessions, po, cfg)
+    assert {"mixed_trial_fixed", "mixed_trial_variance", "mixed_trial_diagnostics"} <= set(
+        out.tables)
+    fixed = out.tables["mixed_trial_fixed"].set_index("term")
+    assert list(fixed.index) == ["(Intercept)", "baseline_bdi2", "weeks", "arm[b]",
+                                 "weeks:arm[b]"]
+    row = fixed.loc["weeks:arm[b]"]
+    assert abs(row["estimate"] + 0.15) < 4 * row["std_error"]
+    assert abs(fixed.loc["weeks", "estimate"] + 0.30) < 4 * fixed.loc["weeks", "std_error"]
+    assert out.tables["mixed_trial_diagnostics"].at[0, "n_obs"] == 4 * 160  # no baseline rows
+    assert any(m.startswith("broken: not fitted") and "nonexistent" in m for m in out.messages)
+    assert "mixed_trajectories" not in out.tables and out.figures == {}
+
+
+def test_individual_only_cohort_on_the_session_scale() -> None:
+    """No group format: no format contrast, and the session scale works end to end."""
+    cohort = demo.generate_cohort(demo.DemoConfig(n_patients=300, seed=3, expected_rates_n=0,
+                                                  group_share=0.0))
+    cfg = config.from_mapping({"trajectories": {"time": "session_number",
+                                                "models": ["growth", "phases"]}})
+    po = outcomes.derive(cohort.patients, cohort.sessions, cfg)
+    out = trajectories.analyse(cohort.patients, cohort.sessions, po, cfg)
+    assert "mixed_format_difference" not in out.tables
+    assert list(out.tables["mixed_slopes"]["format"]) == ["individual"]
+    assert "session_number" in set(out.tables["mixed_growth_fixed"]["term"])
+    table = out.tables["mixed_trajectories"]
+    assert set(table["time_scale"]) == {"session_number"} and set(table["format"]) == {
+        "individual"}
+    with pytest.raises(ValueError, match="unknown engine"):
+        trajectories.analyse(cohort.patients, cohort.sessions, po, cfg, engine="lme4")
