@@ -28,7 +28,7 @@ REPORT_CODE := pipeline/report.py pipeline/manifest.py $(wildcard pipeline/templ
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo validate outcomes models relapse audit report run dictionary \
-        test test-fast lint notebooks validate-stats bench clean browser-deps
+        test test-fast lint notebooks validate-stats bench bench-e2e clean browser-deps
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F ':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -102,6 +102,15 @@ lint: | $(INSTALLED) ## ruff and mypy on pipeline/ and data_schemas/
 
 notebooks: | $(INSTALLED) $(DEMO_DEP) ## render the notebooks to HTML under reports/notebooks
 	$(BIN)/jupyter nbconvert --to html --execute --output-dir reports/notebooks notebooks/*.ipynb
+
+validate-stats: | $(INSTALLED) ## slow statistical validation (coverage of mixed-model CIs, 200 replicates)
+	$(BIN)/pytest -q -m slow tests/slow
+
+bench: | $(INSTALLED) ## mixed-model benchmark: 1e3..1e6 patients (and lme4 where R is installed)
+	$(BIN)/python bench/mixed.py
+
+bench-e2e: | $(INSTALLED) ## whole pipeline at 1e4, 1e5, 1e6 patients -> bench/results/e2e.json
+	$(BIN)/python bench/e2e.py
 
 clean: ## remove generated reports and the demo data (keeps .venv)
 	rm -rf data/demo reports/demo reports/notebooks

@@ -4,7 +4,7 @@
 ``pipeline.trajectories`` (missing at random: 15% of sessions missed, 20% stop early at
 random) and fitted with the fast engine (``mixedlm``); the 95% Wald interval of the
 time x format effect must cover the truth in 90-99% of cohorts, and its estimates must be
-unbiased. Run with ``IPT_SLOW_TESTS=1 .venv/bin/pytest tests/slow -q`` (about two
+unbiased. Run with ``make validate-stats`` (about two
 minutes on two cores).
 """
 
