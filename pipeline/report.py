@@ -211,6 +211,9 @@ def _views(tables: dict[str, pd.DataFrame], primary: str) -> dict[str, pd.DataFr
         views["rates_itt"] = rates_view(tables["response_rates"], "itt", main)
     if "attendance" in tables:
         views["attendance"] = attendance_view(tables["attendance"])
+    for name, frame in tables.items():
+        if name.endswith("_diagnostics") and "warnings" in frame.columns:
+            views[name] = frame.drop(columns="warnings")  # shown as notes above the tables
     return views
 
 
