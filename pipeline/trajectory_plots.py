@@ -22,6 +22,8 @@ __all__ = ["trajectories_figure"]
 
 COLUMNS: Final = 4
 STYLES: Final = {"growth": "-", "pattern_mixture": "--", "completers": ":"}
+INSTRUMENT_NAMES: Final = {"phq9": "PHQ-9", "gad7": "GAD-7", "hamd17": "HAM-D-17",
+                           "bdi2": "BDI-II"}
 AXIS_LABELS: Final = {"weeks": "weeks since start", "session_number": "session",
                       "log_weeks": "weeks since start (log scale in the model)"}
 
@@ -78,11 +80,14 @@ def trajectories_figure(table: pd.DataFrame, instrument: str,
     for k, axes in enumerate(grid.flat):
         if k < len(conditions):
             _panel(axes, shown, conditions[k])
+            if k + columns >= len(conditions):  # no panel below: label the x axis here
+                axes.tick_params(labelbottom=True)
         else:
             axes.set_axis_off()
     scale = str(shown["time_scale"].iloc[0]) if not shown.empty else "weeks"
     figure.supxlabel(AXIS_LABELS.get(scale, scale), fontsize=9)
-    figure.supylabel(f"model-based mean {instrument.upper()} (95% CI)", fontsize=9)
+    name = INSTRUMENT_NAMES.get(instrument, instrument)
+    figure.supylabel(f"model-based mean {name} (95% CI)", fontsize=9)
     handles, labels = grid.flat[0].get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: _rank(labels[i]))
     figure.legend([handles[i] for i in order], [labels[i] for i in order],

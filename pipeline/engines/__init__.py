@@ -51,8 +51,10 @@ Engines
     linearly from there, some 35 minutes for a million; with the therapist and group
     components it is slower still). ``statsmodels`` is used when ``mixedlm`` is not
     installed, or as a fallback when ``mixedlm`` raises or does not converge (a message
-    records the switch). The rule does not depend on the size of the data because no size
-    was found at which statsmodels is the better choice.
+    records the switch) on at most ``STATSMODELS_MAX_UNITS`` (50,000) patients; above that
+    the failure is reported instead, as the fallback would take hours. The choice itself
+    does not depend on the size of the data: no size was found at which statsmodels is the
+    better engine.
 
 Both engines return the same tables: see :class:`MixedFit`.
 
@@ -99,6 +101,8 @@ logger = logging.getLogger(__name__)
 
 ENGINES: Final = ("auto", "statsmodels", "mixedlm")
 Z_95: Final = float(stats.norm.ppf(0.975))
+#: Above this many units (patients) ``auto`` does not fall back to statsmodels.
+STATSMODELS_MAX_UNITS: Final = 50_000
 
 
 class EngineError(RuntimeError):
@@ -364,18 +368,24 @@ def fit(spec: MixedSpec, data: pd.DataFrame, engine: str = "auto") -> MixedFit:
         try:
             result = mixedlm_engine.fit_prepared(prepared)
         except (EngineError, ValueError, np.linalg.LinAlgError) as exc:
-            if engine != "auto":
+            if engine != "auto" or _too_large_for_statsmodels(prepared):
                 raise
             logger.warning("mixedlm failed (%s); refitting with statsmodels", exc)
             fallback = statsmodels_engine.fit_prepared(prepared)
             return _with_note(fallback, f"mixedlm failed ({exc}); fitted with statsmodels")
-        if engine == "auto" and not result.converged:
+        if engine == "auto" and not result.converged and not _too_large_for_statsmodels(
+                prepared):
             fallback = statsmodels_engine.fit_prepared(prepared)
             if fallback.converged:
                 result = _with_note(fallback, "mixedlm did not converge; fitted with statsmodels")
     logger.info("%s fit of %s: %d rows in %.2f s", result.engine, spec.lme4(),
                 len(result.fitted), time.perf_counter() - tic)
     return result
+
+
+def _too_large_for_statsmodels(prepared: _design.Prepared) -> bool:
+    """No statsmodels fallback above ``STATSMODELS_MAX_UNITS`` units (it would take hours)."""
+    return bool(prepared.blocks) and prepared.blocks[0].n_levels > STATSMODELS_MAX_UNITS
 
 
 def _with_note(result: MixedFit, note: str) -> MixedFit:

@@ -11,9 +11,9 @@ likelihood.
 Optimisation: ``mixedlm``'s default (exact-gradient L-BFGS-B with a COBYQA fallback, as
 ``optimizer="auto"``) from lme4's starting values (relative covariance factors equal to the
 identity; ``mixedlm``'s own data-driven start was slower, and on the benchmark cohorts led
-to hundreds of COBYQA iterations). With more than ``_large.LARGE_UNITS`` units the registry-scale
-path of :mod:`pipeline.engines._large` is taken (cluster-subsample fit, then a few
-quasi-Newton steps on all data), falling back to the general optimiser. When the
+to hundreds of COBYQA iterations). With more than ``_large.LARGE_UNITS`` units the
+registry-scale path of :mod:`pipeline.engines._large` is taken (cluster-subsample fit, then
+a few quasi-Newton steps on all data), falling back to the general optimiser. When the
 fit does not converge it is refitted with ``Nelder-Mead`` (one of lme4's optimisers) and
 then ``Powell``, keeping the converged fit with the best criterion. A singular (boundary)
 fit is not refitted: ``optimizer="auto"`` already re-optimises with the derivative-free
@@ -174,12 +174,13 @@ def _fit_large(prepared: Prepared, problem: _Problem
     """
     tic = time.perf_counter()
     sub, ratio = _large.cluster_subsample(prepared)
-    sub_result, _ = _lmer(_problem(sub), prepared.spec.reml, "L-BFGS-B",
+    sub_problem = _problem(sub)
+    sub_result, _ = _lmer(sub_problem, prepared.spec.reml, "L-BFGS-B",
                           _large.default_theta(sub.blocks))
     theta = np.asarray(sub_result.theta, dtype=np.float64)
-    sub_deviance = _large.Deviance(_problem(sub).matrices, prepared.spec.reml)
+    sub_deviance = _large.Deviance(sub_problem.matrices, prepared.spec.reml)
     hessian = _large.hessian(sub_deviance, theta, sub_deviance(theta)[1]) * ratio
-    del sub_deviance, sub_result
+    del sub_deviance, sub_result, sub_problem
     sub_seconds = time.perf_counter() - tic
     note = (f"mixedlm: {prepared.blocks[0].n_levels} units; covariance parameters started "
             f"from a fit to {sub.blocks[0].n_levels} units in whole clusters "
