@@ -95,16 +95,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--keep", action="store_true",
+                        help="keep results of other sizes already in bench/results/e2e.json")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "ipt-bench")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results = []
+    path = RESULTS / "e2e.json"
+    kept = json.loads(path.read_text()) if args.keep and path.exists() else []
+    results = [r for r in kept if r["patients"] not in args.sizes]
     for n in args.sizes:
         result = run_size(n, args.work, args.repeats)
         print(json.dumps(result, indent=1), flush=True)
-        results.append(result)
-        (RESULTS / "e2e.json").write_text(json.dumps(results, indent=2) + "\n")
+        results = sorted([*results, result], key=lambda r: int(r["patients"]))
+        path.write_text(json.dumps(results, indent=2) + "\n")
     plot(results, RESULTS / "e2e.png")
 
 

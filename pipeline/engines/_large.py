@@ -57,6 +57,10 @@ ITERATIONS: Final = 15
 TOLERANCE: Final = 1e-6
 
 
+#: Fewer sampled clusters than this and the subsample is drawn by units instead.
+MIN_SUBSAMPLE_CLUSTERS = 8
+
+
 def default_theta(blocks: tuple[Block, ...]) -> FloatArray:
     """lme4's default start: relative Cholesky factors equal to the identity."""
     theta: list[float] = []
@@ -112,6 +116,14 @@ def cluster_subsample(prepared: Prepared) -> tuple[Prepared, float]:
     chosen = np.zeros(order.size, dtype=bool)
     chosen[taken] = True
     rows = np.flatnonzero(chosen[clusters])
+    if taken.size < MIN_SUBSAMPLE_CLUSTERS:
+        # few, very large clusters (30 therapists for a million patients, say): whole
+        # clusters would leave a grouping level with a single level, so sample whole
+        # units (patients) instead; every therapist stays, groups keep some members
+        units = np.random.default_rng(SEED).permutation(unit.n_levels)[:SUBSAMPLE_UNITS]
+        keep = np.zeros(unit.n_levels, dtype=bool)
+        keep[units] = True
+        rows = np.flatnonzero(keep[unit.codes])
     sub = subset(prepared, rows)
     return sub, unit.n_levels / sub.blocks[0].n_levels
 
