@@ -97,7 +97,7 @@ test-fast: | $(INSTALLED) ## the test suite without notebooks and the browser ch
 	$(BIN)/pytest -q -n 2 -m "not notebook and not browser"
 
 lint: | $(INSTALLED) ## ruff and mypy on pipeline/ and data_schemas/
-	$(BIN)/ruff check pipeline data_schemas tests
+	$(BIN)/ruff check pipeline data_schemas tests bench
 	$(BIN)/mypy pipeline data_schemas
 
 notebooks: | $(INSTALLED) $(DEMO_DEP) ## render the notebooks to HTML under reports/notebooks

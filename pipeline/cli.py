@@ -267,6 +267,7 @@ def _run_stages(args: argparse.Namespace, stages: Sequence[str], render: bool) -
             output = runners[name]()
             _emit(output, args, key, name)
         rows[name] = output.rows
+        _update_run_log(args, runlog)  # after every stage, so a crashed run still tells
         _progress(step, total, name, runlog.stages.get(name, {}).get("seconds", 0.0))
     _update_manifest(args, study, inputs, rows)
     if render:
