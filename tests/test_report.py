@@ -72,3 +72,21 @@ def test_no_raw_patient_id_in_outputs(two_runs: tuple[Path, Path]) -> None:
             text = path.read_text()
             found = [pid for pid in raw_ids if pid in text]
             assert not found, f"{path}: raw ids {found[:3]}"
+
+
+def test_no_raw_patient_id_anywhere_after_every_stage(tmp_path: Path) -> None:
+    data, out = tmp_path / "data", tmp_path / "out"
+    assert main(["demo", "--out", str(data), "--patients", "300", "--with-faults"]) == 0
+    for stage in ("relapse", "audit"):
+        assert main([stage, str(data), "--out", str(out), "--max-quarantine", "0.5"]) == 0
+    assert main(["report", "--out", str(out)]) == 0
+    raw_ids = set(pd.read_csv(data / "patients.csv", dtype=str)["patient_id"].dropna())
+    raw_ids |= {"P999999"}  # the unknown patient of the injected faults
+    checked = 0
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix in (".csv", ".json", ".html"):
+            text = path.read_text()
+            found = [pid for pid in raw_ids if pid in text]
+            assert not found, f"{path}: raw ids {found[:3]}"
+            checked += 1
+    assert checked >= 15
