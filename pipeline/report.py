@@ -211,9 +211,15 @@ def _views(tables: dict[str, pd.DataFrame], primary: str) -> dict[str, pd.DataFr
         views["rates_itt"] = rates_view(tables["response_rates"], "itt", main)
     if "attendance" in tables:
         views["attendance"] = attendance_view(tables["attendance"])
+    formulas = []
     for name, frame in tables.items():
-        if name.endswith("_diagnostics") and "warnings" in frame.columns:
-            views[name] = frame.drop(columns="warnings")  # shown as notes above the tables
+        if name.startswith("mixed_") and name.endswith("_diagnostics"):
+            # warnings are shown as notes above the tables, formulas in the methods
+            if "formula" in frame.columns:
+                formulas.append(pd.DataFrame({"model": name[6:-12], "formula": frame["formula"]}))
+            views[name] = frame.drop(columns=["warnings", "formula", "model"], errors="ignore")
+    if formulas:
+        views["model_formulas"] = pd.concat(formulas, ignore_index=True)
     return views
 
 
