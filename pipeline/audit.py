@@ -130,7 +130,7 @@ from matplotlib.figure import Figure
 from scipy import optimize, stats
 
 from pipeline import audit_plots, funnel, privacy, rates
-from pipeline.config import StudyConfig
+from pipeline.config import Audit, StudyConfig
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +168,10 @@ EFFECT_SIZE_SOURCE: Final = "Delgadillo et al. 2014 (Behav Cogn Psychother 42:16
 
 
 @dataclass(frozen=True)
-class AuditOptions:
-    """Options of the clinic audit; every default carries its source.
+class AuditOptions(Audit):
+    """Options of the clinic audit: the analysis options of the study config's ``audit``
+    section (``pipeline.config.Audit``) plus the privacy options of the run; every default
+    carries its source.
 
     Parameters
     ----------
@@ -226,25 +228,6 @@ class AuditOptions:
     keep_ids: bool = False
     pseudonymise_therapists: bool = True
     no_suppress: bool = False
-    recovery_target: float = 0.50
-    effect_size_bands: tuple[tuple[str, float, float, float], ...] = (
-        ("phq9", 0.91, 0.73, 0.46),
-        ("gad7", 1.02, 0.78, 0.52),
-    )
-    completeness_standard: float = 0.90
-    min_funnel_n: int = 5
-    funnel_levels: tuple[float, ...] = (0.95, 0.998)
-    winsorise: float = 0.10
-    overdispersion_alpha: float = 0.05
-    adjust_overdispersion: bool = True
-    min_level_n: int = 20
-    case_mix_covariates: tuple[str, ...] = ("condition", "format", "problem_area", "age")
-    bootstrap_resamples: int = 500
-    seed: int = 20261122
-    planned_sessions: int = 16
-    prediction_level: float = 0.90
-    max_model_patients: int = 1500
-    instrument: str | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("pipeline")
 
 EXIT_OK, EXIT_INVALID, EXIT_UNUSABLE, EXIT_INTERNAL = 0, 1, 2, 3
-TABLES = ("patients", "sessions", "followups")
-REQUIRED_TABLES = ("patients", "sessions")
 BENCHMARK_EXAMPLE = Path(__file__).parent / "resources" / "benchmarks_example.csv"
 ANALYSIS_STAGES = ("outcomes", "models", "relapse", "audit")
 
@@ -170,7 +168,7 @@ def _validated(args: argparse.Namespace, key: bytes) -> tuple[ValidationResult, 
     """Read and validate DATA_DIR, write the validation report, return (result, code, hashes)."""
     from pipeline import validate
 
-    raw = io.read_study(args.data_dir, TABLES, REQUIRED_TABLES)
+    raw = io.read_study(args.data_dir, validate.TABLE_ORDER, validate.REQUIRED_TABLES)
     result = validate.run(raw, date_format=args.date_format)
     inputs = {t.path.name: io.file_sha256(t.path) for t in raw.values()}
     folder = _write_validation(result, args, key, inputs)

@@ -10,9 +10,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline import demo, io, validate
-from pipeline.validate import ValidationResult
-
-TABLES = ("patients", "sessions", "followups")
+from pipeline.validate import TABLE_ORDER, ValidationResult
 
 
 def demo_folder(n_patients: int = 2000, seed: int = 20261122) -> Path:
@@ -33,5 +31,5 @@ def demo_folder(n_patients: int = 2000, seed: int = 20261122) -> Path:
 
 def load(data_dir: Path, date_format: str | None = None) -> ValidationResult:
     """Read and validate a study folder (valid tables in ``result.tables``)."""
-    raw = io.read_study(Path(data_dir), TABLES, ("patients", "sessions"))
+    raw = io.read_study(Path(data_dir), TABLE_ORDER, validate.REQUIRED_TABLES)
     return validate.run(raw, date_format=date_format)

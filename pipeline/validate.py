@@ -26,6 +26,7 @@ from pipeline.clean import FAILURE_COLUMNS, CleanTable, normalise
 from pipeline.io import InputError, RawTable
 
 TABLE_ORDER = ("patients", "sessions", "followups")
+REQUIRED_TABLES = tuple(n for n in TABLE_ORDER if CONTRACTS[n].required)
 
 
 @dataclass(frozen=True)
