@@ -17,7 +17,10 @@ Per unit (``audit_sites``, ``audit_therapists``; one row per unit and an ``"all"
 
     (positive = improvement; Delgadillo et al. 2014), with a percentile bootstrap interval
     (patients resampled within the unit, ``bootstrap_resamples`` resamples, fixed seed;
-    Efron and Tibshirani 1993). Among started patients: attendance and did-not-attend
+    Efron and Tibshirani 1993). Patients with the same (baseline, endpoint) pair are
+    exchangeable, so each resample is drawn as multinomial counts over the distinct pairs
+    (the same bootstrap distribution as resampling rows, at a cost that does not grow with
+    the number of patients). Among started patients: attendance and did-not-attend
     rates (sessions attended or missed / treatment sessions scheduled) and the dropout rate
     (Wilson interval). Data completeness: the share of finished courses with paired scores
     on both paired instruments against the 90% standard (``meets_completeness_standard``).
@@ -59,7 +62,9 @@ Benchmarks (``audit_benchmarks``)
 Patients not on track (``not_on_track``)
     An expected recovery curve (Finch, Lambert and Schaalje 2001; Lutz et al. 1999) from a
     linear mixed model fitted by REML (statsmodels MixedLM) on the finished courses'
-    treatment-session scores of the primary instrument,
+    treatment-session scores of the primary instrument (a seeded random
+    ``max_model_patients`` of them when there are more, stated in the messages; only their
+    session rows and those of the patients in treatment are built),
 
     .. math::
 
@@ -423,14 +428,64 @@ def _add_rates(table: pd.DataFrame, standard: float) -> pd.DataFrame:
     return table
 
 
+def _bootstrap_draws(pre: FloatArray, post: FloatArray, resamples: int,
+                     rng: np.random.Generator) -> FloatArray:
+    """Effect sizes of ``resamples`` bootstrap resamples of the (pre, post) pairs.
+
+    Patients with the same (pre, post) pair are exchangeable, so resampling the ``n``
+    patients with replacement is drawing multinomial counts over the ``K`` distinct pairs
+    with probabilities equal to their shares: the bootstrap distribution is the one of
+    resampling rows, at a cost of ``resamples x K`` instead of ``resamples x n`` (scores
+    are whole numbers, so ``K`` is bounded by the score ranges whatever ``n``: at most
+    28 x 28 pairs for the PHQ-9).
+    """
+    pre_levels, post_levels, frequency = _pair_frequencies(pre, post)
+    n = int(frequency.sum())
+    counts = rng.multinomial(n, frequency / n, size=resamples).astype(float)
+    return _effect_size_of_counts(counts, pre_levels, post_levels)
+
+
+def _pair_frequencies(pre: FloatArray, post: FloatArray) -> tuple[FloatArray, FloatArray,
+                                                                    IntArray]:
+    """The distinct (pre, post) pairs in lexicographic order and how often each occurs.
+
+    Each column is factorised by hashing (linear time), and only the integer pair codes
+    are sorted.
+    """
+    pre_codes, pre_values = pd.factorize(pre, sort=True)
+    post_codes, post_values = pd.factorize(post, sort=True)
+    codes = pre_codes.astype(np.int64) * len(post_values) + post_codes
+    distinct, frequency = np.unique(codes, return_counts=True)
+    return (np.asarray(pre_values, dtype=float)[distinct // len(post_values)],
+            np.asarray(post_values, dtype=float)[distinct % len(post_values)],
+            frequency.astype(np.intp))
+
+
+def _effect_size_of_counts(counts: FloatArray, pre: FloatArray, post: FloatArray
+                           ) -> FloatArray:
+    """Effect size of each resample given by its row of ``counts`` (times each distinct
+    (pre, post) pair is drawn): the statistic of the resample spelled out row by row."""
+    n = counts.sum(axis=1)
+    mean_pre = counts @ pre / n
+    mean_post = counts @ post / n
+    spread = (counts * (pre[np.newaxis, :] - mean_pre[:, np.newaxis]) ** 2).sum(axis=1)
+    sd = np.sqrt(spread / (n - 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        draws: FloatArray = ((mean_pre - mean_post) / np.where(sd > 0, sd, np.nan)).astype(
+            np.float64)
+    return draws
+
+
 def bootstrap_effect_size(
     baseline: npt.ArrayLike, endpoint: npt.ArrayLike, resamples: int,
     rng: np.random.Generator, alpha: float = 0.05,
 ) -> tuple[float, float, float]:
     r"""Pre-post effect size :math:`(\bar x_{pre} - \bar x_{post}) / s_{pre}` and its
-    percentile bootstrap interval (patients resampled with replacement, vectorised).
+    percentile bootstrap interval (patients resampled with replacement, drawn as
+    multinomial counts over the distinct (pre, post) pairs: :func:`_bootstrap_draws`).
 
     Returns (estimate, lower, upper); NaN when fewer than 2 patients or :math:`s_{pre} = 0`.
+    Memory and time do not grow with the number of patients beyond one pass over them.
     """
     pre = np.asarray(baseline, dtype=float)
     post = np.asarray(endpoint, dtype=float)
@@ -438,11 +493,7 @@ def bootstrap_effect_size(
     if n < 2 or np.std(pre) == 0:
         return float("nan"), float("nan"), float("nan")
     estimate = float((pre.mean() - post.mean()) / pre.std(ddof=1))
-    index = rng.integers(0, n, size=(resamples, n))
-    sd = pre[index].std(axis=1, ddof=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        draws = (pre[index].mean(axis=1) - post[index].mean(axis=1)) / np.where(sd > 0, sd,
-                                                                                 np.nan)
+    draws = _bootstrap_draws(pre, post, resamples, rng)
     low, high = np.nanpercentile(draws, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return estimate, float(low), float(high)
 
@@ -450,17 +501,24 @@ def bootstrap_effect_size(
 def _effect_sizes(
     data: pd.DataFrame, units: pd.Series, instrument: str, options: AuditOptions
 ) -> pd.DataFrame:
-    """Effect size, bootstrap interval and n per unit and for ``"all"`` (last)."""
+    """Effect size, bootstrap interval and n per unit (sorted) and for ``"all"`` (last),
+    one seeded generator drawn in that order."""
     rng = np.random.default_rng(options.seed)
     paired = data["finished_course"].astype(bool) & data[f"{instrument}_baseline"].notna() & (
         data[f"{instrument}_endpoint"].notna())
+    pre = data[f"{instrument}_baseline"].to_numpy(dtype=float)
+    post = data[f"{instrument}_endpoint"].to_numpy(dtype=float)
+    keep = paired.to_numpy(dtype=bool)
+    groups = units.reset_index(drop=True).groupby(units.to_numpy()).indices
+    members: dict[str, IntArray] = {str(unit): np.asarray(where, dtype=np.intp)
+                                    for unit, where in groups.items()}
     rows = []
-    for unit in [*sorted(units.unique()), ALL]:
-        member = paired & ((units == unit) if unit != ALL else True)
-        pre = data.loc[member, f"{instrument}_baseline"].to_numpy(dtype=float)
-        post = data.loc[member, f"{instrument}_endpoint"].to_numpy(dtype=float)
-        estimate, low, high = bootstrap_effect_size(pre, post, options.bootstrap_resamples, rng)
-        rows.append({"unit": unit, f"{instrument}_es_n": int(member.sum()),
+    for unit in [*sorted(members), ALL]:
+        where = members[unit] if unit != ALL else np.arange(len(data), dtype=np.intp)
+        where = where[keep[where]]
+        estimate, low, high = bootstrap_effect_size(pre[where], post[where],
+                                                    options.bootstrap_resamples, rng)
+        rows.append({"unit": unit, f"{instrument}_es_n": len(where),
                      f"{instrument}_effect_size": estimate, f"{instrument}_es_ci_low": low,
                      f"{instrument}_es_ci_high": high})
     return pd.DataFrame(rows).set_index("unit")
@@ -908,12 +966,36 @@ class RecoveryCurve:
         return (self.expected(w, baseline) + z * np.sqrt(variance)).astype(np.float64)
 
 
+def _scored_sessions(sessions: pd.DataFrame, instrument: str) -> pd.Series:
+    """Mask of the attended treatment sessions with a score of ``instrument``."""
+    return ((sessions["attendance"] == "attended") & (sessions["session_number"] >= 1)
+            & sessions[instrument].notna())
+
+
+def _curve_candidates(patients: pd.DataFrame, sessions: pd.DataFrame,
+                      patient_outcomes: pd.DataFrame, instrument: str
+                      ) -> npt.NDArray[np.object_]:
+    """Finished courses with at least one row in :func:`_score_rows` (a dated scored
+    session, a start date and a baseline), found without building the rows."""
+    dated = _scored_sessions(sessions, instrument) & sessions["session_date"].notna()
+    scored = pd.Index(sessions.loc[dated, "patient_id"].unique())
+    started = patients.loc[patients["start_date"].notna(), "patient_id"]
+    known = patient_outcomes["finished_course"].astype(bool) & patient_outcomes[
+        f"{instrument}_baseline"].notna()
+    keep = scored.isin(started) & scored.isin(patient_outcomes.loc[known, "patient_id"])
+    candidates: npt.NDArray[np.object_] = scored[keep].to_numpy(dtype=object)
+    return candidates
+
+
 def _score_rows(patients: pd.DataFrame, sessions: pd.DataFrame,
-                patient_outcomes: pd.DataFrame, instrument: str) -> pd.DataFrame:
-    """Attended treatment-session scores with weeks since start and the baseline score."""
-    scored = sessions.loc[(sessions["attendance"] == "attended")
-                          & (sessions["session_number"] >= 1) & sessions[instrument].notna(),
-                          ["patient_id", "session_number", "session_date", instrument]]
+                patient_outcomes: pd.DataFrame, instrument: str,
+                among: npt.NDArray[np.object_] | None = None) -> pd.DataFrame:
+    """Attended treatment-session scores with weeks since start and the baseline score
+    (only of the patients ``among``, when given: the sessions table is not copied)."""
+    keep = _scored_sessions(sessions, instrument)
+    if among is not None:
+        keep &= sessions["patient_id"].isin(among)
+    scored = sessions.loc[keep, ["patient_id", "session_number", "session_date", instrument]]
     start = patients.set_index("patient_id")["start_date"]
     baseline = patient_outcomes.set_index("patient_id")[f"{instrument}_baseline"]
     rows = scored.assign(
@@ -924,21 +1006,29 @@ def _score_rows(patients: pd.DataFrame, sessions: pd.DataFrame,
     return rows.loc[rows["baseline"].notna() & rows["weeks"].notna()]
 
 
+def sample_patients(patient_ids: npt.ArrayLike, options: AuditOptions
+                    ) -> tuple[npt.NDArray[np.object_], list[str]]:
+    """The patients of the recovery curve: all, or a seeded random ``max_model_patients``
+    of them (sorted ids drawn without replacement), with a note saying so."""
+    patients = np.sort(pd.unique(np.asarray(patient_ids, dtype=object)))
+    if len(patients) <= options.max_model_patients:
+        return patients, []
+    rng = np.random.default_rng(options.seed)
+    chosen = rng.choice(patients, options.max_model_patients, replace=False)
+    return chosen, [f"not on track: curve fitted on a random {options.max_model_patients} "
+                    f"of {len(patients)} finished courses"]
+
+
 def fit_recovery_curve(rows: pd.DataFrame, options: AuditOptions) -> tuple[
         RecoveryCurve | None, list[str]]:
     """Fit the expected recovery curve by REML on rows (patient_id, weeks, baseline, score).
 
-    At most ``max_model_patients`` patients (a seeded random subset); warnings raised by
+    At most ``max_model_patients`` patients (:func:`sample_patients`); warnings raised by
     statsmodels are returned as notes, not filtered.
     """
-    patients = np.sort(rows["patient_id"].unique())
-    notes: list[str] = []
-    if len(patients) > options.max_model_patients:
-        rng = np.random.default_rng(options.seed)
-        chosen = rng.choice(patients, options.max_model_patients, replace=False)
+    chosen, notes = sample_patients(rows["patient_id"], options)
+    if notes:
         rows = rows.loc[rows["patient_id"].isin(chosen)]
-        notes.append(f"not on track: curve fitted on a random {options.max_model_patients} "
-                     f"of {len(patients)} finished courses")
     if rows["patient_id"].nunique() < 10:
         return None, [*notes, "not on track: fewer than 10 finished courses with scores"]
     centre = float(rows.groupby("patient_id")["baseline"].first().mean())
@@ -988,15 +1078,18 @@ def not_on_track(
     empty = pd.DataFrame(columns=list(NOT_ON_TRACK_COLUMNS))
     if instrument not in sessions:
         return empty, [f"not on track: no {instrument} scores"]
-    rows = _score_rows(patients, sessions, patient_outcomes, instrument)
-    finished = patient_outcomes.loc[patient_outcomes["finished_course"].astype(bool),
-                                    "patient_id"]
-    curve, notes = fit_recovery_curve(rows[rows["patient_id"].isin(finished)], options)
+    chosen, sampled = sample_patients(
+        _curve_candidates(patients, sessions, patient_outcomes, instrument), options)
     ongoing_mask = patients["end_date"].isna() if "end_date" in patients else pd.Series(
         True, index=patients.index)
     if "end_reason" in patients:
         ongoing_mask |= patients["end_reason"] == "ongoing"
-    ongoing = rows[rows["patient_id"].isin(patients.loc[ongoing_mask, "patient_id"])]
+    ongoing_ids = patients.loc[ongoing_mask, "patient_id"]
+    rows = _score_rows(patients, sessions, patient_outcomes, instrument,
+                       np.concatenate([chosen, ongoing_ids.to_numpy(dtype=object)]))
+    curve, notes = fit_recovery_curve(rows[rows["patient_id"].isin(chosen)], options)
+    notes = [*sampled, *notes]
+    ongoing = rows[rows["patient_id"].isin(ongoing_ids)]
     latest = ongoing.sort_values(["patient_id", "session_number"]).groupby("patient_id").tail(1)
     units = patient_outcomes.set_index("patient_id").reindex(columns=["site_id",
                                                                       "therapist_id"])
