@@ -107,6 +107,7 @@ class Trajectories:
     engine: Literal["auto", "statsmodels", "mixedlm"] = "auto"
     contrast_week: float = 16.0
     custom: tuple[ModelSpec, ...] = ()
+    max_patients: int | None = 250_000  # None: every patient, whatever the size
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,8 @@ SOURCES: dict[str, str] = {
     "instruments.bdi2.jt_cutoff": "cut-off c: Jacobson & Truax 1991",
     "populations.finished_course_min_sessions": "2 sessions: NHS Talking Therapies",
     "populations.final_phase_start": "IPT final phase from session 14 of 12-16",
+    "trajectories.max_patients": "computational: 250,000 patients fit in about 4 GB "
+                                 "(docs/SCALING.md); the sample is stated in the report",
     "baseline_rule": "first score (assessment): NHS Talking Therapies",
     "endpoint.rule": "last score in treatment: NHS Talking Therapies",
     "suppress_below": "counts 1-4 shown as <5: NHS small-number disclosure control",
@@ -309,6 +312,10 @@ def _check(config: StudyConfig) -> StudyConfig:
     for section in (config.trajectories.instrument, config.relapse.instrument):
         if section is not None and section not in INSTRUMENTS:
             raise ConfigError(f"unknown instrument {section!r} in trajectories or relapse")
+    if config.trajectories.max_patients is not None and (
+            not isinstance(config.trajectories.max_patients, int)
+            or config.trajectories.max_patients < 100):
+        raise ConfigError("trajectories.max_patients: a whole number of at least 100, or null")
     if config.suppress_below < 1:
         raise ConfigError("suppress_below: at least 1")
     return config
@@ -394,6 +401,8 @@ trajectories:                       # mixed-effects models of every observed sco
   models: [growth, phases, problem_area, completers, pattern_mixture]
   engine: auto                      # auto | statsmodels | mixedlm
   contrast_week: 16.0               # format difference reported at this week
+  max_patients: 250000              # more patients: models fit a random sample of this many
+                                    # (null: all; a million patients need ~16 GB and minutes)
   custom: []                        # your own lme4-style models, e.g.
   # - name: trial
   #   formula: "bdi2 ~ baseline_bdi2 + weeks + arm + (1 | patient_id)"

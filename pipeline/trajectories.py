@@ -80,6 +80,7 @@ Mallinckrodt CH et al. (2003). Assessing and interpreting treatment effects in
 longitudinal clinical trials with missing data. Biological Psychiatry 53:754-760.
 Feingold A (2009). Effect sizes for growth-modeling analysis for controlled clinical trials
 in the same metric as for classical analysis. Psychological Methods 14:43-53.
+Cochran WG (1977). Sampling Techniques, 3rd ed. Wiley.
 Weissman MM, Markowitz JC, Klerman GL (2000). Comprehensive Guide to Interpersonal
 Psychotherapy. Basic Books.
 """
@@ -104,7 +105,8 @@ from pipeline.config import ModelSpec, StudyConfig
 from pipeline.engines import MixedFit, MixedSpec, RandomEffect, VarianceComponent
 from pipeline.lme_formula import FormulaError, to_spec
 
-__all__ = ["TrajectoryResult", "analyse", "long_scores", "model_data", "model_spec"]
+__all__ = ["TrajectoryResult", "analyse", "long_scores", "model_data", "model_spec",
+           "sample_patients"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +120,11 @@ REFERENCES: Final = {"format": FORMATS, "condition": CONDITIONS,
 POOLED: Final = "other_pooled"
 MIN_LEVEL_PATIENTS: Final = 10
 MIN_CLUSTERS: Final = 5
+SAMPLE_SEED: Final = 20261122
+#: The columns the built-in models use (custom models get every column).
+MODEL_PATIENT_COLUMNS: Final = ("patient_id", "start_date", "format", "condition",
+                                "problem_area", "age", "sex", "therapist_id", "group_id")
+MODEL_SESSION_COLUMNS: Final = ("patient_id", "session_number", "session_date", "attendance")
 MIN_PATTERN_PATIENTS: Final = 5
 AGE_COMPLETE: Final = 0.9
 TIME_POINTS: Final = tuple(float(t) for t in range(17))
@@ -145,6 +152,37 @@ class TrajectoryResult:
     tables: dict[str, pd.DataFrame]
     figures: dict[str, Figure]
     messages: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------- sample
+
+
+def sample_patients(patients: pd.DataFrame, limit: int | None
+                    ) -> tuple[pd.DataFrame, str | None]:
+    r"""At most ``limit`` patients: a simple random sample when there are more.
+
+    Registry-scale data (a national service's million patients a year) would need tens of
+    gigabytes for five mixed models; a simple random sample of :math:`m` of the :math:`N`
+    patients (without replacement, fixed seed ``SAMPLE_SEED``, so reruns are identical)
+    estimates the same model-based quantities without bias, with standard errors about
+    :math:`\sqrt{N/m}` times those of a fit to everyone (Cochran 1977, ch. 2).
+
+    Returns
+    -------
+    (DataFrame, str or None)
+        The patients to model (in their original order) and, when sampled, a note for the
+        report stating the sample and its cost in precision.
+    """
+    total = len(patients)
+    if limit is None or total <= limit:
+        return patients, None
+    chosen = np.sort(np.random.default_rng(SAMPLE_SEED).choice(total, size=limit,
+                                                                replace=False))
+    note = (f"models fitted to a simple random sample of {limit:,} of {total:,} patients "
+            f"(trajectories.max_patients; seed {SAMPLE_SEED}): unbiased for the same "
+            f"quantities, standard errors about {np.sqrt(total / limit):.1f} times those of "
+            "a fit to every patient")
+    return patients.iloc[chosen], note
 
 
 # --------------------------------------------------------------------------- long data
@@ -397,11 +435,17 @@ class _Mean:
     n: int
 
 
-def _weights(frame: pd.DataFrame, column: str) -> pd.Series:
-    """Patient shares of each level of ``column``."""
-    patients = frame.drop_duplicates("patient_id")
+def _weights(patients: pd.DataFrame, column: str) -> pd.Series:
+    """Patient shares of each level of ``column`` (``patients``: one row per patient)."""
     shares = patients[column].value_counts(normalize=True, sort=False)
     return shares[shares > 0]
+
+
+def _patient_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per patient, with the patient-level columns the weights use."""
+    columns = [c for c in ("patient_id", "format", "condition", "problem_area", "pattern")
+               if c in frame.columns]
+    return frame[columns].drop_duplicates("patient_id")
 
 
 def _newdata(frame: pd.DataFrame, rows: list[dict[str, object]]) -> pd.DataFrame:
@@ -417,25 +461,27 @@ def _newdata(frame: pd.DataFrame, rows: list[dict[str, object]]) -> pd.DataFrame
     return newdata
 
 
-def _patterns(fit: MixedFit, frame: pd.DataFrame, fmt: object) -> tuple[pd.Series, int]:
+def _patterns(fit: MixedFit, patients: pd.DataFrame, fmt: object) -> tuple[pd.Series, int]:
     """Pattern shares within a format (pattern-mixture model), else one dummy pattern."""
     if "pattern" not in fit.spec.fixed:
         return pd.Series([1.0], index=[None]), 0
-    within = frame.loc[frame["format"] == fmt]
-    return _weights(within, "pattern"), int(within["patient_id"].nunique())
+    within = patients.loc[patients["format"] == fmt]
+    return _weights(within, "pattern"), len(within)
 
 
 def _means(fit: MixedFit, frame: pd.DataFrame, focals: list[dict[str, object]],
            average: tuple[str, ...]) -> list[_Mean]:
     """Means at each focal point, averaged over the patient shares of ``average`` (and, in
     the pattern-mixture model, of the patterns within the focal format); one design pass."""
-    margins = list(itertools.product(*[_weights(frame, c).items() for c in average]))
+    patients = _patient_rows(frame)
+    margins = list(itertools.product(*[_weights(patients, c).items() for c in average]))
+    patterns = {fmt: _patterns(fit, patients, fmt) for fmt in {f.get("format") for f in focals}}
     rows: list[dict[str, object]] = []
     weights: list[float] = []
     owners: list[tuple[int, int]] = []
     layout: list[tuple[pd.Series, int]] = []
     for i, focal in enumerate(focals):
-        shares, n = _patterns(fit, frame, focal.get("format"))
+        shares, n = patterns[focal.get("format")]
         layout.append((shares, n))
         for j, pattern in enumerate(shares.index):
             for combo in margins:
@@ -620,18 +666,21 @@ def patient_fitted(fit: MixedFit, rows: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def _fit_builtin(model: str, ctx: _Context) -> tuple[dict[str, pd.DataFrame], list[str]]:
+def _fit_builtin(model: str, ctx: _Context, warm: engines.WarmStart | None
+                 ) -> tuple[dict[str, pd.DataFrame], list[str], engines.WarmStart | None]:
+    """Fit one built-in model (from ``warm``, at registry scale) and derive its tables;
+    also returns the warm start it offers the next model."""
     rows, skip = _subset(model, ctx.frame)
     if skip:
-        return {}, [f"{model}: not fitted ({skip})"]
+        return {}, [f"{model}: not fitted ({skip})"], warm
     spec = model_spec(model, ctx.time, ctx.covariates, ctx.components)
     try:
-        fit = engines.fit(spec, rows, ctx.engine)
+        fit = engines.fit(spec, rows, ctx.engine, warm_start=warm)
     except (engines.EngineError, ValueError, np.linalg.LinAlgError) as exc:
-        return {}, [f"{model}: not fitted ({exc})"]
+        return {}, [f"{model}: not fitted ({exc})"], warm
     tables = _tables(model, fit)
     tables.update(_derived(model, fit, rows, ctx))
-    return tables, [f"{model}: {m}" for m in fit.messages]
+    return tables, [f"{model}: {m}" for m in fit.messages], fit.warm_start or warm
 
 
 def _fit_custom(model: ModelSpec, long_for: Callable[[str], pd.DataFrame], engine: str
@@ -656,24 +705,33 @@ def _merge(tables: dict[str, pd.DataFrame], new: dict[str, pd.DataFrame]) -> Non
             else table
 
 
+def _present(table: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """The ``columns`` of ``table`` that it has (a narrow view for the model data)."""
+    return table[[c for c in dict.fromkeys(columns) if c in table.columns]]
+
+
 def _builtin_models(patients: pd.DataFrame, sessions: pd.DataFrame,
                     patient_outcomes: pd.DataFrame, config: StudyConfig, engine: str,
                     instrument: str) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Fit the configured built-in models and derive their tables."""
     settings = config.trajectories
-    long = long_scores(patients, sessions, patient_outcomes, instrument, settings.time)
+    long = long_scores(_present(patients, MODEL_PATIENT_COLUMNS),
+                       _present(sessions, (*MODEL_SESSION_COLUMNS, instrument)),
+                       patient_outcomes, instrument, settings.time)
     if long.empty:
         return {}, [f"no {instrument} scores at attended sessions: no trajectory models"]
     frame, covariates, messages = model_data(long)
+    del long  # the model frame is a copy; at registry scale every copy counts
     components, notes = random_structure(frame, settings.time)
     messages += notes
     ctx = _Context(frame, covariates, components, settings.time, engine,
                    settings.contrast_week, instrument)
     tables: dict[str, pd.DataFrame] = {}
+    warm: engines.WarmStart | None = None
     for model in settings.models:
         rows = add_phases(frame, sessions, patients, patient_outcomes, config) \
             if model == "phases" else frame
-        new, notes = _fit_builtin(model, replace(ctx, frame=rows))
+        new, notes, warm = _fit_builtin(model, replace(ctx, frame=rows), warm)
         _merge(tables, new)
         messages += notes
     return tables, messages
@@ -711,8 +769,13 @@ def analyse(patients: pd.DataFrame, sessions: pd.DataFrame, patient_outcomes: pd
     chosen = engine or settings.engine
     if chosen not in engines.ENGINES:
         raise ValueError(f"unknown engine {chosen!r}; use one of {', '.join(engines.ENGINES)}")
+    patients, sample_note = sample_patients(patients, settings.max_patients)
+    if sample_note:
+        sessions = sessions.loc[sessions["patient_id"].isin(patients["patient_id"])]
     tables, messages = _builtin_models(patients, sessions, patient_outcomes, config, chosen,
                                       instrument) if settings.models else ({}, [])
+    if sample_note:
+        messages = [sample_note, *messages]
 
     def long_for(outcome: str) -> pd.DataFrame:
         target = instrument if outcome in ("score", instrument) else outcome

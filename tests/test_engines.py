@@ -35,6 +35,7 @@ from pipeline.engines import (
     MixedSpec,
     RandomEffect,
     VarianceComponent,
+    _design,
     _large,
     linear_combinations,
     mixedlm_engine,
@@ -301,7 +302,7 @@ def test_engine_selection() -> None:
 
 
 def test_auto_falls_back_to_statsmodels(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(prepared: Any) -> MixedFit:
+    def broken(prepared: Any, warm: Any = None) -> MixedFit:
         raise EngineError("simulated failure")
 
     monkeypatch.setattr(mixedlm_engine, "fit_prepared", broken)
@@ -334,3 +335,58 @@ def test_registry_scale_path_gives_the_same_fit(monkeypatch: pytest.MonkeyPatch)
     np.testing.assert_allclose(fit.fixed["std_error"], reference.fixed["std_error"], rtol=1e-4)
     np.testing.assert_allclose(fit.variance["variance"].dropna(),
                                reference.variance["variance"].dropna(), rtol=1e-3)
+
+
+def test_registry_scale_warm_start_reaches_the_same_optimum(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A related model started from another fit's optimum (no subsample fit) ends where a
+    fit from scratch ends; a start for another random structure is not used."""
+    spec, frame = golden_case("demo_growth")
+    related = MixedSpec(spec.outcome, spec.fixed + " + weeks:format", spec.random,
+                        spec.components)
+    reference = engines.fit(related, frame, "mixedlm")  # mixedlm's own optimiser
+    monkeypatch.setattr(_large, "LARGE_UNITS", 100)
+    monkeypatch.setattr(_large, "SUBSAMPLE_UNITS", 200)
+    first = engines.fit(spec, frame, "mixedlm")
+    assert first.warm_start is not None
+    assert first.warm_start.structure == tuple(
+        (b.level, b.terms) for b in _design.prepare(spec, frame).blocks)
+    warm = engines.fit(related, frame, "mixedlm", warm_start=first.warm_start)
+    assert any("previous model's estimates" in m for m in warm.messages)
+    assert warm.diagnostics.at[0, "loglik"] == pytest.approx(
+        reference.diagnostics.at[0, "loglik"], abs=1e-5)
+    # the likelihood is flat near its maximum: estimates agree to a hundredth of their SE
+    gap = (warm.fixed["estimate"] - reference.fixed["estimate"]).abs()
+    assert (gap < 0.01 * reference.fixed["std_error"]).all()
+    np.testing.assert_allclose(warm.fixed["std_error"], reference.fixed["std_error"],
+                               rtol=1e-3)
+    other = MixedSpec(spec.outcome, spec.fixed, spec.random)  # no variance components
+    unused = engines.fit(other, frame, "mixedlm", warm_start=first.warm_start)
+    assert not any("previous model's estimates" in m for m in unused.messages)
+
+
+def test_registry_scale_path_handles_a_zero_variance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster variance on its bound: the projected quasi-Newton converges there, as the
+    general optimiser does."""
+    spec = MixedSpec("score", "weeks", (RandomEffect("patient_id"),),
+                     (VarianceComponent("cluster"),))
+    data = _zero_group_variance_data()
+    reference = engines.fit(spec, data, "mixedlm")
+    monkeypatch.setattr(_large, "LARGE_UNITS", 10)
+    monkeypatch.setattr(_large, "SUBSAMPLE_UNITS", 30)
+    fit = engines.fit(spec, data, "mixedlm")
+    assert fit.diagnostics.at[0, "optimizer"] == "subsample + quasi-Newton"
+    assert fit.singular
+    assert fit.diagnostics.at[0, "loglik"] == pytest.approx(
+        reference.diagnostics.at[0, "loglik"], abs=1e-5)
+    np.testing.assert_allclose(fit.fixed["estimate"], reference.fixed["estimate"], rtol=1e-5)
+
+
+def test_projected_newton_helpers() -> None:
+    lower = np.array([0.0, -np.inf, 0.0])
+    held = _large.free(np.array([0.0, 0.3, 0.0]), np.array([2.0, 1.0, -1.0]), lower)
+    assert held.tolist() == [False, True, True]  # on the bound and pushed outwards: held
+    indefinite = np.array([[2.0, 0.0], [0.0, -3.0]])
+    fixed = _large.modified(indefinite)
+    np.testing.assert_allclose(fixed, [[2.0, 0.0], [0.0, 3.0]])
+    assert np.linalg.eigvalsh(fixed).min() > 0

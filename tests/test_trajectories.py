@@ -354,3 +354,43 @@ def test_individual_only_cohort_on_the_session_scale() -> None:
         "individual"}
     with pytest.raises(ValueError, match="unknown engine"):
         trajectories.analyse(cohort.patients, cohort.sessions, po, cfg, engine="lme4")
+
+
+def test_sample_patients_below_the_limit_keeps_everyone(
+        demo_data: tuple[pd.DataFrame, ...]) -> None:
+    patients = demo_data[0]
+    kept, note = trajectories.sample_patients(patients, len(patients))
+    assert kept is patients and note is None
+    assert trajectories.sample_patients(patients, None) == (patients, None)
+
+
+def test_sample_patients_is_a_reproducible_simple_random_sample(
+        demo_data: tuple[pd.DataFrame, ...]) -> None:
+    patients = demo_data[0]
+    sample, note = trajectories.sample_patients(patients, 500)
+    again, _ = trajectories.sample_patients(patients, 500)
+    assert len(sample) == 500 and sample["patient_id"].is_unique
+    pd.testing.assert_frame_equal(sample, again)
+    positions = patients.index.get_indexer(sample.index)
+    assert (np.diff(positions) > 0).all()  # original order kept
+    assert note is not None and "500 of 2,000 patients" in note and "2.0 times" in note
+    # a random sample, not the first rows: both halves of the table are represented
+    assert 0.35 < (positions < len(patients) / 2).mean() < 0.65
+
+
+def test_models_on_a_sample_say_so(demo_data: tuple[pd.DataFrame, ...]) -> None:
+    patients, sessions, po = demo_data
+    study = config.from_mapping({"trajectories": {"models": ["growth"], "max_patients": 600}})
+    result = trajectories.analyse(patients, sessions, po, study)
+    assert result.messages[0].startswith("models fitted to a simple random sample of 600")
+    assert result.tables["mixed_growth_diagnostics"].at[0, "n_patients"] <= 600
+    modelled = set(result.tables["mixed_patient_fitted"]["patient_id"])
+    expected = set(trajectories.sample_patients(patients, 600)[0]["patient_id"])
+    assert modelled <= expected and len(modelled) > 550
+
+
+def test_max_patients_is_checked() -> None:
+    with pytest.raises(config.ConfigError, match=r"trajectories\.max_patients"):
+        config.from_mapping({"trajectories": {"max_patients": 5}})
+    assert config.from_mapping({"trajectories": {"max_patients": None}}).trajectories \
+        .max_patients is None

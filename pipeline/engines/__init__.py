@@ -84,6 +84,7 @@ from scipy import stats
 
 from pipeline.engines import _design
 from pipeline.engines._design import FixedDesign
+from pipeline.engines._large import WarmStart
 from pipeline.engines._tables import RawFit, assemble
 
 __all__ = [
@@ -93,6 +94,7 @@ __all__ = [
     "MixedSpec",
     "RandomEffect",
     "VarianceComponent",
+    "WarmStart",
     "fit",
     "select_engine",
 ]
@@ -226,6 +228,9 @@ class MixedFit:
         Builds the fixed-effects design of new data (for model-based means and contrasts).
     messages : tuple of str
         Notes for the report: dropped rows or terms, warnings, non-convergence, boundary.
+    warm_start : WarmStart or None
+        From a registry-scale ``mixedlm`` fit: where the next model with the same random
+        structure may start (``fit(..., warm_start=...)``; :mod:`pipeline.engines._large`).
     """
 
     spec: MixedSpec
@@ -239,6 +244,7 @@ class MixedFit:
     cov: pd.DataFrame
     design: FixedDesign
     messages: tuple[str, ...] = field(default=())
+    warm_start: WarmStart | None = None
 
     @property
     def converged(self) -> bool:
@@ -334,7 +340,8 @@ def select_engine(spec: MixedSpec, data: pd.DataFrame, engine: str = "auto") -> 
     return engine
 
 
-def fit(spec: MixedSpec, data: pd.DataFrame, engine: str = "auto") -> MixedFit:
+def fit(spec: MixedSpec, data: pd.DataFrame, engine: str = "auto",
+        warm_start: WarmStart | None = None) -> MixedFit:
     """Fit a linear mixed model with the chosen engine and return tidy results.
 
     Parameters
@@ -346,6 +353,9 @@ def fit(spec: MixedSpec, data: pd.DataFrame, engine: str = "auto") -> MixedFit:
         message gives the count).
     engine : str
         ``"auto"`` (see the module docstring), ``"statsmodels"`` or ``"mixedlm"``.
+    warm_start : WarmStart or None
+        ``warm_start`` of an earlier fit with the same random structure: the registry-scale
+        ``mixedlm`` path starts there (same optimum, fewer evaluations); ignored otherwise.
 
     Returns
     -------
@@ -366,7 +376,7 @@ def fit(spec: MixedSpec, data: pd.DataFrame, engine: str = "auto") -> MixedFit:
         result = statsmodels_engine.fit_prepared(prepared)
     else:
         try:
-            result = mixedlm_engine.fit_prepared(prepared)
+            result = mixedlm_engine.fit_prepared(prepared, warm_start)
         except (EngineError, ValueError, np.linalg.LinAlgError) as exc:
             if engine != "auto" or _too_large_for_statsmodels(prepared):
                 raise
@@ -395,7 +405,7 @@ def _with_note(result: MixedFit, note: str) -> MixedFit:
     diagnostics.at[0, "warnings"] = f"{previous} | {note}" if previous else note
     return MixedFit(result.spec, result.engine, result.fixed, result.variance, diagnostics,
                     result.fitted, result.random_effects, result.coef, result.cov,
-                    result.design, (*result.messages, note))
+                    result.design, (*result.messages, note), result.warm_start)
 
 
 def build_fit(prepared: _design.Prepared, raw: RawFit) -> MixedFit:

@@ -15,19 +15,31 @@ seconds, and a general-purpose optimiser from a default start needs 40-150 of th
    holds and kept within the bounds (variances >= 0), with BFGS updates of :math:`H_k`,
    stop when the Newton decrement :math:`g^\top H^{-1} g / 2` falls below
    ``TOLERANCE`` deviance units (the log-likelihood is then within about 1e-6 of its
-   maximum). This takes a handful of full-data evaluations.
+   maximum). This takes a handful of full-data evaluations. A parameter on its bound (a
+   zero variance, common in a subsample) whose gradient points outwards is held there and
+   the step and decrement use the others (projected Newton; Bertsekas 1982); a Hessian
+   that is not positive definite has its eigenvalues replaced by their absolute values
+   (Nocedal and Wright 2006, 3.4).
 3. The estimates are extracted at the final :math:`\theta` exactly as ``mixedlm`` does after
    its own optimiser (one more evaluation), with :math:`\mathrm{vcov}(\hat\beta) =
    \hat\sigma^2 I_\beta^{-1}` from the fixed-effects information :math:`I_\beta =
    X^\top (V/\sigma^2)^{-1} X` of that evaluation (what ``LmerResult.vcov`` computes, without
    a second pass over the data).
 
-When the subsample Hessian is not positive definite (a boundary fit) or the iterations do
-not converge, ``None`` is returned and the caller falls back to ``mixedlm``'s optimiser
-from the best point reached.
+When the iterations do not converge, ``None`` is returned and the caller falls back to
+``mixedlm``'s optimiser from the best point reached.
+
+*Warm start.* Models that share a random structure (the growth model and its sensitivity
+analyses) have similar covariance parameters. A :class:`WarmStart` carries the optimum
+:math:`\hat\theta` of one fit and the final BFGS Hessian per unit; the next fit starts
+step 2 from them, with :math:`H_0` rescaled to its own number of units, and skips step 1.
+The start only changes the path, not the optimum: the same convergence test applies, and
+when it fails the subsample route is taken as usual.
 
 References
 ----------
+Bertsekas DP (1982). Projected Newton methods for optimization problems with simple
+constraints. SIAM Journal on Control and Optimization 20:221-246.
 Nocedal J, Wright SJ (2006). Numerical Optimization, 2nd ed. Springer (ch. 3, 6: line
 search, BFGS).
 Bates D, Maechler M, Bolker B, Walker S (2015). Fitting linear mixed-effects models using
@@ -55,6 +67,8 @@ SEED: Final = 20261122
 STEP: Final = 1e-5
 ITERATIONS: Final = 15
 TOLERANCE: Final = 1e-6
+#: A parameter within this of its lower bound is on it.
+BOUND: Final = 1e-10
 
 
 #: Fewer sampled clusters than this and the subsample is drawn by units instead.
@@ -183,32 +197,86 @@ def _line_search(deviance: Deviance, theta: FloatArray, value: float, gradient: 
 
 @dataclass(frozen=True)
 class Optimum:
-    """Where the quasi-Newton iterations stopped."""
+    """Where the quasi-Newton iterations stopped, with the last Hessian approximation."""
 
     theta: FloatArray
     gradient: FloatArray
     converged: bool
     iterations: int
+    hessian: FloatArray
+
+
+@dataclass(frozen=True, eq=False)
+class WarmStart:
+    """A start for a related model: its random structure, :math:`\\hat\\theta` and the
+    deviance Hessian per unit (see the module docstring).
+
+    Attributes
+    ----------
+    structure : tuple
+        ``(level, terms)`` of each random block, in order; a start applies only to a model
+        with the same structure.
+    theta : ndarray
+        lme4's relative covariance factors at the optimum.
+    hessian_per_unit : ndarray
+        The final quasi-Newton Hessian of the deviance divided by the number of units.
+    """
+
+    structure: tuple[tuple[str, tuple[str, ...]], ...]
+    theta: FloatArray
+    hessian_per_unit: FloatArray
+
+    def applies_to(self, blocks: tuple[Block, ...]) -> bool:
+        """Whether ``blocks`` have this start's random structure."""
+        return structure(blocks) == self.structure
+
+
+def structure(blocks: tuple[Block, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The random structure of ``blocks``: ``(level, terms)`` of each block."""
+    return tuple((block.level, tuple(block.terms)) for block in blocks)
+
+
+def modified(hessian: FloatArray) -> FloatArray:
+    """``hessian`` made positive definite: eigenvalues replaced by their absolute values,
+    floored at 1e-8 of the largest (Hessian modification; Nocedal and Wright 2006, 3.4)."""
+    values, vectors = np.linalg.eigh((hessian + hessian.T) / 2)
+    floor = max(1e-8 * float(np.abs(values).max(initial=0.0)), 1e-12)
+    out: FloatArray = (vectors * np.maximum(np.abs(values), floor)) @ vectors.T
+    return out
+
+
+def free(theta: FloatArray, gradient: FloatArray, lower: FloatArray) -> npt.NDArray[np.bool_]:
+    """Parameters not held at their bound: on it (a variance of zero) with the gradient
+    pointing out of the feasible region are held (projected Newton; Bertsekas 1982)."""
+    held = (theta <= lower + BOUND) & (gradient > 0)
+    return np.asarray(~held)
 
 
 def quasi_newton(deviance: Deviance, theta: FloatArray, hessian0: FloatArray) -> Optimum:
-    """BFGS from ``theta`` with initial Hessian ``hessian0`` (see the module docstring)."""
+    """Projected BFGS from ``theta`` with initial Hessian ``hessian0`` (module docstring).
+
+    Parameters on their lower bound whose gradient points outwards are held there; the
+    Newton step and the decrement use the others, so a boundary optimum (a zero variance)
+    converges as an interior one does."""
     value, gradient = deviance(theta)
-    current: FloatArray = hessian0.copy()
+    current = modified(hessian0)
     for iteration in range(ITERATIONS):
-        step = np.asarray(-np.linalg.solve(current, gradient), dtype=np.float64)
+        moving = free(theta, gradient, deviance.lower)
+        step = np.zeros_like(theta)
+        if moving.any():
+            step[moving] = -np.linalg.solve(current[np.ix_(moving, moving)], gradient[moving])
         if float(-gradient @ step) / 2 < TOLERANCE:
-            return Optimum(theta, gradient, True, iteration)
+            return Optimum(theta, gradient, True, iteration, current)
         found = _line_search(deviance, theta, value, gradient, step)
         if found is None:
-            return Optimum(theta, gradient, False, iteration)
+            return Optimum(theta, gradient, False, iteration, current)
         new_theta, value, new_gradient = found
         s, y = new_theta - theta, new_gradient - gradient
         if float(s @ y) > 1e-12:
             hs = current @ s
             current = current - np.outer(hs, hs) / float(s @ hs) + np.outer(y, y) / float(y @ s)
         theta, gradient = new_theta, new_gradient
-    return Optimum(theta, gradient, False, ITERATIONS)
+    return Optimum(theta, gradient, False, ITERATIONS, current)
 
 
 def result_at(deviance: Deviance, optimum: Optimum, formula: str, control: Any

@@ -29,11 +29,12 @@ lme4. Journal of Statistical Software 67(1):1-48.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -165,13 +166,32 @@ def _lmer(problem: _Problem, reml: bool, optimizer: str,
     return result, [f"mixedlm ({optimizer}): {w.message}" for w in caught]
 
 
-def _fit_large(prepared: Prepared, problem: _Problem
-               ) -> tuple[Any | None, FloatArray | None, FloatArray | None, str]:
-    """Registry-scale fit (:mod:`pipeline.engines._large`).
+class _Large(NamedTuple):
+    """What the registry-scale path gives: a result and its vcov, or a start for the general
+    optimiser; the note for the report; a warm start for the next model."""
 
-    Returns (result, vcov, None, note) on success, else (None, None, a start, note) for the
-    general optimiser.
-    """
+    result: Any | None
+    vcov: FloatArray | None
+    start: FloatArray | None
+    note: str
+    warm: _large.WarmStart | None = None
+
+
+def _fit_large(prepared: Prepared, problem: _Problem, warm: _large.WarmStart | None) -> _Large:
+    """Registry-scale fit (:mod:`pipeline.engines._large`): from ``warm`` when it applies,
+    else (or when that does not converge) from a cluster-subsample fit."""
+    units = prepared.blocks[0].n_levels
+    deviance = _large.Deviance(problem.matrices, prepared.spec.reml)
+    note = f"mixedlm: {units} units; "
+    if warm is not None and warm.applies_to(prepared.blocks):
+        optimum = _large.quasi_newton(deviance, warm.theta, warm.hessian_per_unit * units)
+        if optimum.converged:
+            return _at_optimum(deviance, optimum, problem, prepared, note + (
+                "covariance parameters started from the previous model's estimates, then "
+                f"{deviance.evaluations} full-data evaluations (quasi-Newton)"))
+        note += (f"a start from the previous model's estimates did not converge in "
+                 f"{deviance.evaluations} full-data evaluations; ")
+        deviance.evaluations = 0
     tic = time.perf_counter()
     sub, ratio = _large.cluster_subsample(prepared)
     sub_problem = _problem(sub)
@@ -181,19 +201,22 @@ def _fit_large(prepared: Prepared, problem: _Problem
     sub_deviance = _large.Deviance(sub_problem.matrices, prepared.spec.reml)
     hessian = _large.hessian(sub_deviance, theta, sub_deviance(theta)[1]) * ratio
     del sub_deviance, sub_result, sub_problem
-    sub_seconds = time.perf_counter() - tic
-    note = (f"mixedlm: {prepared.blocks[0].n_levels} units; covariance parameters started "
-            f"from a fit to {sub.blocks[0].n_levels} units in whole clusters "
-            f"({sub_seconds:.1f} s)")
-    if np.linalg.eigvalsh(hessian).min() <= 0:
-        return None, None, theta, note + "; subsample Hessian not positive definite"
-    deviance = _large.Deviance(problem.matrices, prepared.spec.reml)
+    note += (f"covariance parameters started from a fit to {sub.blocks[0].n_levels} units in "
+             f"whole clusters ({time.perf_counter() - tic:.1f} s)")
     optimum = _large.quasi_newton(deviance, theta, hessian)
     note += f", then {deviance.evaluations} full-data evaluations (quasi-Newton)"
     if not optimum.converged:
-        return None, None, optimum.theta, note + " without convergence"
+        return _Large(None, None, optimum.theta, note + " without convergence")
+    return _at_optimum(deviance, optimum, problem, prepared, note)
+
+
+def _at_optimum(deviance: _large.Deviance, optimum: _large.Optimum, problem: _Problem,
+                prepared: Prepared, note: str) -> _Large:
+    """The result at a converged optimum, and the warm start it offers the next model."""
     result, vcov = _large.result_at(deviance, optimum, problem.formula, _control("L-BFGS-B"))
-    return result, vcov, None, note
+    warm = _large.WarmStart(_large.structure(prepared.blocks), optimum.theta,
+                            optimum.hessian / prepared.blocks[0].n_levels)
+    return _Large(result, vcov, None, note, warm)
 
 
 def _criterion(result: Any) -> float:
@@ -233,19 +256,24 @@ def _raw(prepared: Prepared, result: Any, optimizer: str, notes: list[str],
         optimizer=optimizer, iterations=int(result.n_iter), warnings=tuple(notes))
 
 
-def fit_prepared(prepared: Prepared) -> MixedFit:
-    """Fit a prepared model with ``mixedlm``; retry other optimisers when needed."""
+def fit_prepared(prepared: Prepared, warm: _large.WarmStart | None = None) -> MixedFit:
+    """Fit a prepared model with ``mixedlm``; retry other optimisers when needed.
+
+    ``warm`` (from an earlier fit's ``MixedFit.warm_start``) is used on the registry-scale
+    path only."""
     problem = _problem(prepared)
     notes: list[str] = []
     start: FloatArray | None = _large.default_theta(prepared.blocks)
     optimizers: tuple[str, ...] = OPTIMIZERS
     if prepared.blocks[0].n_levels > _large.LARGE_UNITS and problem.matrices is not None:
-        result, vcov, start, note = _fit_large(prepared, problem)
-        notes.append(note)
-        logger.info(note)
-        if result is not None:
-            return build_fit(prepared, _raw(prepared, result, str(result.optimizer), notes,
-                                            vcov))
+        large = _fit_large(prepared, problem, warm)
+        notes.append(large.note)
+        logger.info(large.note)
+        if large.result is not None:
+            fitted = build_fit(prepared, _raw(prepared, large.result,
+                                              str(large.result.optimizer), notes, large.vcov))
+            return dataclasses.replace(fitted, warm_start=large.warm)
+        start = large.start
         optimizers = ("L-BFGS-B", *OPTIMIZERS)
     best: tuple[tuple[bool, float], Any, str] | None = None
     tried = []
