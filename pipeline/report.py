@@ -33,6 +33,10 @@ SECTIONS = (
     ("audit", "Clinic audit"),
     ("methods", "Methods"),
 )
+#: One row per patient or per score: never shown in the report (privacy), and not read
+#: (at registry scale they hold millions of rows).
+PATIENT_LEVEL = frozenset({"patient_outcomes", "mixed_patient_fitted", "not_on_track",
+                           "relapse_cohort"})
 
 
 @dataclass(frozen=True)
@@ -48,11 +52,13 @@ class ReportInputs:
 
 
 def read_outputs(out_dir: Path) -> ReportInputs:
-    """Read the tables, figures, messages, validation summary and manifest under OUT."""
+    """Read the tables (not the patient-level ones), figures, messages, validation summary
+    and manifest under OUT."""
     tables: dict[str, pd.DataFrame] = {}
     for folder in ("tables", "audit"):
         for path in sorted((out_dir / folder).glob("*.csv")):
-            tables[path.stem] = pd.read_csv(path, dtype=str, keep_default_na=False)
+            if path.stem not in PATIENT_LEVEL:
+                tables[path.stem] = pd.read_csv(path, dtype=str, keep_default_na=False)
     figures = {
         path.stem: "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
         for path in sorted((out_dir / "figures").glob("*.png"))

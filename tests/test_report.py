@@ -65,6 +65,15 @@ def test_report_is_self_contained_with_every_section(two_runs: tuple[Path, Path]
     assert "<script" not in html
 
 
+def test_patient_level_tables_are_not_read(two_runs: tuple[Path, Path]) -> None:
+    """One row per patient: never shown, and not loaded (millions of rows at scale)."""
+    out = two_runs[0]
+    assert (out / "tables" / "patient_outcomes.csv").exists()
+    inputs = report.read_outputs(out)
+    assert "response_rates" in inputs.tables
+    assert not set(inputs.tables) & report.PATIENT_LEVEL
+
+
 def test_no_raw_patient_id_in_outputs(two_runs: tuple[Path, Path]) -> None:
     raw_ids = set(pd.read_csv(two_runs[0].parent / "data" / "patients.csv")["patient_id"])
     for path in two_runs[0].rglob("*"):
