@@ -233,10 +233,13 @@ def normalise(
         out[name] = values
         for line, value in frame[name][failed].items():
             text = str(value).strip()
-            message = date_message(text, date_format) if template == "date" else template
+            # a date message already holds the value: formatting it again would read any
+            # braces in the value as fields
+            message = date_message(text, date_format) if template == "date" \
+                else template.format(value=text)
             failures.append(
                 {"table": contract.name, "line": line, "column": name, "value": text,
-                 "check": check, "message": message.format(value=text)}
+                 "check": check, "message": message}
             )
     for name in frame.columns:
         if name not in out.columns:

@@ -56,6 +56,7 @@ CORPUS = [
           "role_disputes", "secondary_differs_from_primary"),
     Fault("ambiguous date", "patients", 0, "referral_date", "03/04/2024", "date_format"),
     Fault("impossible date", "patients", 0, "referral_date", "2024-02-30", "date_format"),
+    Fault("date with braces", "patients", 0, "referral_date", "{2024}-01-0}", "date_format"),
     Fault("start before referral", "patients", 0, "start_date", "2023-12-01",
           "start_not_before_referral"),
     Fault("end before start", "patients", 0, "end_date", "2024-01-09", "end_not_before_start",
