@@ -49,8 +49,9 @@ Cox model (:func:`fit_cox`, :func:`cox_analysis`)
     sandwich variance clustered by therapist or therapy group (individual patients are
     their own cluster), computed here from Efron score residuals as R ``coxph(... +
     cluster(id))`` does; lifelines' ``cluster_col`` treats tied times as distinct and is up
-    to 1% off on tied data. A fit whose coefficients run off to infinity (separation) counts
-    as not converged. At least
+    to 1% off on tied data. Several strata columns reach lifelines as one column of stratum
+    numbers (the same strata and fit, several times faster). A fit whose coefficients run
+    off to infinity (separation) counts as not converged. At least
     ``min_events_per_parameter`` events per parameter (Peduzzi et al. 1995): otherwise terms
     are dropped in the order :data:`DROP_ORDER` until the model fits, or only the descriptive
     analyses are reported. Levels without relapses (whose hazard ratio would be 0: the
@@ -62,8 +63,10 @@ PH tests (:func:`ph_test_table`)
     (d var(beta) sum_k (g_k - gbar)^2)`` on 1 df, with ``g`` the rank of the event time (ties
     averaged, as R ``rank``), model-based variance. This is lifelines'
     ``proportional_hazard_test`` and R ``survival`` < 3.0 ``cox.zph(fit, transform =
-    "rank")``; R >= 3.0 uses a full score test whose numbers can differ a lot (Rossi data,
-    age: 0.90 against 11.2). A term with ``p < 0.05`` is handled by refitting the model
+    "rank")``, given Efron Schoenfeld residuals computed here in ``O(n log n)`` (the same
+    numbers as lifelines' own, whose computation is quadratic in the number of patients);
+    R >= 3.0 uses a full score test whose numbers can differ a lot (Rossi data, age: 0.90
+    against 11.2). A term with ``p < 0.05`` is handled by refitting the model
     stratified on its covariate (tertiles of rank for a numeric one), which then has no
     hazard ratio; the table says which model is reported. Fourteen tests at 5% will flag
     something now and then by chance, and in a large cohort small departures are flagged.
@@ -113,7 +116,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -140,6 +143,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
 CENSORED, RELAPSE, COMPETING = 0, 1, 2
 COMPETING_EVENTS: Final = ("died", "other_treatment")
@@ -161,6 +165,8 @@ LEVEL_ORDER: Final = {"condition": CONDITIONS, "format": FORMATS, "problem_area"
                       "maintenance": ("False", "True")}
 PH_ALPHA: Final = 0.05
 MAX_ABS_COEF: Final = 10.0
+#: The one strata column given to lifelines (see :func:`_lifelines_frame`).
+STRATUM_CODE: Final = "stratum_code"
 #: Newton-Raphson to full convergence (lifelines stops at a relative change of the log
 #: partial likelihood of 1e-9, as R does, which leaves coefficients a few 1e-6 apart).
 FIT_OPTIONS: Final = {"precision": 1e-12, "r_precision": 1e-12}
@@ -448,10 +454,16 @@ def _finite(value: Any) -> float:
     return number if np.isfinite(number) else float("nan")
 
 
-def _step_value(frame: pd.DataFrame, t: float) -> npt.NDArray[np.float64]:
+def _step_values(frame: pd.DataFrame, times: FloatArray) -> FloatArray:
+    """Rows of a step function (indexed by time) in force at each of ``times``."""
+    position = np.searchsorted(frame.index.to_numpy(dtype=float), times, side="right") - 1
+    return np.asarray(frame.iloc[np.maximum(position, 0)].to_numpy(dtype=float))
+
+
+def _step_value(frame: pd.DataFrame, t: float) -> FloatArray:
     """Row of a step function (indexed by time) in force at time ``t``."""
-    position = int(np.searchsorted(frame.index.to_numpy(dtype=float), t, side="right")) - 1
-    return frame.iloc[max(position, 0)].to_numpy(dtype=float)
+    row: FloatArray = _step_values(frame, np.array([t], dtype=float))[0]
+    return row
 
 
 def _km_row(sub: pd.DataFrame, horizons: Sequence[float]) -> tuple[dict[str, Any], list[str]]:
@@ -681,44 +693,178 @@ def _warning_text(caught: Sequence[warnings.WarningMessage]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(lines))
 
 
+@dataclass(frozen=True, eq=False)
+class _EfronSums:
+    """Efron's fractional risk sets summed per distinct event time (:func:`_efron_time_sums`).
+
+    Attributes
+    ----------
+    times : ndarray, shape (g,)
+        Distinct event times, ascending.
+    mean : ndarray, shape (g, p)
+        ``mean_k m_k``: the covariate mean subtracted from the failures' covariates.
+    survivor_weight, survivor_mean : ndarray, shapes (g,) and (g, p)
+        ``sum_k 1/D_k`` and ``sum_k m_k/D_k``, for those at risk who do not fail then.
+    failer_weight, failer_mean : ndarray, shapes (g,) and (g, p)
+        ``sum_k (1 - k/d)/D_k`` and ``sum_k (1 - k/d) m_k/D_k``, for those who fail then.
+    """
+
+    times: FloatArray
+    mean: FloatArray
+    survivor_weight: FloatArray
+    survivor_mean: FloatArray
+    failer_weight: FloatArray
+    failer_mean: FloatArray
+
+
+def _efron_time_sums(
+    x: FloatArray, time: FloatArray, event: BoolArray, risk: FloatArray
+) -> _EfronSums:
+    r"""Efron's fractional risk sets at every distinct event time, without a loop over times.
+
+    At an event time with ``d`` tied events, the k-th (k = 0..d-1) fractional risk set has
+    ``D_k = S0 - (k/d) S0_dead`` and mean ``m_k = (S1 - (k/d) S1_dead) / D_k``, with ``S0 =
+    sum r_i`` and ``S1 = sum r_i x_i`` over those at risk (``time >= t``) and the ``_dead``
+    sums over the failures at ``t``. The sums are formed once per distinct time and
+    accumulated from the last time backwards, so the cost is ``O(n log n)`` however many
+    distinct times there are (masking everyone at risk at each time is ``O(n x times)``).
+
+    Parameters
+    ----------
+    x : ndarray, shape (n, p)
+        Covariates.
+    time : ndarray, shape (n,)
+        Follow-up times.
+    event : ndarray of bool, shape (n,)
+        Event indicators.
+    risk : ndarray, shape (n,)
+        Relative risks ``exp(x' beta)``.
+
+    Returns
+    -------
+    _EfronSums
+        The sums per distinct event time (all empty without events).
+    """
+    if not event.any():
+        none, nothing = np.zeros((0, x.shape[1])), np.zeros(0)
+        return _EfronSums(nothing, none, nothing, none, nothing, none)
+    order = np.argsort(time, kind="stable")
+    all_times, starts = np.unique(time[order], return_index=True)
+    at_risk = np.add.reduceat(risk[order], starts)[::-1].cumsum()[::-1]
+    at_risk_x = np.add.reduceat(risk[order, None] * x[order], starts, axis=0)[::-1]
+    at_risk_x = at_risk_x.cumsum(axis=0)[::-1]
+    dead = np.flatnonzero(event)[np.argsort(time[event], kind="stable")]
+    times, first, ties = np.unique(time[dead], return_index=True, return_counts=True)
+    position = np.searchsorted(all_times, times)
+    group = np.repeat(np.arange(len(times)), ties)
+    fraction = (np.arange(len(dead)) - first[group]) / ties[group]
+    dead_risk = np.add.reduceat(risk[dead], first)[group]
+    dead_x = np.add.reduceat(risk[dead, None] * x[dead], first, axis=0)[group]
+    denominator = at_risk[position][group] - fraction * dead_risk
+    means = (at_risk_x[position][group] - fraction[:, None] * dead_x) / denominator[:, None]
+    survivor, failer = 1.0 / denominator, (1.0 - fraction) / denominator
+    return _EfronSums(
+        times=times.astype(float),
+        mean=np.add.reduceat(means, first, axis=0) / ties[:, None],
+        survivor_weight=np.add.reduceat(survivor, first),
+        survivor_mean=np.add.reduceat(survivor[:, None] * means, first, axis=0),
+        failer_weight=np.add.reduceat(failer, first),
+        failer_mean=np.add.reduceat(failer[:, None] * means, first, axis=0),
+    )
+
+
 def _efron_score_residuals(
-    x: FloatArray, time: FloatArray, event: npt.NDArray[np.bool_], beta: FloatArray
+    x: FloatArray, time: FloatArray, event: BoolArray, beta: FloatArray
 ) -> FloatArray:
     r"""Score residuals of a Cox model with Efron's ties (R ``residuals(fit, "score")``).
 
-    At an event time with ``d`` tied events, the k-th (k = 0..d-1) fractional risk set has
-    ``D_k = S0 - (k/d) S0_dead`` and mean ``m_k = (S1 - (k/d) S1_dead) / D_k``. Subject i's
-    residual is ``delta_i (x_i - mean_k m_k) - r_i sum_k w_ik (x_i - m_k) / D_k`` summed over
-    event times, with ``w_ik = 1`` for those at risk and ``1 - k/d`` for those who fail then.
+    Subject i's residual is ``delta_i (x_i - mean_k m_k) - r_i sum_k w_ik (x_i - m_k) / D_k``
+    summed over the event times up to its own (:func:`_efron_time_sums`), with ``w_ik = 1``
+    for those at risk and ``1 - k/d`` for those who fail then: cumulative sums over the
+    event times, so ``O(n log n)``.
     """
+    if not event.any():
+        return np.zeros_like(x)
     risk = np.exp(x @ beta)
-    residuals = np.where(event[:, None], x, 0.0)
-    for t in np.unique(time[event]):
-        at_risk, dead = time >= t, event & (time == t)
-        fraction = np.arange(dead.sum()) / dead.sum()
-        denominator = risk[at_risk].sum() - fraction * risk[dead].sum()
-        means = ((risk[at_risk] @ x[at_risk])[None, :]
-                 - fraction[:, None] * (risk[dead] @ x[dead])[None, :]) / denominator[:, None]
-        residuals[dead] -= means.mean(axis=0)
-        for rows, weight in ((at_risk & ~dead, 1.0 / denominator),
-                             (dead, (1.0 - fraction) / denominator)):
-            residuals[rows] -= risk[rows, None] * (x[rows] * weight.sum() - weight @ means)
+    sums = _efron_time_sums(x, time, event, risk)
+    last = np.searchsorted(sums.times, time, side="right") - 1  # last event time <= own
+    seen = last >= 0
+    at = np.where(seen, last, 0)
+    before_weight = np.concatenate(([0.0], np.cumsum(sums.survivor_weight)))[at]
+    before_mean = np.vstack([np.zeros((1, x.shape[1])),
+                             np.cumsum(sums.survivor_mean, axis=0)])[at]
+    own_weight = np.where(event, sums.failer_weight[at], sums.survivor_weight[at])
+    own_mean = np.where(event[:, None], sums.failer_mean[at], sums.survivor_mean[at])
+    weight = np.where(seen, before_weight + own_weight, 0.0)
+    mean = np.where(seen[:, None], before_mean + own_mean, 0.0)
+    residuals = -risk[:, None] * (x * weight[:, None] - mean)
+    residuals[event] += x[event] - sums.mean[at[event]]
+    return np.asarray(residuals, dtype=np.float64)
+
+
+def _efron_schoenfeld_residuals(
+    x: FloatArray, time: FloatArray, event: BoolArray, beta: FloatArray
+) -> FloatArray:
+    r"""Schoenfeld residuals with Efron's ties, ``x_i - mean_k m_k`` for a failure, else 0.
+
+    The residuals of lifelines ``CoxPHFitter.compute_residuals(kind="schoenfeld")`` (R
+    ``residuals(fit, "schoenfeld")``), from :func:`_efron_time_sums` in ``O(n log n)``:
+    lifelines 0.30 grows its result with ``np.append`` once per subject, which copies the
+    whole result each time and so is quadratic in the number of subjects (it was most of
+    the relapse stage's time from 50,000 patients at risk on).
+    """
+    sums = _efron_time_sums(x, time, event, np.exp(x @ beta))
+    residuals = np.zeros_like(x)
+    residuals[event] = x[event] - sums.mean[np.searchsorted(sums.times, time[event])]
     return residuals
+
+
+def _stratum_codes(design: pd.DataFrame, spec: CoxSpec) -> npt.NDArray[np.int64]:
+    """Stratum of each row (a combination of the spec's strata columns) as an integer,
+    numbered in the sorted order of the combinations; all 0 without strata."""
+    if not spec.strata:
+        return np.zeros(len(design), dtype=np.int64)
+    codes = design.groupby(list(spec.strata), sort=True).ngroup()
+    return np.asarray(codes, dtype=np.int64)
+
+
+def _lifelines_frame(design: pd.DataFrame, spec: CoxSpec) -> pd.DataFrame:
+    """The design as given to ``CoxPHFitter.fit``: without the cluster column, and with the
+    strata columns replaced by one column of stratum numbers (:func:`_stratum_codes`).
+
+    The strata are the same, and in the same order, as with the columns themselves, so the
+    fit is the same; but lifelines selects each stratum's rows by index label at every
+    Newton step, which on the multi-level index of several strata columns (built from
+    tuples) takes several times longer than on one integer level.
+    """
+    frame = design.drop(columns=[spec.cluster] if spec.cluster else [])
+    if not spec.strata:
+        return frame
+    return frame.drop(columns=list(spec.strata)).assign(
+        **{STRATUM_CODE: _stratum_codes(design, spec)})
+
+
+def _residuals_within_strata(
+    design: pd.DataFrame, spec: CoxSpec, fitter: Any,
+    residuals: Callable[[FloatArray, FloatArray, BoolArray, FloatArray], FloatArray],
+) -> FloatArray:
+    """Per-subject residuals (rows of ``design``) computed within each stratum of the spec."""
+    terms = list(fitter.params_.index)
+    beta = fitter.params_.to_numpy(dtype=float)
+    result = np.zeros((len(design), len(terms)))
+    codes = _stratum_codes(design, spec)
+    for rows in pd.Series(codes).groupby(codes).indices.values():
+        part = design.iloc[rows]
+        result[rows] = residuals(
+            part[terms].to_numpy(dtype=float), part["time_weeks"].to_numpy(dtype=float),
+            part["event"].to_numpy(dtype=bool), beta)
+    return result
 
 
 def _robust_variance(fitter: Any, design: pd.DataFrame, spec: CoxSpec) -> FloatArray:
     """Lin-Wei sandwich ``(sum_c D_c)' (sum_c D_c)``, ``D = score residuals x V`` summed
     within clusters (R ``coxph(... + cluster(id))``), residuals within strata."""
-    terms = list(fitter.params_.index)
-    beta = fitter.params_.to_numpy(dtype=float)
-    residuals = np.zeros((len(design), len(terms)))
-    strata = (design[list(spec.strata)].astype(str).agg("|".join, axis=1) if spec.strata
-              else pd.Series("", index=design.index))
-    for _, rows in design.groupby(strata.to_numpy(), sort=False).indices.items():
-        part = design.iloc[rows]
-        residuals[rows] = _efron_score_residuals(
-            part[terms].to_numpy(dtype=float), part["time_weeks"].to_numpy(dtype=float),
-            part["event"].to_numpy(dtype=bool), beta)
+    residuals = _residuals_within_strata(design, spec, fitter, _efron_score_residuals)
     dfbeta = residuals @ fitter.variance_matrix_.to_numpy(dtype=float)
     assert spec.cluster is not None
     summed = pd.DataFrame(dfbeta).groupby(design[spec.cluster].to_numpy()).sum().to_numpy()
@@ -774,9 +920,9 @@ def fit_cox(data: pd.DataFrame, spec: CoxSpec) -> CoxFit:
     fitter = CoxPHFitter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fitter.fit(design.drop(columns=[spec.cluster] if spec.cluster else []),
-                   duration_col="time_weeks", event_col="event",
-                   strata=list(spec.strata) or None, fit_options=FIT_OPTIONS)
+        fitter.fit(_lifelines_frame(design, spec), duration_col="time_weeks",
+                   event_col="event", strata=[STRATUM_CODE] if spec.strata else None,
+                   fit_options=FIT_OPTIONS)
     coef = fitter.params_.to_numpy(dtype=float)
     if spec.cluster:
         se = np.sqrt(np.diag(_robust_variance(fitter, design, spec)))
@@ -797,19 +943,44 @@ def _average_event_rank(durations: pd.Series, events: pd.Series, weights: Any) -
     return pd.Series(ranks, index=durations.index)
 
 
+def _scaled_schoenfeld(fit: CoxFit) -> pd.DataFrame:
+    """Scaled Schoenfeld residuals ``d x r_k V`` of the failures, in the fitter's order.
+
+    What lifelines ``compute_residuals(kind="scaled_schoenfeld")`` returns (failures sorted
+    by stratum and time, as the fitter's ``durations``; the order within tied times does not
+    matter to the test), with the residuals of :func:`_efron_schoenfeld_residuals`.
+    """
+    fitter, spec = fit.fitter, fit.spec
+    residuals = _residuals_within_strata(fit.design, spec, fitter, _efron_schoenfeld_residuals)
+    ordered = pd.DataFrame({
+        STRATUM_CODE: _stratum_codes(fit.design, spec),
+        "time_weeks": fit.design["time_weeks"].to_numpy(dtype=float),
+        "event": fit.design["event"].to_numpy(dtype=np.int64),
+    }).sort_values([STRATUM_CODE, "time_weeks", "event"])
+    rows = ordered.index.to_numpy()[ordered["event"].to_numpy(dtype=bool)]
+    expected = fitter.durations.to_numpy(dtype=float)[fitter.event_observed.to_numpy(dtype=bool)]
+    if not np.array_equal(fit.design["time_weeks"].to_numpy(dtype=float)[rows], expected):
+        raise RuntimeError("Schoenfeld residuals out of line with the fitter's event times")
+    scaled = len(rows) * residuals[rows] @ fitter.variance_matrix_.to_numpy(dtype=float)
+    return pd.DataFrame(scaled, columns=fitter.params_.index)
+
+
 def ph_test_table(fit: CoxFit) -> pd.DataFrame:
     """Grambsch-Therneau tests of proportional hazards per term (rank of event time).
 
-    Uses the model-based variance (as R ``cox.zph``), also for a fit with ``cluster``. See
-    the module docstring for the statistic.
+    lifelines ``proportional_hazard_test`` on the scaled Schoenfeld residuals of
+    :func:`_scaled_schoenfeld` (passed as ``precomputed_residuals``; the same numbers as
+    lifelines' own, in linear rather than quadratic time). Uses the model-based variance (as
+    R ``cox.zph``), also for a fit with ``cluster``. See the module docstring for the
+    statistic.
 
     Returns
     -------
     DataFrame
         term, test_statistic, p_value (chi-squared, 1 df).
     """
-    training = fit.design.drop(columns=[fit.spec.cluster] if fit.spec.cluster else [])
-    result = proportional_hazard_test(fit.fitter, training, time_transform=_average_event_rank)
+    result = proportional_hazard_test(fit.fitter, None, time_transform=_average_event_rank,
+                                      precomputed_residuals=_scaled_schoenfeld(fit))
     summary = result.summary.reindex(fit.fitter.params_.index)  # lifelines sorts by name
     return pd.DataFrame({
         "term": [str(t) for t in summary.index],
@@ -1138,13 +1309,13 @@ def _aalen_johansen(sub: pd.DataFrame) -> pd.DataFrame:
         ajf.fit(_untied_times(times, events), events, event_of_interest=RELAPSE)
     curve = pd.concat([ajf.cumulative_density_, ajf.confidence_interval_], axis=1)
     grid = np.unique(np.append(0.0, times[events == RELAPSE].to_numpy()))
-    values = np.vstack([_step_value(curve, t) for t in grid])
+    values = _step_values(curve, grid)
     cif = values[:, 0]
     lower, upper = np.fmin(values[:, 1], values[:, 2]), np.fmax(values[:, 1], values[:, 2])
     zero = cif <= 0
     return pd.DataFrame({
         "time_weeks": grid,
-        "at_risk": [int((times >= t).sum()) for t in grid],
+        "at_risk": len(times) - np.searchsorted(np.sort(times.to_numpy()), grid, side="left"),
         "cif": cif,
         "ci_low": np.where(zero, 0.0, lower),
         "ci_high": np.where(zero, 0.0, upper),
