@@ -286,20 +286,27 @@ def derive(patients: pd.DataFrame, sessions: pd.DataFrame, config: StudyConfig) 
         The ``patient_outcomes`` table (contract: ``data_schemas.outcomes``), in the order of
         ``patients``.
     """
-    visits = attendance(patients, sessions)
-    flags = populations(patients, visits, config)
+    # Patients are grouped by their position in ``patients`` (one hash pass over the ids)
+    # rather than by the id text: grouping and sorting text ids is what made this stage
+    # grow faster than linearly at registry scale. The ids are put back at the end.
+    ids = pd.Index(patients["patient_id"], name="patient_id")
+    by_position = patients.assign(patient_id=np.arange(len(ids)))
+    sessions = sessions.assign(patient_id=ids.get_indexer(sessions["patient_id"]))
+    visits = attendance(by_position, sessions)
+    flags = populations(by_position, visits, config)
     per_instrument = {
         name: instrument_outcomes(
-            baseline_and_endpoint(patients, sessions, name, config), config.rules(name)
+            baseline_and_endpoint(by_position, sessions, name, config), config.rules(name)
         )
         for name in INSTRUMENTS
     }
     columns = [c for c in PATIENT_COLUMNS if c in patients.columns]
-    table = patients[columns].set_index("patient_id")
+    table = by_position[columns].set_index("patient_id")
     counts = ["sessions_scheduled", "sessions_attended", "sessions_did_not_attend",
               "attendance_rate"]
     parts = [table, visits[counts], flags]
     for name, values in per_instrument.items():
         parts.append(values.set_axis(instrument_columns(name), axis=1))
     parts.append(paired_outcomes(per_instrument, config))
-    return pd.concat(parts, axis=1).reset_index()
+    derived = pd.concat(parts, axis=1)
+    return derived.set_axis(ids[derived.index.to_numpy()], axis=0).reset_index()
