@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -390,3 +391,50 @@ def test_projected_newton_helpers() -> None:
     fixed = _large.modified(indefinite)
     np.testing.assert_allclose(fixed, [[2.0, 0.0], [0.0, 3.0]])
     assert np.linalg.eigvalsh(fixed).min() > 0
+
+
+def test_registry_scale_path_from_a_poor_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warm start far from the optimum (the therapy-group variance at zero) still ends at
+    mixedlm's own optimum (the start is abandoned for the subsample route if need be)."""
+    spec, frame = golden_case("demo_growth")
+    reference = fitted_case("demo_growth", "mixedlm")
+    monkeypatch.setattr(_large, "LARGE_UNITS", 100)
+    monkeypatch.setattr(_large, "SUBSAMPLE_UNITS", 200)
+    warm = engines.fit(spec, frame, "mixedlm").warm_start
+    assert warm is not None
+    levels = [level for level, terms in warm.structure
+              for _ in range(len(terms) * (len(terms) + 1) // 2)]
+    theta = warm.theta.copy()
+    theta[levels.index("group_id")] = 0.0
+    fit = engines.fit(spec, frame, "mixedlm", warm_start=_large.WarmStart(
+        warm.structure, theta, warm.hessian_per_unit))
+    assert fit.diagnostics.at[0, "loglik"] == pytest.approx(
+        reference.diagnostics.at[0, "loglik"], abs=1e-5)
+
+
+@dataclass
+class _EvenDeviance:
+    """A one-parameter deviance even in theta, (theta^2 - 0.25)^2: gradient zero at the
+    bound theta = 0, minimum inside at theta = 0.5 (or, with ``inside=False``, theta^2:
+    minimum on the bound)."""
+
+    inside: bool = True
+    lower: np.ndarray = field(default_factory=lambda: np.zeros(1))
+    evaluations: int = 0
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        self.evaluations += 1
+        t = float(theta[0])
+        if self.inside:
+            return (t * t - 0.25) ** 2, np.array([4 * t * (t * t - 0.25)])
+        return t * t, np.array([2 * t])
+
+
+def test_a_false_optimum_on_the_bound_is_left() -> None:
+    even = _EvenDeviance()
+    stuck = _large.quasi_newton(even, np.zeros(1), np.eye(1))  # type: ignore[arg-type]
+    assert stuck.converged and stuck.theta[0] == 0.0  # the zero gradient fools the test
+    found = _large.minimise(_EvenDeviance(), np.zeros(1), np.eye(1))  # type: ignore[arg-type]
+    assert found.converged and found.theta[0] == pytest.approx(0.5, abs=1e-3)
+    boundary = _large.minimise(_EvenDeviance(inside=False), np.zeros(1), np.eye(1))  # type: ignore[arg-type]
+    assert boundary.converged and boundary.theta[0] == 0.0

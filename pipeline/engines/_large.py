@@ -19,7 +19,10 @@ seconds, and a general-purpose optimiser from a default start needs 40-150 of th
    zero variance, common in a subsample) whose gradient points outwards is held there and
    the step and decrement use the others (projected Newton; Bertsekas 1982); a Hessian
    that is not positive definite has its eigenvalues replaced by their absolute values
-   (Nocedal and Wright 2006, 3.4).
+   (Nocedal and Wright 2006, 3.4). Because the deviance is even in a scalar
+   :math:`\theta`, its gradient vanishes on that bound whether or not the optimum is there;
+   a converged point with a parameter on its bound is therefore probed just off the bound
+   and the iterations restarted from any lower point (:func:`off_the_bound`).
 3. The estimates are extracted at the final :math:`\theta` exactly as ``mixedlm`` does after
    its own optimiser (one more evaluation), with :math:`\mathrm{vcov}(\hat\beta) =
    \hat\sigma^2 I_\beta^{-1}` from the fixed-effects information :math:`I_\beta =
@@ -69,6 +72,8 @@ ITERATIONS: Final = 15
 TOLERANCE: Final = 1e-6
 #: A parameter within this of its lower bound is on it.
 BOUND: Final = 1e-10
+#: Relative standard deviations tried off a zero bound (:func:`off_the_bound`).
+PROBES: Final = (0.01, 0.1)
 
 
 #: Fewer sampled clusters than this and the subsample is drawn by units instead.
@@ -204,6 +209,7 @@ class Optimum:
     converged: bool
     iterations: int
     hessian: FloatArray
+    value: float
 
 
 @dataclass(frozen=True, eq=False)
@@ -266,17 +272,47 @@ def quasi_newton(deviance: Deviance, theta: FloatArray, hessian0: FloatArray) ->
         if moving.any():
             step[moving] = -np.linalg.solve(current[np.ix_(moving, moving)], gradient[moving])
         if float(-gradient @ step) / 2 < TOLERANCE:
-            return Optimum(theta, gradient, True, iteration, current)
+            return Optimum(theta, gradient, True, iteration, current, value)
         found = _line_search(deviance, theta, value, gradient, step)
         if found is None:
-            return Optimum(theta, gradient, False, iteration, current)
+            return Optimum(theta, gradient, False, iteration, current, value)
         new_theta, value, new_gradient = found
         s, y = new_theta - theta, new_gradient - gradient
         if float(s @ y) > 1e-12:
             hs = current @ s
             current = current - np.outer(hs, hs) / float(s @ hs) + np.outer(y, y) / float(y @ s)
         theta, gradient = new_theta, new_gradient
-    return Optimum(theta, gradient, False, ITERATIONS, current)
+    return Optimum(theta, gradient, False, ITERATIONS, current, value)
+
+
+def off_the_bound(deviance: Deviance, optimum: Optimum) -> FloatArray | None:
+    """A point with a lower deviance than ``optimum`` off a zero bound, if there is one.
+
+    The deviance depends on a scalar variance component's :math:`\\theta` through
+    :math:`\\theta^2`, so its gradient vanishes at :math:`\\theta = 0` even when the optimum
+    is inside: a start on the bound (a subsample where the variance vanished) can stop
+    there. Each parameter on its bound is moved to each of ``PROBES`` in turn; the first
+    point that lowers the deviance by more than ``TOLERANCE`` is returned.
+    """
+    for k in np.flatnonzero(optimum.theta <= deviance.lower + BOUND):
+        for probe in PROBES:
+            trial = optimum.theta.copy()
+            trial[k] = deviance.lower[k] + probe
+            if deviance(trial)[0] < optimum.value - TOLERANCE:
+                return trial
+    return None
+
+
+def minimise(deviance: Deviance, theta: FloatArray, hessian0: FloatArray) -> Optimum:
+    """:func:`quasi_newton`, restarted (at most twice) from :func:`off_the_bound` when it
+    stops, converged or not, with a parameter on its bound that is not at its optimum."""
+    optimum = quasi_newton(deviance, theta, hessian0)
+    for _ in range(2):
+        restart = off_the_bound(deviance, optimum)
+        if restart is None:
+            break
+        optimum = quasi_newton(deviance, restart, optimum.hessian)
+    return optimum
 
 
 def result_at(deviance: Deviance, optimum: Optimum, formula: str, control: Any

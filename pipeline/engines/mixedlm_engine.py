@@ -184,7 +184,7 @@ def _fit_large(prepared: Prepared, problem: _Problem, warm: _large.WarmStart | N
     deviance = _large.Deviance(problem.matrices, prepared.spec.reml)
     note = f"mixedlm: {units} units; "
     if warm is not None and warm.applies_to(prepared.blocks):
-        optimum = _large.quasi_newton(deviance, warm.theta, warm.hessian_per_unit * units)
+        optimum = _large.minimise(deviance, warm.theta, warm.hessian_per_unit * units)
         if optimum.converged:
             return _at_optimum(deviance, optimum, problem, prepared, note + (
                 "covariance parameters started from the previous model's estimates, then "
@@ -203,7 +203,7 @@ def _fit_large(prepared: Prepared, problem: _Problem, warm: _large.WarmStart | N
     del sub_deviance, sub_result, sub_problem
     note += (f"covariance parameters started from a fit to {sub.blocks[0].n_levels} units in "
              f"whole clusters ({time.perf_counter() - tic:.1f} s)")
-    optimum = _large.quasi_newton(deviance, theta, hessian)
+    optimum = _large.minimise(deviance, theta, hessian)
     note += f", then {deviance.evaluations} full-data evaluations (quasi-Newton)"
     if not optimum.converged:
         return _Large(None, None, optimum.theta, note + " without convergence")
