@@ -393,6 +393,30 @@ def test_projected_newton_helpers() -> None:
     assert np.linalg.eigvalsh(fixed).min() > 0
 
 
+def test_general_optimiser_warm_start_reaches_the_same_optimum() -> None:
+    """Below registry scale a start from a related fit (a zero variance lifted off its
+    bound) changes only the path: same log-likelihood and estimates as lme4's default."""
+    spec, frame = golden_case("demo_growth")
+    first = fitted_case("demo_growth", "mixedlm")
+    assert first.warm_start is not None and first.warm_start.hessian_per_unit is None
+    related = MixedSpec(spec.outcome, spec.fixed + " + weeks:format", spec.random,
+                        spec.components)
+    cold = engines.fit(related, frame, "mixedlm")
+    lifted = _large.WarmStart(first.warm_start.structure,
+                              np.where(np.arange(first.warm_start.theta.size) == 3, 0.0,
+                                       first.warm_start.theta))
+    for start in (first.warm_start, lifted):
+        warm = engines.fit(related, frame, "mixedlm", warm_start=start)
+        assert any("previous model's estimates" in m for m in warm.messages)
+        assert warm.diagnostics.at[0, "loglik"] == pytest.approx(
+            cold.diagnostics.at[0, "loglik"], abs=1e-5)
+        gap = (warm.fixed["estimate"] - cold.fixed["estimate"]).abs()
+        assert (gap < 0.01 * cold.fixed["std_error"]).all()
+    on_bound = lifted.lifted(_large.lower_bounds(_design.prepare(related, frame).blocks))
+    assert on_bound[3] == pytest.approx(_large.PROBES[-1])
+    assert np.delete(on_bound, 3) == pytest.approx(np.delete(lifted.theta, 3))
+
+
 def test_registry_scale_path_from_a_poor_start(monkeypatch: pytest.MonkeyPatch) -> None:
     """A warm start far from the optimum (the therapy-group variance at zero) still ends at
     mixedlm's own optimum (the start is abandoned for the subsample route if need be)."""

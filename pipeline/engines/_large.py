@@ -89,6 +89,11 @@ def default_theta(blocks: tuple[Block, ...]) -> FloatArray:
     return np.asarray(theta)
 
 
+def lower_bounds(blocks: tuple[Block, ...]) -> FloatArray:
+    """Bounds of :func:`default_theta`'s parameters: 0 on the diagonals, none elsewhere."""
+    return np.where(default_theta(blocks) == 1.0, 0.0, -np.inf)
+
+
 def nested(inner: IntArray, outer: IntArray) -> bool:
     """Whether each inner code (>= 0) occurs with a single outer code (O(n), no sorting)."""
     active = inner >= 0
@@ -224,17 +229,28 @@ class WarmStart:
         with the same structure.
     theta : ndarray
         lme4's relative covariance factors at the optimum.
-    hessian_per_unit : ndarray
-        The final quasi-Newton Hessian of the deviance divided by the number of units.
+    hessian_per_unit : ndarray or None
+        The final quasi-Newton Hessian of the deviance divided by the number of units (None
+        after a fit by ``mixedlm``'s own optimiser: that start serves only that optimiser).
     """
 
     structure: tuple[tuple[str, tuple[str, ...]], ...]
     theta: FloatArray
-    hessian_per_unit: FloatArray
+    hessian_per_unit: FloatArray | None = None
 
     def applies_to(self, blocks: tuple[Block, ...]) -> bool:
         """Whether ``blocks`` have this start's random structure."""
         return structure(blocks) == self.structure
+
+    def lifted(self, lower: FloatArray) -> FloatArray:
+        """:math:`\\theta` with any parameter on its bound moved to ``PROBES[-1]`` above it:
+        a gradient-based optimiser cannot leave a zero variance (the deviance is even in
+        :math:`\\theta`), so a variance that vanished in the previous model must be free
+        to return in this one."""
+        theta = self.theta.copy()
+        on_bound = theta <= lower + BOUND
+        theta[on_bound] = lower[on_bound] + PROBES[-1]
+        return theta
 
 
 def structure(blocks: tuple[Block, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
