@@ -401,8 +401,8 @@ trajectories:                       # mixed-effects models of every observed sco
   models: [growth, phases, problem_area, completers, pattern_mixture]
   engine: auto                      # auto | statsmodels | mixedlm
   contrast_week: 16.0               # format difference reported at this week
-  max_patients: 250000              # more patients: models fit a random sample of this many
-                                    # (null: all; a million patients need ~16 GB and minutes)
+  max_patients: 250000              # more patients: models fit a sample of this many
+                                    # (null: all; ~12 GB per million patients, docs/SCALING.md)
   custom: []                        # your own lme4-style models, e.g.
   # - name: trial
   #   formula: "bdi2 ~ baseline_bdi2 + weeks + arm + (1 | patient_id)"

@@ -120,7 +120,7 @@ REFERENCES: Final = {"format": FORMATS, "condition": CONDITIONS,
 POOLED: Final = "other_pooled"
 MIN_LEVEL_PATIENTS: Final = 10
 MIN_CLUSTERS: Final = 5
-SAMPLE_SEED: Final = 20261122
+SAMPLE_HASH_KEY: Final = "ipt-outcomes-smp"  # 16 bytes, as pandas requires
 #: The columns the built-in models use (custom models get every column).
 MODEL_PATIENT_COLUMNS: Final = ("patient_id", "start_date", "format", "condition",
                                 "problem_area", "age", "sex", "therapist_id", "group_id")
@@ -159,13 +159,16 @@ class TrajectoryResult:
 
 def sample_patients(patients: pd.DataFrame, limit: int | None
                     ) -> tuple[pd.DataFrame, str | None]:
-    r"""At most ``limit`` patients: a simple random sample when there are more.
+    r"""At most ``limit`` patients: a pseudo-random sample when there are more.
 
     Registry-scale data (a national service's million patients a year) would need tens of
-    gigabytes for five mixed models; a simple random sample of :math:`m` of the :math:`N`
-    patients (without replacement, fixed seed ``SAMPLE_SEED``, so reruns are identical)
-    estimates the same model-based quantities without bias, with standard errors about
-    :math:`\sqrt{N/m}` times those of a fit to everyone (Cochran 1977, ch. 2).
+    gigabytes for five mixed models. The sample is the ``limit`` patients with the smallest
+    keyed hash of their id (``pandas.util.hash_pandas_object``, key ``SAMPLE_HASH_KEY``):
+    a simple random sample in effect, the same whatever the row order and largely the same
+    when patients are added, so reruns and updates are comparable. The models then
+    estimate the same quantities (consistently) with standard errors up to about
+    :math:`\sqrt{N/m}` times those of a fit to all :math:`N` patients (less for effects
+    driven by therapists or groups, which all stay in the sample; Cochran 1977, ch. 2).
 
     Returns
     -------
@@ -176,12 +179,13 @@ def sample_patients(patients: pd.DataFrame, limit: int | None
     total = len(patients)
     if limit is None or total <= limit:
         return patients, None
-    chosen = np.sort(np.random.default_rng(SAMPLE_SEED).choice(total, size=limit,
-                                                                replace=False))
-    note = (f"models fitted to a simple random sample of {limit:,} of {total:,} patients "
-            f"(trajectories.max_patients; seed {SAMPLE_SEED}): unbiased for the same "
-            f"quantities, standard errors about {np.sqrt(total / limit):.1f} times those of "
-            "a fit to every patient")
+    hashes = pd.util.hash_pandas_object(patients["patient_id"].astype(str), index=False,
+                                        hash_key=SAMPLE_HASH_KEY).to_numpy()
+    chosen = np.sort(np.argsort(hashes, kind="stable")[:limit])
+    note = (f"models fitted to a pseudo-random sample of {limit:,} of {total:,} patients "
+            "(trajectories.max_patients; chosen by a fixed hash of the patient id): the same "
+            f"quantities are estimated, with standard errors up to about "
+            f"{np.sqrt(total / limit):.1f} times those of a fit to every patient")
     return patients.iloc[chosen], note
 
 

@@ -417,6 +417,24 @@ def test_general_optimiser_warm_start_reaches_the_same_optimum() -> None:
     assert np.delete(on_bound, 3) == pytest.approx(np.delete(lifted.theta, 3))
 
 
+def test_registry_scale_fallback_refits_with_the_random_effects(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the quasi-Newton steps do not converge, mixedlm's own optimiser takes over on
+    the full model (the native deviance had taken over Z; it must be rebuilt)."""
+    spec, frame = golden_case("demo_growth")
+    reference = fitted_case("demo_growth", "mixedlm")
+    monkeypatch.setattr(_large, "LARGE_UNITS", 100)
+    monkeypatch.setattr(_large, "SUBSAMPLE_UNITS", 200)
+    monkeypatch.setattr(_large, "ITERATIONS", 0)
+    fit = engines.fit(spec, frame, "mixedlm")
+    assert any("without convergence" in m for m in fit.messages)
+    assert fit.diagnostics.at[0, "optimizer"] != "subsample + quasi-Newton"
+    assert fit.diagnostics.at[0, "loglik"] == pytest.approx(
+        reference.diagnostics.at[0, "loglik"], abs=1e-5)
+    np.testing.assert_allclose(fit.variance["variance"].dropna(),
+                               reference.variance["variance"].dropna(), rtol=1e-3)
+
+
 def test_registry_scale_path_from_a_poor_start(monkeypatch: pytest.MonkeyPatch) -> None:
     """A warm start far from the optimum (the therapy-group variance at zero) still ends at
     mixedlm's own optimum (the start is abandoned for the subsample route if need be)."""

@@ -376,13 +376,17 @@ def test_sample_patients_is_a_reproducible_simple_random_sample(
     assert note is not None and "500 of 2,000 patients" in note and "2.0 times" in note
     # a random sample, not the first rows: both halves of the table are represented
     assert 0.35 < (positions < len(patients) / 2).mean() < 0.65
+    # the same patients whatever the row order
+    shuffled = patients.sample(frac=1.0, random_state=1)
+    assert set(trajectories.sample_patients(shuffled, 500)[0]["patient_id"]) == \
+        set(sample["patient_id"])
 
 
 def test_models_on_a_sample_say_so(demo_data: tuple[pd.DataFrame, ...]) -> None:
     patients, sessions, po = demo_data
     study = config.from_mapping({"trajectories": {"models": ["growth"], "max_patients": 600}})
     result = trajectories.analyse(patients, sessions, po, study)
-    assert result.messages[0].startswith("models fitted to a simple random sample of 600")
+    assert result.messages[0].startswith("models fitted to a pseudo-random sample of 600")
     assert result.tables["mixed_growth_diagnostics"].at[0, "n_patients"] <= 600
     modelled = set(result.tables["mixed_patient_fitted"]["patient_id"])
     expected = set(trajectories.sample_patients(patients, 600)[0]["patient_id"])

@@ -51,6 +51,7 @@ lme4. Journal of Statistical Software 67(1):1-48 (the profiled deviance).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -73,7 +74,9 @@ TOLERANCE: Final = 1e-6
 #: A parameter within this of its lower bound is on it.
 BOUND: Final = 1e-10
 #: Relative standard deviations tried off a zero bound (:func:`off_the_bound`).
-PROBES: Final = (0.01, 0.1)
+PROBES: Final = (0.001, 0.01, 0.1)
+#: A parameter this close to its bound is probed (optimisers stop near, not on, it).
+NEAR_BOUND: Final = 1e-4
 
 
 #: Fewer sampled clusters than this and the subsample is drawn by units instead.
@@ -305,12 +308,13 @@ def off_the_bound(deviance: Deviance, optimum: Optimum) -> FloatArray | None:
     """A point with a lower deviance than ``optimum`` off a zero bound, if there is one.
 
     The deviance depends on a scalar variance component's :math:`\\theta` through
-    :math:`\\theta^2`, so its gradient vanishes at :math:`\\theta = 0` even when the optimum
-    is inside: a start on the bound (a subsample where the variance vanished) can stop
-    there. Each parameter on its bound is moved to each of ``PROBES`` in turn; the first
-    point that lowers the deviance by more than ``TOLERANCE`` is returned.
+    :math:`\\theta^2`, so its gradient vanishes at :math:`\\theta = 0` (and nearly so just
+    above it) even when the optimum is inside: a start on or near the bound (a subsample
+    where the variance vanished) can stop there. Each parameter within ``NEAR_BOUND`` of
+    its bound is moved to each of ``PROBES`` above the bound in turn; the first point that
+    lowers the deviance by more than ``TOLERANCE`` is returned.
     """
-    for k in np.flatnonzero(optimum.theta <= deviance.lower + BOUND):
+    for k in np.flatnonzero(optimum.theta <= deviance.lower + NEAR_BOUND):
         for probe in PROBES:
             trial = optimum.theta.copy()
             trial[k] = deviance.lower[k] + probe
@@ -320,19 +324,23 @@ def off_the_bound(deviance: Deviance, optimum: Optimum) -> FloatArray | None:
 
 
 def minimise(deviance: Deviance, theta: FloatArray, hessian0: FloatArray) -> Optimum:
-    """:func:`quasi_newton`, restarted (at most twice) from :func:`off_the_bound` when it
-    stops, converged or not, with a parameter on its bound that is not at its optimum."""
+    """:func:`quasi_newton`, restarted from :func:`off_the_bound` while it stops (converged
+    or not) with a parameter on or near its bound that is not at its optimum; at most one
+    restart per parameter, and a point that can still be improved is never reported as
+    converged."""
     optimum = quasi_newton(deviance, theta, hessian0)
-    for _ in range(2):
+    for _ in range(theta.size):
         restart = off_the_bound(deviance, optimum)
         if restart is None:
-            break
+            return optimum
         optimum = quasi_newton(deviance, restart, optimum.hessian)
+    if off_the_bound(deviance, optimum) is not None:
+        return dataclasses.replace(optimum, converged=False)
     return optimum
 
 
-def result_at(deviance: Deviance, optimum: Optimum, formula: str, control: Any
-              ) -> tuple[Any, FloatArray]:
+def result_at(deviance: Deviance, optimum: Optimum, formula: str, control: Any,
+              start: str = "subsample") -> tuple[Any, FloatArray]:
     """A ``mixedlm`` ``LmerResult`` at the optimum (as ``LmerMod.fit`` builds it) and vcov."""
     import mixedlm
     from mixedlm.models.lmer import LmerResult
@@ -346,8 +354,8 @@ def result_at(deviance: Deviance, optimum: Optimum, formula: str, control: Any
         converged=optimum.converged, n_iter=optimum.iterations,
         gradient_norm=float(np.linalg.norm(optimum.gradient)),
         at_boundary=bool(deviance.optimizer._check_at_boundary(theta, bounds)),
-        message="quasi-Newton from a cluster-subsample fit",
-        function_evals=deviance.evaluations, optimizer="subsample + quasi-Newton",
+        message=f"quasi-Newton from a {start} fit",
+        function_evals=deviance.evaluations, optimizer=f"{start} + quasi-Newton",
         control=control)
     vcov: FloatArray = core.sigma**2 * np.linalg.inv(core.fixed_information)
     return result, vcov

@@ -187,7 +187,7 @@ def _fit_large(prepared: Prepared, problem: _Problem, warm: _large.WarmStart | N
             warm.applies_to(prepared.blocks):
         optimum = _large.minimise(deviance, warm.theta, warm.hessian_per_unit * units)
         if optimum.converged:
-            return _at_optimum(deviance, optimum, problem, prepared, note + (
+            return _at_optimum(deviance, optimum, problem, prepared, "warm start", note + (
                 "covariance parameters started from the previous model's estimates, then "
                 f"{deviance.evaluations} full-data evaluations (quasi-Newton)"))
         note += (f"a start from the previous model's estimates did not converge in "
@@ -208,13 +208,14 @@ def _fit_large(prepared: Prepared, problem: _Problem, warm: _large.WarmStart | N
     note += f", then {deviance.evaluations} full-data evaluations (quasi-Newton)"
     if not optimum.converged:
         return _Large(None, None, optimum.theta, note + " without convergence")
-    return _at_optimum(deviance, optimum, problem, prepared, note)
+    return _at_optimum(deviance, optimum, problem, prepared, "subsample", note)
 
 
 def _at_optimum(deviance: _large.Deviance, optimum: _large.Optimum, problem: _Problem,
-                prepared: Prepared, note: str) -> _Large:
+                prepared: Prepared, start: str, note: str) -> _Large:
     """The result at a converged optimum, and the warm start it offers the next model."""
-    result, vcov = _large.result_at(deviance, optimum, problem.formula, _control("L-BFGS-B"))
+    result, vcov = _large.result_at(deviance, optimum, problem.formula, _control("L-BFGS-B"),
+                                    start)
     warm = _large.WarmStart(_large.structure(prepared.blocks), optimum.theta,
                             optimum.hessian / prepared.blocks[0].n_levels)
     return _Large(result, vcov, None, note, warm)
@@ -285,6 +286,9 @@ def fit_prepared(prepared: Prepared, warm: _large.WarmStart | None = None) -> Mi
             return dataclasses.replace(fitted, warm_start=large.warm)
         start = large.start
         optimizers = ("L-BFGS-B", *OPTIMIZERS)
+        # the registry-scale path handed Z to its native deviance and emptied ours (memory):
+        # the general optimiser needs the model matrices again
+        problem = _problem(prepared)
     best: tuple[tuple[bool, float], Any, str] | None = None
     tried = []
     for optimizer in optimizers:
