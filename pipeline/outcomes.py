@@ -289,9 +289,15 @@ def derive(patients: pd.DataFrame, sessions: pd.DataFrame, config: StudyConfig) 
     # Patients are grouped by their position in ``patients`` (one hash pass over the ids)
     # rather than by the id text: grouping and sorting text ids is what made this stage
     # grow faster than linearly at registry scale. The ids are put back at the end.
+    # The sessions are rebuilt once with only the columns used and attendance as a
+    # categorical (each comparison with a text code was a pass over Python strings).
     ids = pd.Index(patients["patient_id"], name="patient_id")
     by_position = patients.assign(patient_id=np.arange(len(ids)))
-    sessions = sessions.assign(patient_id=ids.get_indexer(sessions["patient_id"]))
+    used = {name: sessions[name] for name in ("session_number", "session_date", *INSTRUMENTS)
+            if name in sessions.columns}
+    sessions = pd.DataFrame({"patient_id": ids.get_indexer(sessions["patient_id"]),
+                             "attendance": sessions["attendance"].astype("category"), **used},
+                            index=sessions.index)
     visits = attendance(by_position, sessions)
     flags = populations(by_position, visits, config)
     per_instrument = {
