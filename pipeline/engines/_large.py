@@ -329,14 +329,16 @@ def minimise(deviance: Deviance, theta: FloatArray, hessian0: FloatArray) -> Opt
     restart per parameter, and a point that can still be improved is never reported as
     converged."""
     optimum = quasi_newton(deviance, theta, hessian0)
+    iterations = optimum.iterations
     for _ in range(theta.size):
         restart = off_the_bound(deviance, optimum)
         if restart is None:
-            return optimum
+            return dataclasses.replace(optimum, iterations=iterations)
         optimum = quasi_newton(deviance, restart, optimum.hessian)
-    if off_the_bound(deviance, optimum) is not None:
-        return dataclasses.replace(optimum, converged=False)
-    return optimum
+        iterations += optimum.iterations
+    improvable = off_the_bound(deviance, optimum) is not None
+    return dataclasses.replace(optimum, iterations=iterations,
+                               converged=optimum.converged and not improvable)
 
 
 def result_at(deviance: Deviance, optimum: Optimum, formula: str, control: Any,
