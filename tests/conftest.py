@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny, hand-checkable valid study written as CSV text."""
+"""Shared fixtures: a tiny, hand-checkable valid study written as CSV text, and the R data
+sets of the relapse golden tests."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+GOLDEN_DIR = Path(__file__).parent / "golden"
 PATIENT_COLUMNS = [
     "patient_id", "site_id", "therapist_id", "condition", "format", "group_id",
     "problem_area", "secondary_problem_area", "referral_date", "start_date", "end_date",
@@ -102,3 +105,29 @@ def write_study(tmp_path: Path) -> StudyWriter:
         return root
 
     return write
+
+
+def read_golden(name: str) -> pd.DataFrame:
+    """A CSV under ``tests/golden`` (empty cells missing, ``NA`` kept as text)."""
+    return pd.read_csv(GOLDEN_DIR / name, keep_default_na=False, na_values=[""])
+
+
+@pytest.fixture(scope="module")
+def lung() -> pd.DataFrame:
+    """R's ``lung``; time in days stands in for ``time_weeks`` (the unit does not matter)."""
+    frame = read_golden("relapse_lung.csv")
+    return frame.rename(columns={"time": "time_weeks", "status": "event", "ph.ecog": "ecog"})
+
+
+@pytest.fixture(scope="module")
+def rossi() -> pd.DataFrame:
+    """R's ``Rossi`` (survival::rossi)."""
+    return read_golden("relapse_rossi.csv").rename(
+        columns={"week": "time_weeks", "arrest": "event"})
+
+
+@pytest.fixture(scope="module")
+def demo_cohort() -> pd.DataFrame:
+    """The demo relapse cohort that R's golden values were computed on."""
+    frame = read_golden("relapse_demo_cohort.csv")
+    return frame.assign(time_weeks=frame["time_days"] / 7.0)

@@ -17,7 +17,6 @@ import io
 import json
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,8 +28,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pipeline import config, demo, outcomes, relapse, relapse_plots
+from tests.conftest import GOLDEN_DIR
 
-GOLDEN_DIR = Path(__file__).parent / "golden"
 GOLDEN: dict[str, Any] = json.loads((GOLDEN_DIR / "relapse_golden.json").read_text())
 #: Monte Carlo maintenance hazard ratio of the default endpoint in the demo
 #: (tests/golden/relapse_demo_estimand.py, 5 x 100,000 patients: 0.5907, range 0.577-0.605).
@@ -43,28 +42,6 @@ def _r(values: Any) -> np.ndarray[Any, np.dtype[np.float64]]:
     """R numbers from the JSON (``"NA"`` -> NaN) as a float array."""
     items = values if isinstance(values, list) else [values]
     return np.array([np.nan if v == "NA" else v for v in items], dtype=float)
-
-
-def _read(name: str) -> pd.DataFrame:
-    return pd.read_csv(GOLDEN_DIR / name, keep_default_na=False, na_values=[""])
-
-
-@pytest.fixture(scope="module")
-def lung() -> pd.DataFrame:
-    """Time in days stands in for ``time_weeks`` (the unit does not matter)."""
-    frame = _read("relapse_lung.csv")
-    return frame.rename(columns={"time": "time_weeks", "status": "event", "ph.ecog": "ecog"})
-
-
-@pytest.fixture(scope="module")
-def rossi() -> pd.DataFrame:
-    return _read("relapse_rossi.csv").rename(columns={"week": "time_weeks", "arrest": "event"})
-
-
-@pytest.fixture(scope="module")
-def demo_cohort() -> pd.DataFrame:
-    frame = _read("relapse_demo_cohort.csv")
-    return frame.assign(time_weeks=frame["time_days"] / 7.0)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ simulated cohort with two strata and heavy ties.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,30 +27,13 @@ from lifelines.statistics import proportional_hazard_test
 
 from pipeline import relapse
 
-GOLDEN_DIR = Path(__file__).parent / "golden"
 FloatArray = npt.NDArray[np.float64]
 
 
-def _read(name: str) -> pd.DataFrame:
-    return pd.read_csv(GOLDEN_DIR / name, keep_default_na=False, na_values=[""])
-
-
 @pytest.fixture(scope="module")
-def lung() -> pd.DataFrame:
-    frame = _read("relapse_lung.csv").rename(
-        columns={"time": "time_weeks", "status": "event", "ph.ecog": "ecog"})
-    return frame.dropna(subset=["ecog"])
-
-
-@pytest.fixture(scope="module")
-def rossi() -> pd.DataFrame:
-    return _read("relapse_rossi.csv").rename(columns={"week": "time_weeks", "arrest": "event"})
-
-
-@pytest.fixture(scope="module")
-def demo_cohort() -> pd.DataFrame:
-    frame = _read("relapse_demo_cohort.csv")
-    return frame.assign(time_weeks=frame["time_days"] / 7.0)
+def lung(lung: pd.DataFrame) -> pd.DataFrame:
+    """The shared ``lung`` without the patients missing ``ph.ecog``."""
+    return lung.dropna(subset=["ecog"])
 
 
 @pytest.fixture(scope="module")
