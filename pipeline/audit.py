@@ -120,6 +120,7 @@ mortality ratio. American Journal of Epidemiology 131:373-375.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import warnings
@@ -136,6 +137,7 @@ from scipy import optimize, stats
 
 from pipeline import audit_plots, funnel, privacy, rates
 from pipeline.config import Audit, StudyConfig
+from pipeline.estimability import AnalysisRecord, NotEstimable, attempt, require
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +149,7 @@ ALL: Final = "all"
 POOLED: Final = "other_pooled"
 SECONDARY: Final = "*"
 LEVELS: Final = {"site": "site_id", "therapist": "therapist_id"}
+STAGE: Final = "audit"
 OUTCOMES: Final = ("recovery", "reliable_improvement", "reliable_recovery",
                    "reliable_deterioration")
 ADJUSTED: Final = ("expected", "oe_ratio", "oe_ci_low", "oe_ci_high", "adjusted_rate",
@@ -163,6 +166,7 @@ FUNNEL_SUMMARY_COLUMNS: Final = ("level", "units_on_funnel", "overall_rate", "ph
 #: Optimisers tried in turn for the recovery curve (L-BFGS first: it copes best with random
 #: effects near the boundary of their space, e.g. intercepts and slopes almost collinear).
 CURVE_OPTIMISERS: Final = ("lbfgs", "bfgs", "cg")
+MIN_CURVE_PATIENTS: Final = 10
 RECOVERY_TARGET_SOURCE: Final = "NHS Talking Therapies national recovery standard (50%)"
 EFFECT_SIZE_SOURCE: Final = "Delgadillo et al. 2014 (Behav Cogn Psychother 42:16-30)"
 
@@ -248,11 +252,14 @@ class AuditResult:
         ``funnel_sites``, ``funnel_therapists``.
     messages : tuple of str
         Plain-language notes: model, over-dispersion, suppression, pseudonyms.
+    records : tuple of AnalysisRecord
+        What became of each part (unit tables, each funnel figure, not on track).
     """
 
     tables: dict[str, pd.DataFrame]
     figures: dict[str, Figure]
     messages: tuple[str, ...]
+    records: tuple[AnalysisRecord, ...] = ()
 
 
 def unit_columns(instruments: Sequence[str]) -> tuple[str, ...]:
@@ -1020,7 +1027,7 @@ def sample_patients(patient_ids: npt.ArrayLike, options: AuditOptions
 
 
 def fit_recovery_curve(rows: pd.DataFrame, options: AuditOptions) -> tuple[
-        RecoveryCurve | None, list[str]]:
+        RecoveryCurve, list[str]]:
     """Fit the expected recovery curve by REML on rows (patient_id, weeks, baseline, score).
 
     At most ``max_model_patients`` patients (:func:`sample_patients`); warnings raised by
@@ -1029,8 +1036,15 @@ def fit_recovery_curve(rows: pd.DataFrame, options: AuditOptions) -> tuple[
     chosen, notes = sample_patients(rows["patient_id"], options)
     if notes:
         rows = rows.loc[rows["patient_id"].isin(chosen)]
-    if rows["patient_id"].nunique() < 10:
-        return None, [*notes, "not on track: fewer than 10 finished courses with scores"]
+    require(rows["patient_id"].nunique() >= MIN_CURVE_PATIENTS,
+            f"{rows['patient_id'].nunique()} finished courses with scores; the expected "
+            f"recovery curve needs at least {MIN_CURVE_PATIENTS}",
+            "more finished courses with session-by-session scores")
+    n_patients = int(rows["patient_id"].nunique())
+    require(len(rows) > 2 * n_patients,
+            f"{len(rows):,} scores for {n_patients:,} patients: a random intercept and slope "
+            "per patient need more scores than random effects (lme4 refuses this model)",
+            "three or more scores per finished course")
     centre = float(rows.groupby("patient_id")["baseline"].first().mean())
     w = rows["weeks"].to_numpy(dtype=float)
     b = rows["baseline"].to_numpy(dtype=float) - centre
@@ -1042,7 +1056,12 @@ def fit_recovery_curve(rows: pd.DataFrame, options: AuditOptions) -> tuple[
         try:
             fitted = model.fit(reml=True, method=list(CURVE_OPTIMISERS))
         except (np.linalg.LinAlgError, ValueError) as exc:
-            return None, [*notes, f"not on track: the mixed model failed ({exc})"]
+            raise NotEstimable(f"the expected recovery curve could not be fitted ({exc})",
+                               "more finished courses with session-by-session scores"
+                               ) from exc
+    require(bool(fitted.converged),
+            "the expected recovery curve (mixed model) did not converge, so it is not used",
+            "more finished courses with session-by-session scores")
     notes += [f"not on track: statsmodels {w_.category.__name__}: {w_.message}"
               for w_ in caught]
     g = np.asarray(fitted.cov_re, dtype=float)
@@ -1075,9 +1094,8 @@ def not_on_track(
     ids; :func:`review` pseudonymises) and notes.
     """
     instrument = options.instrument or config.primary_instrument
-    empty = pd.DataFrame(columns=list(NOT_ON_TRACK_COLUMNS))
-    if instrument not in sessions:
-        return empty, [f"not on track: no {instrument} scores"]
+    require(instrument in sessions and bool(sessions[instrument].notna().any()),
+            f"no {instrument} scores", f"session-by-session {instrument} scores")
     chosen, sampled = sample_patients(
         _curve_candidates(patients, sessions, patient_outcomes, instrument), options)
     ongoing_mask = patients["end_date"].isna() if "end_date" in patients else pd.Series(
@@ -1087,15 +1105,15 @@ def not_on_track(
     ongoing_ids = patients.loc[ongoing_mask, "patient_id"]
     rows = _score_rows(patients, sessions, patient_outcomes, instrument,
                        np.concatenate([chosen, ongoing_ids.to_numpy(dtype=object)]))
-    curve, notes = fit_recovery_curve(rows[rows["patient_id"].isin(chosen)], options)
-    notes = [*sampled, *notes]
     ongoing = rows[rows["patient_id"].isin(ongoing_ids)]
     latest = ongoing.sort_values(["patient_id", "session_number"]).groupby("patient_id").tail(1)
     units = patient_outcomes.set_index("patient_id").reindex(columns=["site_id",
                                                                       "therapist_id"])
     latest = latest.join(units, on="patient_id")
-    if curve is None or latest.empty:
-        return empty, notes
+    require(not latest.empty, "no patient still in treatment has a score to check",
+            "patients in treatment (no end_date, or end_reason ongoing) with scores")
+    curve, notes = fit_recovery_curve(rows[rows["patient_id"].isin(chosen)], options)
+    notes = [*sampled, *notes]
     table = flag_not_on_track(latest, curve, options)
     notes.append(f"not on track: {int(table['flagged'].sum())} of {len(table)} patients in "
                  f"treatment above the {options.prediction_level:.0%} band of the expected "
@@ -1209,7 +1227,56 @@ def review(
     """
     options = options or AuditOptions()
     key = _check_key(key, options)
+    records: list[AnalysisRecord] = []
+    units = attempt(STAGE, "units (sites, therapists, funnels, benchmarks)",
+                    lambda: _unit_tables(patient_outcomes, config, options, key), records)
+    tables: dict[str, pd.DataFrame] = {}
+    figures: dict[str, Figure] = {}
+    messages: list[str] = []
+    if units is not None:
+        tables, messages = dict(units.tables), list(units.messages)
+        for level in LEVELS:
+            figure = attempt(STAGE, f"figure funnel_{level}s", functools.partial(
+                _figure, level, units.funnels[level], units.labelled[level], options), records)
+            if figure is not None:
+                figures[f"funnel_{level}s"] = figure
+    watch = attempt(STAGE, "not_on_track", lambda: not_on_track(
+        patients, sessions, patient_outcomes, config, options), records)
+    if watch is not None:
+        tables["not_on_track"] = _pseudonymise_patients(watch[0], key, options)
+        messages += watch[1]
+    messages.append("ids kept: do not share these files" if options.keep_ids else
+                    "patient ids pseudonymised (keyed HMAC-SHA-256)" + (
+                        ", therapist ids too" if options.pseudonymise_therapists else ""))
+    return AuditResult(tables=tables, figures=figures, messages=tuple(messages),
+                       records=tuple(records))
+
+
+@dataclass(frozen=True, eq=False)
+class _Units:
+    """The per-unit part of the audit: shared tables, funnels and labelled unit tables."""
+
+    tables: dict[str, pd.DataFrame]
+    funnels: dict[str, funnel.FunnelResult]
+    labelled: dict[str, pd.DataFrame]
+    messages: tuple[str, ...]
+
+
+def _unit_tables(patient_outcomes: pd.DataFrame, config: StudyConfig, options: AuditOptions,
+                 key: bytes | None) -> _Units:
+    """Case-mix expected recovery, per-unit tables, funnels and suppression.
+
+    Raises
+    ------
+    NotEstimable
+        When the paired instruments are not both in the data (recovery is undefined).
+    """
     instruments = list(config.paired_instruments)
+    missing = [i for i in instruments if f"{i}_baseline" not in patient_outcomes.columns
+               or not patient_outcomes[f"{i}_baseline"].notna().any()]
+    require(not missing, f"no {' or '.join(missing)} scores: recovery, the audit's indicator, "
+            f"needs both paired instruments ({' and '.join(instruments)})",
+            f"{' and '.join(instruments)} scores at baseline and end of treatment")
     expected, messages = case_mix_expected(patient_outcomes, config, options)
     raw = {level: unit_table(patient_outcomes, level, expected, config, options)
            for level in LEVELS}
@@ -1224,16 +1291,8 @@ def review(
                                                    instruments, high)
         shared, messages = {"site": sites, "therapist": therapists}, messages + notes
     tables, labelled = _assemble(shared, funnels, instruments, key, options)
-    figures = {f"funnel_{level}s": _figure(level, funnels[level], labelled[level], options)
-               for level in LEVELS}
-    watch, notes = not_on_track(patients, sessions, patient_outcomes, config, options)
-    tables["not_on_track"] = _pseudonymise_patients(watch, key, options)
-    messages += notes
-    messages.append("ids kept: do not share these files" if options.keep_ids else
-                    "patient ids pseudonymised (keyed HMAC-SHA-256)" + (
-                        ", therapist ids too" if options.pseudonymise_therapists else ""))
     log.info("audit: %d sites, %d therapists", len(raw["site"]) - 1, len(raw["therapist"]) - 1)
-    return AuditResult(tables=tables, figures=figures, messages=tuple(messages))
+    return _Units(tables, funnels, labelled, tuple(messages))
 
 
 def _assemble(shared: dict[str, pd.DataFrame], funnels: dict[str, funnel.FunnelResult],

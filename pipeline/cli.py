@@ -6,7 +6,12 @@ functions (``pipeline.stages``), writes their outputs and returns an exit code:
 - 1: data invalid beyond that share (or any fault with ``--strict``);
 - 2: unusable input (missing file or column, empty file, unreadable encoding) or a bad
   option or configuration;
-- 3: an internal error (a bug: please report it).
+- 3: an internal error outside any analysis (a bug: please report it);
+- 4: at least one analysis failed unexpectedly (a bug: its traceback is in the log); every
+  other analysis ran and wrote its outputs, and ``tables/analyses.csv`` says which failed.
+
+An analysis that the data cannot support is *not estimable*, not an error: the run exits 0
+and ``tables/analyses.csv`` (and the report) give the reason.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,13 +31,14 @@ from pipeline import io
 
 if TYPE_CHECKING:
     from pipeline.config import StudyConfig
+    from pipeline.estimability import AnalysisRecord
     from pipeline.runlog import RunLog
     from pipeline.stages import SharingOptions, StageOutput
     from pipeline.validate import ValidationResult
 
 log = logging.getLogger("pipeline")
 
-EXIT_OK, EXIT_INVALID, EXIT_UNUSABLE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_OK, EXIT_INVALID, EXIT_UNUSABLE, EXIT_INTERNAL, EXIT_ANALYSIS_FAILED = 0, 1, 2, 3, 4
 BENCHMARK_EXAMPLE = Path(__file__).parent / "resources" / "benchmarks_example.csv"
 ANALYSIS_STAGES = ("outcomes", "models", "relapse", "audit")
 
@@ -230,14 +237,38 @@ def _progress(step: int, total: int, name: str, seconds: float | None = None) ->
         print(f"stage {step}/{total} {name}{done}", file=sys.stderr, flush=True)
 
 
+def _write_analyses(args: argparse.Namespace, records: Sequence[AnalysisRecord]) -> None:
+    """Merge this run's records into ``OUT/tables/analyses.csv`` (records of stages not run
+    now are kept, so separate ``make`` targets build one table)."""
+    from pipeline import estimability
+
+    path = args.out / "tables" / "analyses.csv"
+    fresh = estimability.records_table(records)
+    if path.exists():
+        previous = pd.read_csv(path, dtype=str, keep_default_na=False)
+        kept = previous[~previous["stage"].isin(set(fresh["stage"]))]
+        fresh = pd.concat([kept, fresh], ignore_index=True)
+    order = {stage: i for i, stage in enumerate(("derive", *ANALYSIS_STAGES, "report"))}
+    fresh = fresh.sort_values("stage", key=lambda s: s.map(order), kind="stable")
+    io.write_csv(fresh.reset_index(drop=True), path)
+
+
 def _run_stages(args: argparse.Namespace, stages: Sequence[str], render: bool) -> int:
-    """Validate, then run ``stages`` in order, writing each one's outputs; maybe render."""
-    from pipeline import report
+    """Validate, then run ``stages`` in order, writing each one's outputs; maybe render.
+
+    Each analysis runs at its own boundary (``pipeline.estimability``): one that the data
+    cannot support is recorded as not estimable, one that fails unexpectedly as failed (its
+    traceback in the log), and the others still run. Exit 0 when every analysis was done or
+    not estimable, ``EXIT_ANALYSIS_FAILED`` when any failed.
+    """
+    from pipeline import config, estimability, report
     from pipeline import stages as stage_functions
     from pipeline.runlog import RunLog
 
     study = _config(args)
+    benchmarks = _benchmarks(study) if "outcomes" in stages else pd.DataFrame()
     key = _key(args)
+    _log_to_file(args.out / "run.log")
     runlog = RunLog()
     with runlog.stage("validate"):
         result, code, inputs = _validated(args, key)
@@ -245,37 +276,106 @@ def _run_stages(args: argparse.Namespace, stages: Sequence[str], render: bool) -
         print("analysis not run: fix the data or raise --max-quarantine", file=sys.stderr)
         return code
     tables, sharing = result.tables, _sharing(args)
+    try:
+        config.check_columns(study, list(tables["patients"].columns))
+    except config.ConfigError as exc:
+        raise UsageError(f"{args.config or 'config'}: {exc}") from exc
+    study, run_notes = _resolve_primary(study, tables["sessions"])
+    io.write_text(json.dumps(run_notes, indent=2) + "\n", args.out / "messages" / "run.json")
     rows: dict[str, dict[str, int]] = {"validate": {
         name: counts["rows_valid"] for name, counts in result.summary["tables"].items()}}
+    records: list[AnalysisRecord] = []
     with runlog.stage("outcomes"):
-        outcome_output, patient_outcomes = stage_functions.run_outcomes(
-            tables, study, _benchmarks(study), sharing)
-    runners: dict[str, Callable[[], StageOutput]] = {
-        "outcomes": lambda: outcome_output,
-        "models": lambda: stage_functions.run_models(tables, patient_outcomes, study,
-                                                     args.engine),
-        "relapse": lambda: stage_functions.run_relapse(tables, patient_outcomes, study),
-        "audit": lambda: stage_functions.run_audit(tables, patient_outcomes, study, sharing,
-                                                   key),
+        patient_outcomes = estimability.attempt(
+            "derive", "patient_outcomes",
+            lambda: stage_functions.derive_outcomes(tables, study), records)
+    runners: dict[str, Callable[[pd.DataFrame], StageOutput]] = {
+        "outcomes": lambda po: stage_functions.run_outcomes(tables, po, study, benchmarks,
+                                                            sharing),
+        "models": lambda po: stage_functions.run_models(tables, po, study, args.engine),
+        "relapse": lambda po: stage_functions.run_relapse(tables, po, study),
+        "audit": lambda po: stage_functions.run_audit(tables, po, study, sharing, key),
     }
     total = len(stages) + int(render)
     for step, name in enumerate(stages, start=1):
         _progress(step, total, name)
         with runlog.stage(name if name != "outcomes" else "outcomes_write"):
-            output = runners[name]()
+            output = _stage_output(name, runners[name], patient_outcomes, records)
             _emit(output, args, key, name)
+        records += output.records
         rows[name] = output.rows
+        _write_analyses(args, records)
         _update_run_log(args, runlog)  # after every stage, so a crashed run still tells
         _progress(step, total, name, runlog.stages.get(name, {}).get("seconds", 0.0))
     _update_manifest(args, study, inputs, rows)
     if render:
         _progress(total, total, "report")
         with runlog.stage("report"):
-            path = report.write(args.out)
+            path = estimability.attempt("report", "report.html",
+                                        lambda: report.write(args.out), records)
+        _write_analyses(args, records)
         _progress(total, total, "report", runlog.stages["report"]["seconds"])
-        print(f"report: {path}")
+        if path is not None:
+            print(f"report: {path}")
     _update_run_log(args, runlog)
-    return EXIT_OK
+    return _analyses_exit_code(records)
+
+
+def _resolve_primary(study: StudyConfig, sessions: pd.DataFrame
+                     ) -> tuple[StudyConfig, list[str]]:
+    """The study config with a primary instrument that the data score, and notes."""
+    from data_schemas.vocab import INSTRUMENTS
+    from pipeline import config
+
+    scored = [i for i in INSTRUMENTS if i in sessions.columns and sessions[i].notna().any()]
+    resolved, notes = config.for_data(study, scored)
+    for note in notes:
+        log.warning("%s", note)
+    return resolved, notes
+
+
+def _stage_output(name: str, runner: Callable[[pd.DataFrame], StageOutput],
+                  patient_outcomes: pd.DataFrame | None,
+                  records: list[AnalysisRecord]) -> StageOutput:
+    """The stage's output, or an empty one recording why it could not run."""
+    from pipeline import estimability
+    from pipeline.stages import StageOutput
+
+    folder = "audit" if name == "audit" else "tables"
+    if patient_outcomes is None:
+        record = estimability.AnalysisRecord(
+            name, name, estimability.FAILED, "the per-patient outcomes could not be derived",
+            "see the derive/patient_outcomes record and the run log")
+        return StageOutput({}, folder=folder, records=(record,))
+    stage_records: list[AnalysisRecord] = []
+    output = estimability.attempt(name, name, lambda: runner(patient_outcomes), stage_records)
+    return output if output is not None else StageOutput({}, folder=folder,
+                                                          records=tuple(stage_records))
+
+
+def _log_to_file(path: Path) -> None:
+    """Send every message of the package, tracebacks of failed analyses included, to
+    ``path`` (the run log), whatever the verbosity on the terminal."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for old in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
+        log.removeHandler(old)
+        old.close()
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+
+
+def _analyses_exit_code(records: Sequence[AnalysisRecord]) -> int:
+    """0 when every analysis was done or not estimable; ``EXIT_ANALYSIS_FAILED`` otherwise."""
+    from pipeline import estimability
+
+    failed = [r for r in records if r.status == estimability.FAILED]
+    for record in failed:
+        print(f"analysis failed: {record.stage}/{record.analysis}: {record.reason} (see the "
+              "run log with -v; please report it)", file=sys.stderr)
+    return EXIT_ANALYSIS_FAILED if failed else EXIT_OK
 
 
 def cmd_outcomes(args: argparse.Namespace) -> int:
@@ -423,9 +523,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:  # the terminal: tracebacks only with -v
+        if type(handler) is logging.StreamHandler:
+            handler.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
@@ -437,10 +540,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNUSABLE
     except Exception as exc:  # a bug of ours: say so briefly, the details go to the log
         log.debug("internal error", exc_info=True)
+        if args.verbose:
+            traceback.print_exc()
         print(f"internal error: {type(exc).__name__}: {exc} (rerun with -v for the "
               "traceback, and please report it)", file=sys.stderr)
-        if args.verbose:
-            raise
         return EXIT_INTERNAL
 
 

@@ -245,9 +245,7 @@ def _coerce(cls: type[Any], spec: dataclasses.Field[Any], value: Any, where: str
             raise ConfigError(f"{where}: a value is required")
         return None
     if declared.startswith("tuple"):
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        return _typed_tuple(declared, value, where)
     if declared == "bool":
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
@@ -264,6 +262,45 @@ def _coerce(cls: type[Any], spec: dataclasses.Field[Any], value: Any, where: str
     if not isinstance(value, str):
         raise ConfigError(f"{where}: expected text, got {value!r}")
     return value
+
+
+def _split_arguments(inner: str) -> list[str]:
+    """``"str, tuple[str, float], ..."`` -> ``["str", "tuple[str, float]", "..."]``."""
+    parts, depth, current = [], 0, ""
+    for char in inner:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    return [*parts, current.strip()] if current.strip() else parts
+
+
+def _typed_tuple(declared: str, value: Any, where: str) -> tuple[Any, ...]:
+    """A list checked item by item against ``tuple[X, ...]`` (any length) or
+    ``tuple[X, Y]`` (exactly these items); the message names the item's key."""
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{where}: expected a list, got {value!r}")
+    kinds = _split_arguments(declared[len("tuple["):-1])
+    if len(kinds) == 2 and kinds[1] == "...":
+        kinds = [kinds[0]] * len(value)
+    elif len(value) != len(kinds):
+        raise ConfigError(f"{where}: expected a list of {len(kinds)} items, got {value!r}")
+    return tuple(_typed_item(kind, item, f"{where}[{i}]")
+                 for i, (kind, item) in enumerate(zip(kinds, value, strict=True)))
+
+
+def _typed_item(kind: str, item: Any, where: str) -> Any:
+    if kind.startswith("tuple"):
+        return _typed_tuple(kind, item, where)
+    if kind in ("float", "int"):
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            raise ConfigError(f"{where}: expected a number, got {item!r}")
+        return item
+    if not isinstance(item, str):
+        raise ConfigError(f"{where}: expected text, got {item!r}")
+    return item
 
 
 def _instruments(value: Any, where: str) -> dict[str, InstrumentRules]:
@@ -318,7 +355,42 @@ def _check(config: StudyConfig) -> StudyConfig:
         raise ConfigError("trajectories.max_patients: a whole number of at least 100, or null")
     if config.suppress_below < 1:
         raise ConfigError("suppress_below: at least 1")
+    _check_lists(config)
     return config
+
+
+def _check_lists(config: StudyConfig) -> None:
+    """Ranges of the values inside lists (their types are checked on loading)."""
+    first, second = config.paired_instruments
+    for i, name in enumerate(config.paired_instruments):
+        if name not in INSTRUMENTS:
+            raise ConfigError(f"paired_instruments[{i}]: unknown instrument {name!r}; "
+                              f"known: {', '.join(INSTRUMENTS)}")
+    if first == second:
+        raise ConfigError("paired_instruments: two different instruments")
+    for i, level in enumerate(config.audit.funnel_levels):
+        if not 0 < level < 1:
+            raise ConfigError(f"audit.funnel_levels[{i}]: a share in (0, 1), got {level!r}")
+    for i, week in enumerate(config.relapse.horizon_weeks):
+        if week <= 0:
+            raise ConfigError(f"relapse.horizon_weeks[{i}]: a positive number of weeks")
+
+
+def check_columns(config: StudyConfig, patient_columns: list[str]) -> None:
+    """Covariates the config names must be columns of the patients table.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key, the covariate and the columns there are.
+    """
+    keys = {"comparison.covariates": config.comparison.covariates,
+            "audit.case_mix_covariates": config.audit.case_mix_covariates}
+    for key, covariates in keys.items():
+        for i, name in enumerate(covariates):
+            if name not in patient_columns:
+                raise ConfigError(f"{key}[{i}]: {name!r} is not a column of the patients "
+                                  f"table (columns: {', '.join(patient_columns)})")
 
 
 def from_mapping(values: dict[str, Any] | None) -> StudyConfig:
@@ -436,3 +508,26 @@ audit:                              # clinic audit (privacy: --keep-ids, --no-su
   max_model_patients: 1500          # recovery-curve model fitted on a seeded subset
   instrument: null                  # null: the primary instrument
 """
+
+
+def for_data(config: StudyConfig, scored: list[str]) -> tuple[StudyConfig, list[str]]:
+    """The config with its primary instrument resolved against the data.
+
+    When no session carries a score of ``primary_instrument`` but other instruments are
+    scored, the first of those (in ``scored`` order) becomes the primary instrument and a
+    note says so: a BDI-II trial run with the defaults is analysed on the BDI-II instead of
+    reporting every PHQ-9 analysis as not estimable.
+
+    Parameters
+    ----------
+    config : StudyConfig
+        The loaded config.
+    scored : list of str
+        Instruments with at least one score in the sessions, in catalogue order.
+    """
+    if config.primary_instrument in scored or not scored:
+        return config, []
+    chosen = scored[0]
+    note = (f"primary instrument {config.primary_instrument} has no scores in the data; "
+            f"{chosen} is used instead (set primary_instrument in the study config)")
+    return dataclasses.replace(config, primary_instrument=chosen), [note]

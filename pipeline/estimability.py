@@ -72,9 +72,9 @@ def attempt(stage: str, analysis: str, func: Callable[[], T],
             records: list[AnalysisRecord]) -> T | None:
     """Run one analysis at its boundary; append its record; return its result or ``None``.
 
-    ``NotEstimable`` becomes a *not estimable* record; any other exception a *failed* record
-    whose traceback is logged (``logging.ERROR``, so it reaches the run log whatever the
-    verbosity). The caller carries on with the other analyses either way.
+    ``NotEstimable`` becomes a *not estimable* record; any other exception a *failed* record,
+    logged as an error with its traceback at debug level (the command line sends the debug
+    level to ``OUT/run.log``). The caller carries on with the other analyses either way.
     """
     try:
         result = func()
@@ -84,7 +84,8 @@ def attempt(stage: str, analysis: str, func: Callable[[], T],
                                       verdict.remedy))
         return None
     except Exception as exc:  # the isolation boundary: one analysis never stops the rest
-        log.error("%s/%s failed", stage, analysis, exc_info=True)
+        log.error("%s/%s failed: %s: %s", stage, analysis, type(exc).__name__, exc)
+        log.debug("%s/%s traceback", stage, analysis, exc_info=True)
         records.append(AnalysisRecord(stage, analysis, FAILED,
                                       f"{type(exc).__name__}: {exc}",
                                       "an internal error: please report it with the run log"))

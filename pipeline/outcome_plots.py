@@ -7,6 +7,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
+from pipeline.estimability import require
 from pipeline.figures import FORMAT_COLOURS, new_figure
 
 FLOW_STEPS = (
@@ -57,6 +58,12 @@ def rates_figure(rates: pd.DataFrame, outcomes: tuple[tuple[str, str], ...]) -> 
     ``rates`` is the ``response_rates`` table, already filtered to one population and
     denominator; ``outcomes`` lists (instrument, outcome) pairs.
     """
+    shown = tuple((i, o) for i, o in outcomes
+                  if ((rates["instrument"] == i) & (rates["outcome"] == o)).any())
+    require(bool(shown), "no finished course has "
+            + " or ".join(f"{i} {o}" for i, o in outcomes) + " to plot",
+            "finished courses with baseline and end-of-treatment scores")
+    outcomes = shown
     figure = new_figure(7.5, 1.2 + 2.6 * len(outcomes))
     panels = figure.subplots(len(outcomes), 1, squeeze=False)[:, 0]
     for axes, (instrument, outcome) in zip(panels, outcomes, strict=True):
@@ -68,7 +75,10 @@ def rates_figure(rates: pd.DataFrame, outcomes: tuple[tuple[str, str], ...]) -> 
             rate = pd.to_numeric(part["rate"], errors="coerce").to_numpy(float)
             low = pd.to_numeric(part["ci_low"], errors="coerce").to_numpy(float)
             high = pd.to_numeric(part["ci_high"], errors="coerce").to_numpy(float)
-            axes.errorbar(rate, y, xerr=[rate - low, high - rate], fmt="o", ms=4,
+            # a Wilson bound can sit a rounding error beyond the rate (2.8e-17 above 0%)
+            below = np.clip(rate - low, 0.0, None)
+            above = np.clip(high - rate, 0.0, None)
+            axes.errorbar(rate, y, xerr=[below, above], fmt="o", ms=4,
                           color=FORMAT_COLOURS[fmt], label=fmt, capsize=2)
         axes.set_yticks(np.arange(len(conditions)), conditions)
         axes.invert_yaxis()

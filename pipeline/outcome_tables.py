@@ -1,9 +1,8 @@
 """Assemble the outcome tables of a study from the per-patient outcomes.
 
-Pure: takes ``patient_outcomes``, the config and a benchmark table, returns named frames
-(``response_rates``, ``response_models``, ``response_standardised``, ``response_model_notes``,
-``benchmark_comparison``, ``attendance``). Writing and small-number suppression happen at
-the edge (``pipeline.cli``).
+Pure: each function takes ``patient_outcomes`` (and the config) and returns one table, or
+raises ``NotEstimable`` when the data cannot support it (``pipeline.stages`` runs each at its
+own boundary). Writing and small-number suppression happen at the edge (``pipeline.cli``).
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import pandas as pd
 from data_schemas.vocab import INSTRUMENTS
 from pipeline import rates
 from pipeline.config import StudyConfig
+from pipeline.estimability import require
 
 #: Tables meant for sharing and how to suppress them: (count columns, rate columns); the
 #: first count column is the denominator.
@@ -34,15 +34,41 @@ def for_sharing(name: str, table: pd.DataFrame, suppress_below: int) -> pd.DataF
     )
 
 
-def build(
-    patient_outcomes: pd.DataFrame, config: StudyConfig, benchmarks: pd.DataFrame
-) -> dict[str, pd.DataFrame]:
-    """All outcome tables, keyed by file name (without ``.csv``)."""
-    response_rates = rates.response_rates(patient_outcomes, list(INSTRUMENTS))
+def rate_table(patient_outcomes: pd.DataFrame) -> pd.DataFrame:
+    """``response_rates``: every defined outcome of every instrument with a baseline."""
+    return rates.response_rates(patient_outcomes, list(INSTRUMENTS))
+
+
+def main_rates(response_rates: pd.DataFrame, config: StudyConfig) -> pd.DataFrame:
+    """``response_rates_main``: the rates a paper reports first (finished courses; response,
+    remission, recovery and reliable improvement of the primary and paired instruments)."""
+    main = response_rates[
+        (response_rates["population"] == "finished_course")
+        & response_rates["outcome"].isin(["response", "remission", "recovery",
+                                          "reliable_improvement"])
+        & response_rates["instrument"].isin([config.primary_instrument, rates.PAIRED_INSTRUMENT])]
+    require(not main.empty, "no finished course has a rate on the primary or paired "
+            f"instruments ({config.primary_instrument}, {rates.PAIRED_INSTRUMENT})",
+            "finished courses (>= 2 attended treatment sessions) with baseline and end scores")
+    return main.reset_index(drop=True)
+
+
+def format_comparison(patient_outcomes: pd.DataFrame,
+                      config: StudyConfig) -> rates.AdjustedComparison:
+    """The adjusted comparison of the primary outcome between formats (finished courses).
+
+    Raises
+    ------
+    NotEstimable
+        See :func:`pipeline.rates.adjusted_response`.
+    """
     primary = config.primary_instrument
     comparison = config.comparison
     finished = patient_outcomes[patient_outcomes["finished_course"]]
-    adjusted = rates.adjusted_response(
+    require(not finished.empty, "no patient finished a course of treatment",
+            "patients who ended treatment after >= "
+            f"{config.populations.finished_course_min_sessions} attended sessions")
+    return rates.adjusted_response(
         finished,
         outcome=f"{primary}_{comparison.outcome}",
         baseline=f"{primary}_baseline",
@@ -50,13 +76,12 @@ def build(
         cluster=comparison.cluster,
         min_level_n=comparison.min_level_n,
     )
-    return {
-        "response_rates": response_rates,
-        "response_models": adjusted.table,
-        "response_standardised": adjusted.standardised,
-        "response_model_notes": pd.DataFrame({"note": list(adjusted.notes)}, dtype=object),
-        "benchmark_comparison": rates.benchmark_comparison(
-            response_rates, benchmarks, primary=primary
-        ),
-        "attendance": rates.attendance_summary(patient_outcomes),
-    }
+
+
+def standardised(comparison: rates.AdjustedComparison) -> pd.DataFrame:
+    """``response_standardised``, or not estimable without an individual-group contrast."""
+    require(comparison.standardised is not None,
+            "the adjusted model has no individual-versus-group contrast",
+            "patients with the outcome in both formats")
+    assert comparison.standardised is not None
+    return comparison.standardised

@@ -56,6 +56,7 @@ from scipy.special import expit
 from statsmodels.stats.proportion import proportion_confint
 
 from data_schemas.vocab import CONDITIONS, FORMATS
+from pipeline.estimability import require
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -275,8 +276,8 @@ def response_rates(
         the order above) and then condition and format (vocabulary order, ``"all"`` last).
     """
     indicators, keys = _indicator_frame(outcomes, instruments, populations)
-    if not keys:
-        return pd.DataFrame({column: [] for column in RATE_COLUMNS})
+    require(bool(keys), "no patient has a baseline score on any instrument that defines an "
+            "outcome", "baseline and end-of-treatment scores on a catalogued instrument")
     cells = indicators.groupby(["condition", "format"], sort=False).sum().reset_index()
     sums = _with_margins(cells).groupby(["condition", "format"], sort=False).sum()
     pieces = []
@@ -382,9 +383,9 @@ class AdjustedComparison:
     ----------
     table : DataFrame
         One row per model term: term, odds_ratio, ci_low, ci_high, p_value (robust SEs).
-    standardised : DataFrame
+    standardised : DataFrame or None
         quantity (rate_individual, rate_group, risk_difference), estimate, ci_low, ci_high;
-        empty when the model has no individual-versus-group contrast.
+        None when the model has no individual-versus-group contrast (not estimable).
     notes : tuple of str
         Data handling (pooled levels, fallback references, dropped rows) and any warnings
         raised by statsmodels while fitting.
@@ -393,7 +394,7 @@ class AdjustedComparison:
     """
 
     table: pd.DataFrame
-    standardised: pd.DataFrame
+    standardised: pd.DataFrame | None
     notes: tuple[str, ...]
     n_patients: int
     n_clusters: int
@@ -566,6 +567,38 @@ def _standardise(
     })
 
 
+def _comparable(outcomes: pd.DataFrame, outcome: str, baseline: str
+                ) -> tuple[pd.DataFrame, pd.Series]:
+    """Patients with the outcome and baseline known, and the outcome as 0/1.
+
+    Raises
+    ------
+    NotEstimable
+        When the outcome is not defined, nobody has it, it does not vary, or the patients
+        are all in one format (nothing to compare).
+    """
+    instrument = baseline.removesuffix("_baseline")
+    require(outcome in outcomes.columns and baseline in outcomes.columns
+            and bool(outcomes[outcome].notna().any()),
+            f"no patient in the population has {outcome} (not defined by {instrument}, or no "
+            "paired scores)",
+            f"an instrument that defines {outcome.removeprefix(instrument + '_')}, with "
+            "baseline and end-of-treatment scores")
+    known = outcomes[outcome].notna() & outcomes[baseline].notna()
+    data = outcomes.loc[known]
+    require(len(data) > 0, f"no patient has both {outcome} and {baseline}",
+            "patients with baseline and end-of-treatment scores")
+    formats = sorted(data["format"].astype(str).unique())
+    require(len(formats) >= 2,
+            f"only one format ({', '.join(formats)}) among patients with {outcome}: "
+            "no format comparison", "patients treated individually and in groups")
+    y = data[outcome].astype(bool).astype(np.int64)
+    require(0 < int(y.sum()) < len(y),
+            f"{outcome} is {'true' if y.all() else 'false'} for all {len(y)} patients: "
+            "no contrast can be estimated", "more patients")
+    return data, y
+
+
 def adjusted_response(
     outcomes: pd.DataFrame,
     outcome: str = "phq9_response",
@@ -621,23 +654,28 @@ def adjusted_response(
     -------
     AdjustedComparison
     """
-    known = outcomes[outcome].notna() & outcomes[baseline].notna()
-    data = outcomes.loc[known]
+    data, y = _comparable(outcomes, outcome, baseline)
     notes: list[str] = []
-    if (~known).any():
-        notes.append(f"{int((~known).sum())} patients without {outcome} or {baseline} left out")
-    y = data[outcome].astype(bool).astype(np.int64)
+    if len(data) < len(outcomes):
+        notes.append(f"{len(outcomes) - len(data)} patients without {outcome} or {baseline} "
+                     "left out")
     design, design_notes = _design(data, y, covariates, baseline, min_level_n)
     clusters, cluster_notes = _cluster_ids(data, cluster)
+    require(clusters.nunique() > design.shape[1],
+            f"{clusters.nunique()} clusters for {design.shape[1]} coefficients: the robust "
+            "(sandwich) covariance needs more clusters than coefficients",
+            "more therapists or therapy groups, or fewer covariates (comparison.covariates)")
     params, cov, fit_notes = _fit_gee(y, design, clusters)
+    require(bool(np.isfinite(np.diag(cov.to_numpy())).all()),
+            "the model's robust covariance is not finite (the data separate the outcome)",
+            "more patients, or fewer covariates")
     notes += design_notes + cluster_notes + fit_notes
     with np.errstate(over="ignore"):  # infinite odds ratios under separation (noted above)
         table = _odds_ratio_table(params, cov, 0.05)
     if "format[group]" in design and set(design.filter(like="format[")) == {"format[group]"}:
         standardised = _standardise(design, params, cov, 0.05)
     else:
-        standardised = pd.DataFrame(columns=["quantity", "estimate", "ci_low", "ci_high"])
-        notes.append("no individual-versus-group contrast in the model; nothing standardised")
+        standardised = None
     return AdjustedComparison(
         table=table,
         standardised=standardised,

@@ -229,6 +229,15 @@ def _views(tables: dict[str, pd.DataFrame], primary: str) -> dict[str, pd.DataFr
     return views
 
 
+def analysis_records(analyses: pd.DataFrame | None) -> dict[str, dict[str, str]]:
+    """The run's analysis records (``tables/analyses.csv``) keyed ``stage/analysis``, so the
+    template can show each reason where that analysis would have been."""
+    if analyses is None or analyses.empty:
+        return {}
+    return {f"{r['stage']}/{r['analysis']}": {str(k): str(v) for k, v in r.items()}
+            for r in analyses.to_dict("records")}
+
+
 def render(inputs: ReportInputs, title: str = "IPT outcomes report") -> str:
     """The report as HTML text."""
     config = inputs.manifest.get("config", {})
@@ -246,6 +255,7 @@ def render(inputs: ReportInputs, title: str = "IPT outcomes report") -> str:
         manifest=inputs.manifest,
         manifest_json=json.dumps(inputs.manifest.get("config", {}), indent=2, sort_keys=True),
         primary=primary,
+        analyses=analysis_records(inputs.tables.get("analyses")),
     )
 
 

@@ -9,13 +9,19 @@ trajectories), ``relapse`` (survival after acute treatment), ``audit`` (clinic a
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pandas as pd
 from matplotlib.figure import Figure
 
 from pipeline import outcome_plots, outcome_tables, outcomes
+from pipeline import rates as rate_functions
 from pipeline.config import StudyConfig
+from pipeline.estimability import AnalysisRecord, NotEstimable, attempt, require
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,6 +40,8 @@ class StageOutput:
         Row counts for the manifest.
     folder : str
         ``tables`` or ``audit``.
+    records : tuple of AnalysisRecord
+        What became of each analysis of the stage (``pipeline.estimability``).
     """
 
     tables: dict[str, pd.DataFrame]
@@ -41,6 +49,7 @@ class StageOutput:
     messages: tuple[str, ...] = ()
     rows: dict[str, int] = field(default_factory=dict)
     folder: str = "tables"
+    records: tuple[AnalysisRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,90 +63,154 @@ class SharingOptions:
 
 def completeness(patient_outcomes: pd.DataFrame, config: StudyConfig) -> pd.DataFrame:
     """Share of finished courses with paired scores on both paired instruments (NHS
-    Talking Therapies data-completeness standard: 90%)."""
+    Talking Therapies data-completeness standard: ``audit.completeness_standard``, 90%).
+
+    Raises
+    ------
+    NotEstimable
+        When a paired instrument is not in the data, or nobody finished a course.
+    """
     first, second = config.paired_instruments
+    missing = [i for i in (first, second) if f"{i}_change" not in patient_outcomes.columns
+               or not patient_outcomes[f"{i}_baseline"].notna().any()]
+    require(not missing, f"no {' or '.join(missing)} scores: paired-score completeness "
+            "is defined for the paired instruments", f"{first} and {second} scores")
     finished = patient_outcomes[patient_outcomes["finished_course"]]
+    require(not finished.empty, "no patient finished a course of treatment",
+            "patients who ended treatment after >= "
+            f"{config.populations.finished_course_min_sessions} attended sessions")
     paired = finished[f"{first}_change"].notna() & finished[f"{second}_change"].notna()
-    share = float(paired.mean()) if len(finished) else float("nan")
+    share = float(paired.mean())
+    standard = config.audit.completeness_standard
     return pd.DataFrame({
         "finished_courses": [len(finished)], "paired": [int(paired.sum())],
-        "share_paired": [share], "standard": [0.9], "meets_standard": [bool(share >= 0.9)],
+        "share_paired": [share], "standard": [standard],
+        "meets_standard": [bool(share >= standard)],
     })
 
 
+def derive_outcomes(tables: dict[str, pd.DataFrame], config: StudyConfig) -> pd.DataFrame:
+    """The per-patient outcomes every analysis stage starts from (``outcomes.derive``)."""
+    return outcomes.derive(tables["patients"], tables["sessions"], config)
+
+
+def _shared(name: str, table: pd.DataFrame, config: StudyConfig,
+            sharing: SharingOptions) -> pd.DataFrame:
+    if sharing.no_suppress:
+        return table
+    return outcome_tables.for_sharing(
+        "response_rates" if name == "response_rates_main" else name, table,
+        config.suppress_below)
+
+
 def run_outcomes(
-    tables: dict[str, pd.DataFrame], config: StudyConfig, benchmarks: pd.DataFrame,
-    sharing: SharingOptions,
-) -> tuple[StageOutput, pd.DataFrame]:
-    """Per-patient outcomes and the outcome tables; returns the output and the patient table."""
-    patient_outcomes = outcomes.derive(tables["patients"], tables["sessions"], config)
-    built = outcome_tables.build(patient_outcomes, config, benchmarks)
-    rates = built["response_rates"]
-    main = rates[(rates["population"] == "finished_course")
-                 & rates["outcome"].isin(["response", "remission", "recovery",
-                                          "reliable_improvement"])
-                 & rates["instrument"].isin([config.primary_instrument, "phq9+gad7"])]
-    built["response_rates_main"] = main.reset_index(drop=True)
-    built["completeness"] = completeness(patient_outcomes, config)
-    shared = {
-        name: table if sharing.no_suppress else outcome_tables.for_sharing(
-            "response_rates" if name == "response_rates_main" else name, table,
-            config.suppress_below)
-        for name, table in built.items()
-    }
-    observed = rates[(rates["population"] == "finished_course")
-                     & (rates["denominator"] == "observed")]
+    tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame, config: StudyConfig,
+    benchmarks: pd.DataFrame, sharing: SharingOptions,
+) -> StageOutput:
+    """The outcome tables and figures; each one an analysis at its own boundary."""
+    records: list[AnalysisRecord] = []
+
+    def step(name: str, func: Callable[[], T]) -> T | None:
+        return attempt("outcomes", name, func, records)
+
+    built: dict[str, pd.DataFrame | None] = {}
+    rates = step("response_rates", lambda: outcome_tables.rate_table(patient_outcomes))
+    built["response_rates"] = rates
+    if rates is not None:
+        built["response_rates_main"] = step(
+            "response_rates_main", lambda: outcome_tables.main_rates(rates, config))
+        built["benchmark_comparison"] = step(
+            "benchmark_comparison", lambda: rate_functions.benchmark_comparison(
+                rates, benchmarks, primary=config.primary_instrument))
+    comparison = step("response_models",
+                      lambda: outcome_tables.format_comparison(patient_outcomes, config))
+    notes: tuple[str, ...] = ()
+    if comparison is not None:
+        built["response_models"] = comparison.table
+        notes = comparison.notes
+        built["response_standardised"] = step(
+            "response_standardised", lambda: outcome_tables.standardised(comparison))
+    built["attendance"] = step("attendance",
+                               lambda: rate_functions.attendance_summary(patient_outcomes))
+    built["completeness"] = step("completeness", lambda: completeness(patient_outcomes, config))
+    shared = {name: _shared(name, table, config, sharing)
+              for name, table in built.items() if table is not None}
+    figures = _outcome_figures(patient_outcomes, tables, rates, config, sharing, records)
+    counts = outcome_plots.flow_counts(patient_outcomes, tables.get("followups"))
+    return StageOutput(
+        tables={"patient_outcomes": patient_outcomes, **shared},
+        figures=figures, messages=notes,
+        rows={"patient_outcomes": len(patient_outcomes), **counts},
+        records=tuple(records),
+    )
+
+
+def _outcome_figures(patient_outcomes: pd.DataFrame, tables: dict[str, pd.DataFrame],
+                     rates: pd.DataFrame | None, config: StudyConfig, sharing: SharingOptions,
+                     records: list[AnalysisRecord]) -> dict[str, Figure]:
+    """The patient flow and the rates figure (each a recorded analysis)."""
     counts = outcome_plots.flow_counts(patient_outcomes, tables.get("followups"))
     labels = {k: (f"<{config.suppress_below}" if 0 < v < config.suppress_below
                   and not sharing.no_suppress else f"{v:,}") for k, v in counts.items()}
-    figures = {
-        "patient_flow": outcome_plots.flow_figure(counts, labels),
-        "outcome_rates": outcome_plots.rates_figure(
-            observed, ((config.primary_instrument, "response"), ("phq9+gad7", "recovery"))),
-    }
-    output = StageOutput(
-        tables={"patient_outcomes": patient_outcomes, **shared},
-        figures=figures,
-        messages=tuple(str(n) for n in built["response_model_notes"].get("note", [])),
-        rows={"patient_outcomes": len(patient_outcomes), **counts},
-    )
-    return output, patient_outcomes
+    figures = {"patient_flow": attempt("outcomes", "figure patient_flow",
+                                       lambda: outcome_plots.flow_figure(counts, labels),
+                                       records)}
+    if rates is not None:
+        observed = rates[(rates["population"] == "finished_course")
+                         & (rates["denominator"] == "observed")]
+        figures["outcome_rates"] = attempt(
+            "outcomes", "figure outcome_rates", lambda: outcome_plots.rates_figure(
+                observed, ((config.primary_instrument, "response"),
+                           (rate_functions.PAIRED_INSTRUMENT, "recovery"))), records)
+    return {name: figure for name, figure in figures.items() if figure is not None}
 
 
 def run_models(
     tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame, config: StudyConfig,
     engine: str | None,
 ) -> StageOutput:
-    """Mixed-effects trajectory models (``pipeline.trajectories``)."""
+    """Mixed-effects trajectory models (``pipeline.trajectories``); one record per model."""
     from pipeline import trajectories
 
     result = trajectories.analyse(tables["patients"], tables["sessions"], patient_outcomes,
                                   config, engine=engine)
     return StageOutput(dict(result.tables), dict(result.figures), tuple(result.messages),
-                       rows={"models": len([t for t in result.tables if t.endswith("_fixed")])})
+                       rows={"models": len([t for t in result.tables if t.endswith("_fixed")])},
+                       records=result.records)
+
+
+def _relapse(tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame,
+             config: StudyConfig) -> StageOutput:
+    from pipeline import relapse
+
+    followups = tables.get("followups")
+    if followups is None or followups.empty:
+        raise NotEstimable("no follow-ups after treatment in the data",
+                           "a followups table with post-treatment assessments")
+    result = relapse.analyse(tables["patients"], tables["sessions"], followups,
+                             patient_outcomes, config)
+    cohort = result.tables.get("relapse_cohort", pd.DataFrame())
+    return StageOutput(dict(result.tables), dict(result.figures), tuple(result.messages),
+                       rows={"relapse_cohort": len(cohort)},
+                       records=tuple(getattr(result, "records", ())))
 
 
 def run_relapse(
     tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame, config: StudyConfig
 ) -> StageOutput:
     """Relapse after acute treatment (``pipeline.relapse``)."""
-    from pipeline import relapse
-
-    followups = tables.get("followups")
-    if followups is None:
-        return StageOutput({}, messages=("No followups table: relapse was not analysed.",))
-    result = relapse.analyse(tables["patients"], tables["sessions"], followups,
-                             patient_outcomes, config)
-    cohort = result.tables.get("relapse_cohort", pd.DataFrame())
-    return StageOutput(dict(result.tables), dict(result.figures), tuple(result.messages),
-                       rows={"relapse_cohort": len(cohort)})
+    records: list[AnalysisRecord] = []
+    output = attempt("relapse", "relapse", lambda: _relapse(tables, patient_outcomes, config),
+                     records)
+    if output is None:
+        return StageOutput({}, records=tuple(records))
+    if output.records:  # the relapse analyses recorded themselves
+        return output
+    return dataclasses.replace(output, records=tuple(records))
 
 
-def run_audit(
-    tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame, config: StudyConfig,
-    sharing: SharingOptions, key: bytes,
-) -> StageOutput:
-    """The clinic audit (``pipeline.audit``)."""
+def _audit(tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame,
+           config: StudyConfig, sharing: SharingOptions, key: bytes) -> StageOutput:
     from pipeline import audit
 
     options = audit.AuditOptions(
@@ -149,4 +222,19 @@ def run_audit(
                           options)
     return StageOutput(dict(result.tables), dict(result.figures), tuple(result.messages),
                        rows={"audit_sites": len(result.tables.get("audit_sites", []))},
-                       folder="audit")
+                       folder="audit", records=tuple(getattr(result, "records", ())))
+
+
+def run_audit(
+    tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame, config: StudyConfig,
+    sharing: SharingOptions, key: bytes,
+) -> StageOutput:
+    """The clinic audit (``pipeline.audit``)."""
+    records: list[AnalysisRecord] = []
+    output = attempt("audit", "audit",
+                     lambda: _audit(tables, patient_outcomes, config, sharing, key), records)
+    if output is None:
+        return StageOutput({}, folder="audit", records=tuple(records))
+    if output.records:
+        return output
+    return dataclasses.replace(output, records=tuple(records))

@@ -87,6 +87,7 @@ Psychotherapy. Basic Books.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections.abc import Callable
@@ -103,6 +104,13 @@ from data_schemas.vocab import CONDITIONS, FORMATS, INSTRUMENTS
 from pipeline import engines
 from pipeline.config import ModelSpec, StudyConfig
 from pipeline.engines import MixedFit, MixedSpec, RandomEffect, VarianceComponent
+from pipeline.estimability import (
+    NOT_ESTIMABLE,
+    AnalysisRecord,
+    NotEstimable,
+    attempt,
+    require,
+)
 from pipeline.lme_formula import FormulaError, to_spec
 
 __all__ = ["TrajectoryResult", "analyse", "long_scores", "model_data", "model_spec",
@@ -130,6 +138,7 @@ AGE_COMPLETE: Final = 0.9
 TIME_POINTS: Final = tuple(float(t) for t in range(17))
 INITIAL_PHASE_END: Final = 3
 PHASES: Final = ("phase_initial", "phase_middle", "phase_final")
+STAGE: Final = "models"
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,12 +155,15 @@ class TrajectoryResult:
     figures : dict of str to Figure
         ``mixed_trajectories``: model-based mean curves with 95% bands.
     messages : tuple of str
-        Non-convergence, boundary fits, dropped rows or terms, models left out.
+        Non-convergence, boundary fits, dropped rows or terms.
+    records : tuple of AnalysisRecord
+        One per model and figure: done, not estimable (with the reason) or failed.
     """
 
     tables: dict[str, pd.DataFrame]
     figures: dict[str, Figure]
     messages: tuple[str, ...]
+    records: tuple[AnalysisRecord, ...] = ()
 
 
 # --------------------------------------------------------------------------- sample
@@ -615,19 +627,31 @@ def _tables(name: str, fit: MixedFit) -> dict[str, pd.DataFrame]:
             f"mixed_{name}_diagnostics": diagnostics}
 
 
-def _subset(model: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
-    """The rows a model uses, or a reason to skip it."""
+def _subset(model: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows a model uses.
+
+    Raises
+    ------
+    NotEstimable
+        Too few completers, or a format x dropout-pattern cell too small to estimate.
+    """
     if model == "completers":
         rows = frame.loc[frame["completers"]] if "completers" in frame.columns else frame[:0]
-        return rows, None if rows["patient_id"].nunique() >= MIN_CLUSTERS else \
-            "too few completers"
+        require(rows["patient_id"].nunique() >= MIN_CLUSTERS,
+                f"{rows['patient_id'].nunique()} completers with scores; the completers "
+                f"model needs at least {MIN_CLUSTERS}",
+                "more patients who complete treatment")
+        return rows
     if model == "pattern_mixture":
         cells = frame.groupby(["format", "pattern"], observed=False)["patient_id"].nunique()
+        cells = cells[cells.index.get_level_values("format").isin(frame["format"].unique())]
         small = cells[cells < MIN_PATTERN_PATIENTS]
-        if not small.empty:
-            return frame, (f"fewer than {MIN_PATTERN_PATIENTS} patients in format x pattern "
-                           f"cells {', '.join('/'.join(map(str, k)) for k in small.index)}")
-    return frame, None
+        require(small.empty,
+                f"fewer than {MIN_PATTERN_PATIENTS} patients in format x dropout-pattern "
+                f"cells {', '.join('/'.join(map(str, k)) for k in small.index)}",
+                f"at least {MIN_PATTERN_PATIENTS} dropouts and {MIN_PATTERN_PATIENTS} "
+                "retained patients in each format")
+    return frame
 
 
 @dataclass(frozen=True)
@@ -673,33 +697,52 @@ def patient_fitted(fit: MixedFit, rows: pd.DataFrame) -> pd.DataFrame:
 def _fit_builtin(model: str, ctx: _Context, warm: engines.WarmStart | None
                  ) -> tuple[dict[str, pd.DataFrame], list[str], engines.WarmStart | None]:
     """Fit one built-in model (from ``warm``, at registry scale) and derive its tables;
-    also returns the warm start it offers the next model."""
-    rows, skip = _subset(model, ctx.frame)
-    if skip:
-        return {}, [f"{model}: not fitted ({skip})"], warm
+    also returns the warm start it offers the next model.
+
+    Raises
+    ------
+    NotEstimable
+        When the data cannot support the model (see :func:`_subset` and
+        :func:`pipeline.engines.check_identifiable`) or no engine could fit it.
+    """
+    rows = _subset(model, ctx.frame)
     spec = model_spec(model, ctx.time, ctx.covariates, ctx.components)
-    try:
-        fit = engines.fit(spec, rows, ctx.engine, warm_start=warm)
-    except (engines.EngineError, ValueError, np.linalg.LinAlgError) as exc:
-        return {}, [f"{model}: not fitted ({exc})"], warm
+    fit = _fit_or_refuse(spec, rows, ctx.engine, warm)
     tables = _tables(model, fit)
     tables.update(_derived(model, fit, rows, ctx))
     return tables, [f"{model}: {m}" for m in fit.messages], fit.warm_start or warm
 
 
+def _fit_or_refuse(spec: engines.MixedSpec, rows: pd.DataFrame, engine: str,
+                   warm: engines.WarmStart | None = None) -> MixedFit:
+    """``engines.fit``, with a fit that no engine could complete reported as not estimable."""
+    try:
+        return engines.fit(spec, rows, engine, warm_start=warm)
+    except engines.EngineError as exc:
+        raise NotEstimable(f"no engine could fit {spec.lme4()}: {exc}",
+                           "a simpler model, or more data") from exc
+
+
 def _fit_custom(model: ModelSpec, long_for: Callable[[str], pd.DataFrame], engine: str
                 ) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    name = model.name
+    """Fit a researcher's own model.
+
+    Raises
+    ------
+    NotEstimable
+        For a formula that cannot be used with these data, or a model the data cannot
+        support.
+    """
     try:
         spec = to_spec(model.formula, model.reml)
         data = long_for(spec.outcome)
-        if model.exclude_baseline:
-            data = data.loc[~data["is_baseline"] & (data["session_number"] > 0)]
-        fit = engines.fit(spec, data, engine)
-    except (FormulaError, KeyError, ValueError, engines.EngineError,
-            np.linalg.LinAlgError) as exc:
-        return {}, [f"{name}: not fitted ({exc})"]
-    return _tables(name, fit), [f"{name}: {m}" for m in fit.messages]
+    except (FormulaError, KeyError) as exc:
+        raise NotEstimable(f"formula {model.formula!r} cannot be used: {exc}",
+                           "a formula naming columns of the data (see README)") from exc
+    if model.exclude_baseline:
+        data = data.loc[~data["is_baseline"] & (data["session_number"] > 0)]
+    fit = _fit_or_refuse(spec, data, engine)
+    return _tables(model.name, fit), [f"{model.name}: {m}" for m in fit.messages]
 
 
 def _merge(tables: dict[str, pd.DataFrame], new: dict[str, pd.DataFrame]) -> None:
@@ -716,14 +759,21 @@ def _present(table: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
 
 def _builtin_models(patients: pd.DataFrame, sessions: pd.DataFrame,
                     patient_outcomes: pd.DataFrame, config: StudyConfig, engine: str,
-                    instrument: str) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Fit the configured built-in models and derive their tables."""
+                    instrument: str, records: list[AnalysisRecord]
+                    ) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Fit the configured built-in models, each at its own boundary, and derive their
+    tables; every model leaves a record (done, not estimable, failed) in ``records``."""
     settings = config.trajectories
     long = long_scores(_present(patients, MODEL_PATIENT_COLUMNS),
                        _present(sessions, (*MODEL_SESSION_COLUMNS, instrument)),
                        patient_outcomes, instrument, settings.time)
     if long.empty:
-        return {}, [f"no {instrument} scores at attended sessions: no trajectory models"]
+        for model in settings.models:
+            records.append(AnalysisRecord(
+                STAGE, f"model {model}", NOT_ESTIMABLE,
+                f"no {instrument} scores at attended sessions",
+                f"{instrument} scores, or trajectories.instrument naming a scored measure"))
+        return {}, []
     frame, covariates, messages = model_data(long)
     del long  # the model frame is a copy; at registry scale every copy counts
     components, notes = random_structure(frame, settings.time)
@@ -733,17 +783,26 @@ def _builtin_models(patients: pd.DataFrame, sessions: pd.DataFrame,
     tables: dict[str, pd.DataFrame] = {}
     warm: engines.WarmStart | None = None
     for model in settings.models:
-        rows = add_phases(frame, sessions, patients, patient_outcomes, config) \
-            if model == "phases" else frame
-        new, notes, warm = _fit_builtin(model, replace(ctx, frame=rows), warm)
-        _merge(tables, new)
-        messages += notes
+        def one(model: str = model, warm: engines.WarmStart | None = warm
+                ) -> tuple[dict[str, pd.DataFrame], list[str], engines.WarmStart | None]:
+            rows = add_phases(frame, sessions, patients, patient_outcomes, config) \
+                if model == "phases" else frame
+            return _fit_builtin(model, replace(ctx, frame=rows), warm)
+        done = attempt(STAGE, f"model {model}", one, records)
+        if done is not None:
+            new, notes, warm = done
+            _merge(tables, new)
+            messages += notes
     return tables, messages
 
 
 def analyse(patients: pd.DataFrame, sessions: pd.DataFrame, patient_outcomes: pd.DataFrame,
             config: StudyConfig, engine: str | None = None) -> TrajectoryResult:
     """Fit the configured trajectory models and derive the report's tables and figure.
+
+    Each model is one analysis: when the data cannot support it (too few patients or
+    levels, random effects lme4 would refuse) it is recorded as not estimable with the
+    reason, and the other models still run (``TrajectoryResult.records``).
 
     Parameters
     ----------
@@ -773,11 +832,12 @@ def analyse(patients: pd.DataFrame, sessions: pd.DataFrame, patient_outcomes: pd
     chosen = engine or settings.engine
     if chosen not in engines.ENGINES:
         raise ValueError(f"unknown engine {chosen!r}; use one of {', '.join(engines.ENGINES)}")
+    records: list[AnalysisRecord] = []
     patients, sample_note = sample_patients(patients, settings.max_patients)
     if sample_note:
         sessions = sessions.loc[sessions["patient_id"].isin(patients["patient_id"])]
     tables, messages = _builtin_models(patients, sessions, patient_outcomes, config, chosen,
-                                      instrument) if settings.models else ({}, [])
+                                       instrument, records) if settings.models else ({}, [])
     if sample_note:
         messages = [sample_note, *messages]
 
@@ -786,12 +846,17 @@ def analyse(patients: pd.DataFrame, sessions: pd.DataFrame, patient_outcomes: pd
         return long_scores(patients, sessions, patient_outcomes, target, settings.time)
 
     for custom in settings.custom:
-        new, notes = _fit_custom(custom, long_for, chosen)
-        _merge(tables, new)
-        messages += notes
+        done = attempt(STAGE, f"model {custom.name}",
+                       functools.partial(_fit_custom, custom, long_for, chosen), records)
+        if done is not None:
+            _merge(tables, done[0])
+            messages += done[1]
     figures = {}
     if "mixed_trajectories" in tables:
-        figures["mixed_trajectories"] = trajectories_figure(tables["mixed_trajectories"],
-                                                            instrument)
+        figure = attempt(STAGE, "figure mixed_trajectories",
+                         lambda: trajectories_figure(tables["mixed_trajectories"], instrument),
+                         records)
+        if figure is not None:
+            figures["mixed_trajectories"] = figure
     logger.info("trajectories: %d tables, %d messages", len(tables), len(messages))
-    return TrajectoryResult(tables, figures, tuple(messages))
+    return TrajectoryResult(tables, figures, tuple(messages), tuple(records))

@@ -161,3 +161,44 @@ def test_bad_config_exits_2_naming_the_key(demo_folder: Path, tmp_path: Path,
 def test_config_example_prints_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "--example"]) == 0
     assert "caseness: 10" in capsys.readouterr().out
+
+
+def _broken(*_args: object, **_kwargs: object) -> None:
+    raise RuntimeError("simulated bug in the format comparison")
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]])
+def test_a_failing_analysis_is_isolated_and_exits_4(
+        demo_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], verbose: list[str]) -> None:
+    from pipeline import outcome_tables
+
+    monkeypatch.setattr(outcome_tables, "format_comparison", _broken)
+    out = tmp_path / "out"
+    assert main([*verbose, "outcomes", str(demo_folder), "--out", str(out)]) == 4
+    analyses = pd.read_csv(out / "tables" / "analyses.csv", keep_default_na=False)
+    status = dict(zip(analyses["analysis"], analyses["status"], strict=True))
+    assert status["response_models"] == "failed"
+    assert status["response_rates"] == status["attendance"] == "done"
+    for name in ("response_rates", "attendance", "benchmark_comparison", "patient_outcomes"):
+        assert (out / "tables" / f"{name}.csv").exists()
+    assert not (out / "tables" / "response_models.csv").exists()
+    run_log = (out / "run.log").read_text()
+    assert "Traceback" in run_log and "simulated bug" in run_log
+    err = capsys.readouterr().err
+    assert "outcomes/response_models" in err
+    if not verbose:  # the traceback goes to run.log, not the terminal
+        assert "Traceback" not in err
+
+
+def test_models_relapse_and_audit_do_not_fit_the_format_comparison(
+        demo_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import outcome_tables, rates
+
+    monkeypatch.setattr(outcome_tables, "format_comparison", _broken)
+    monkeypatch.setattr(rates, "adjusted_response", _broken)
+    out = tmp_path / "out"
+    assert main(["relapse", str(demo_folder), "--out", str(out)]) == 0
+    analyses = pd.read_csv(out / "tables" / "analyses.csv", keep_default_na=False)
+    assert set(analyses["stage"]) == {"derive", "relapse"}
+    assert not (out / "figures" / "outcome_rates.png").exists()

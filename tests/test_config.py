@@ -100,3 +100,43 @@ def test_custom_models_and_relapse_sections() -> None:
         config.from_mapping({"relapse": {"at_risk": "recovery"}})
     with pytest.raises(config.ConfigError, match="unknown pattern"):
         config.from_mapping({"trajectories": {"models": ["growth", "pattern"]}})
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"paired_instruments": ["phq9"]}, r"paired_instruments: expected a list of 2 items"),
+    ({"paired_instruments": ["phq9", "phq9"]}, r"paired_instruments: two different"),
+    ({"paired_instruments": ["phq9", "nope"]}, r"paired_instruments\[1\]: unknown instrument"),
+    ({"audit": {"funnel_levels": ["high"]}}, r"audit.funnel_levels\[0\]: expected a number"),
+    ({"audit": {"funnel_levels": [95]}}, r"audit.funnel_levels\[0\]: a share in \(0, 1\)"),
+    ({"audit": {"effect_size_bands": [["phq9", 0.9, "x", 0.4]]}},
+     r"audit.effect_size_bands\[0\]\[2\]: expected a number"),
+    ({"audit": {"effect_size_bands": [["phq9", 0.9]]}},
+     r"audit.effect_size_bands\[0\]: expected a list of 4 items"),
+    ({"comparison": {"covariates": [3]}}, r"comparison.covariates\[0\]: expected text"),
+    ({"relapse": {"horizon_weeks": "52"}}, r"relapse.horizon_weeks: expected a list"),
+    ({"relapse": {"horizon_weeks": [26, -1]}}, r"relapse.horizon_weeks\[1\]: a positive"),
+])
+def test_values_inside_lists_are_type_checked(values: dict[str, object], message: str) -> None:
+    with pytest.raises(config.ConfigError, match=message):
+        config.from_mapping(values)
+
+
+def test_a_covariate_that_names_no_column_is_refused_naming_the_key() -> None:
+    study = config.from_mapping({"comparison": {"covariates": ["format", "employment"]}})
+    config.check_columns(study, ["patient_id", "format", "employment", "problem_area",
+                                 "condition", "age"])
+    with pytest.raises(config.ConfigError,
+                       match=r"comparison.covariates\[1\]: 'employment' is not a column"):
+        config.check_columns(study, ["patient_id", "format", "problem_area", "condition",
+                                     "age"])
+
+
+def test_for_data_uses_a_scored_instrument_when_the_primary_has_none() -> None:
+    study = config.from_mapping(None)
+    same, notes = config.for_data(study, ["phq9", "gad7"])
+    assert same is study and notes == []
+    resolved, notes = config.for_data(study, ["bdi2"])
+    assert resolved.primary_instrument == "bdi2"
+    assert "phq9 has no scores" in notes[0]
+    unchanged, _ = config.for_data(study, [])
+    assert unchanged.primary_instrument == "phq9"

@@ -42,6 +42,7 @@ from pipeline.engines import (
     mixedlm_engine,
     select_engine,
 )
+from pipeline.estimability import NotEstimable
 from pipeline.lme_formula import to_spec
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -315,10 +316,44 @@ def test_auto_falls_back_to_statsmodels(monkeypatch: pytest.MonkeyPatch) -> None
         engines.fit(spec, data, "mixedlm")
 
 
-def test_no_complete_rows_is_an_error() -> None:
+def test_no_complete_rows_is_not_estimable() -> None:
     spec, data = golden_case("sleepstudy_reml")
-    with pytest.raises(EngineError, match="no complete rows"):
+    with pytest.raises(NotEstimable, match="no score has every variable"):
         engines.fit(spec, data.assign(Reaction=np.nan), "mixedlm")
+
+
+# lme4 1.1 refuses these models before fitting (lmerControl defaults, all "stop"):
+#   lmer(Reaction ~ Days + (1 | Subject), first_day_only)
+#     Error: number of levels of each grouping factor must be < number of observations
+#   lmer(Reaction ~ Days + (1 + Days | Subject), two_days_each)
+#     Error: number of observations (=36) <= number of random effects (=36) for term
+#     (1 + Days | Subject); the random-effects parameters and the residual variance (or
+#     scale parameter) are probably unidentifiable
+#   lmer(Reaction ~ Days + (1 | Subject), one_subject)
+#     Error: grouping factors must have > 1 sampled level
+@pytest.mark.parametrize("engine", ["mixedlm", "statsmodels", "auto"])
+def test_models_lme4_refuses_are_refused(engine: str) -> None:
+    _, data = golden_case("sleepstudy_reml")
+    intercept = MixedSpec("Reaction", "Days", (RandomEffect("Subject", ("1",)),))
+    slope = MixedSpec("Reaction", "Days", (RandomEffect("Subject", ("1", "Days")),))
+    first_day_only = data[data["Days"] == 0]
+    with pytest.raises(NotEstimable, match="must be < number of observations"):
+        engines.fit(intercept, first_day_only, engine)
+    two_days_each = data[data["Days"].isin([0, 1])]
+    with pytest.raises(NotEstimable, match=r"observations \(36\) <= number of random effects "
+                       r"\(36\) for term \(1 \+ Days \| Subject\)"):
+        engines.fit(slope, two_days_each, engine)
+    one_subject = data[data["Subject"] == data["Subject"].iloc[0]]
+    with pytest.raises(NotEstimable, match="only 1 level"):
+        engines.fit(intercept, one_subject, engine)
+
+
+def test_models_lme4_accepts_are_fitted() -> None:
+    """Just inside lme4's limits: two days per subject with a random intercept only."""
+    _, data = golden_case("sleepstudy_reml")
+    intercept = MixedSpec("Reaction", "Days", (RandomEffect("Subject", ("1",)),))
+    fit = engines.fit(intercept, data[data["Days"].isin([0, 1])], "mixedlm")
+    assert fit.diagnostics["n_obs"].iloc[0] == 36
 
 
 def test_registry_scale_path_gives_the_same_fit(monkeypatch: pytest.MonkeyPatch) -> None:

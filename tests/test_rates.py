@@ -15,6 +15,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from data_schemas.outcomes import PAIRED, PER_INSTRUMENT, per_instrument_schema
 from data_schemas.vocab import INSTRUMENTS
+from pipeline.estimability import NotEstimable
 from pipeline.rates import (
     adjusted_response,
     attendance_summary,
@@ -394,10 +395,21 @@ def test_gee_without_both_formats_has_no_standardisation(
 ) -> None:
     frame = simulated[0]
     individual = frame.loc[frame["format"] == "individual"]
-    result = adjusted_response(individual)
-    assert result.standardised.empty
-    assert "format[group]" not in set(result.table["term"])
-    assert any("nothing standardised" in note for note in result.notes)
+    with pytest.raises(NotEstimable, match=r"only one format \(individual\)"):
+        adjusted_response(individual)
+
+
+def test_gee_is_not_estimable_without_the_outcome_or_its_variation(
+    simulated: tuple[pd.DataFrame, float],
+) -> None:
+    frame = simulated[0]
+    with pytest.raises(NotEstimable, match="no patient in the population has phq9_response"):
+        adjusted_response(frame.assign(phq9_response=pd.NA))
+    with pytest.raises(NotEstimable, match="phq9_response is true for all"):
+        adjusted_response(frame.assign(phq9_response=True))
+    with pytest.raises(NotEstimable, match="clusters for"):
+        adjusted_response(frame.assign(therapist_id="t1", group_id=None,
+                                       patient_id="same"), cluster="therapist_id")
 
 
 # ------------------------------------------------------------------------- benchmarks

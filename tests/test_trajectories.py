@@ -334,7 +334,10 @@ def test_custom_model_on_a_trial_schedule() -> None:
     assert abs(row["estimate"] + 0.15) < 4 * row["std_error"]
     assert abs(fixed.loc["weeks", "estimate"] + 0.30) < 4 * fixed.loc["weeks", "std_error"]
     assert out.tables["mixed_trial_diagnostics"].at[0, "n_obs"] == 4 * 160  # no baseline rows
-    assert any(m.startswith("broken: not fitted") and "nonexistent" in m for m in out.messages)
+    status = {r.analysis: (r.status, r.reason) for r in out.records}
+    assert status["model trial"] == ("done", "")
+    assert status["model broken"][0] == "not estimable"
+    assert "nonexistent" in status["model broken"][1]
     assert "mixed_trajectories" not in out.tables and out.figures == {}
 
 

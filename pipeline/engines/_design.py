@@ -21,6 +21,8 @@ import numpy.typing as npt
 import pandas as pd
 from formulaic import Formula, model_matrix
 
+from pipeline.estimability import require
+
 if TYPE_CHECKING:
     from pipeline.engines import MixedSpec
 
@@ -144,8 +146,8 @@ def _complete_rows(spec: MixedSpec, data: pd.DataFrame) -> tuple[pd.DataFrame, l
     """Rows with every required variable present, and a note on how many were left out."""
     needed = required_columns(spec, data)
     missing = [c for c in needed if c not in data.columns]
-    if missing:
-        raise KeyError(f"model variables not in the data: {', '.join(missing)}")
+    require(not missing, f"model variables not in the data: {', '.join(missing)}",
+            "a formula naming columns of the data (the long data of pipeline.trajectories)")
     extra = [c.where for c in spec.components if c.where is not None]
     for comp in spec.components:
         extra += [comp.level] if comp.level in data.columns else comp.level.split(":")
@@ -253,15 +255,16 @@ def prepare(spec: MixedSpec, data: pd.DataFrame) -> Prepared:
 
     Raises
     ------
-    pipeline.engines.EngineError
-        If no complete row is left.
+    pipeline.estimability.NotEstimable
+        If no complete row is left, or no more rows than fixed effects.
     """
-    from pipeline.engines import EngineError
-
     rows, notes = _complete_rows(spec, data)
-    if rows.empty:
-        raise EngineError(f"no complete rows for {spec.lme4()}")
+    require(not rows.empty, f"no score has every variable of {spec.lme4()}",
+            "scores with every variable the model names")
     matrix, design, dropped = build_fixed(spec.fixed, rows)
+    require(len(rows) > matrix.shape[1],
+            f"{len(rows):,} observations for {matrix.shape[1]} fixed effects: no residual "
+            "degrees of freedom", "more scores, or fewer fixed effects")
     blocks = build_blocks(spec, rows)
     unit = "patient_id" if "patient_id" in rows.columns else (
         spec.random[0].level if spec.random else None)
