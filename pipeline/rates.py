@@ -237,6 +237,21 @@ def _indicator_frame(
     return indicators, keys
 
 
+def _without_unobserved_itt(table: pd.DataFrame) -> pd.DataFrame:
+    """Drop ITT cells in which nobody's outcome was observed.
+
+    An ITT rate counts a missing outcome as no event; where no patient of the cell has the
+    outcome observed, its "0%" would be imputation alone, not an estimate.
+    """
+    keys = ["population", "instrument", "outcome", "condition", "format"]
+    observed = table.loc[table["denominator"] == "observed", [*keys, "n"]]
+    merged = table[keys].merge(observed.rename(columns={"n": "n_observed"}), on=keys,
+                               how="left")
+    seen = merged["n_observed"].fillna(0).to_numpy() > 0
+    keep = (table["denominator"] != "itt").to_numpy() | seen
+    return table.loc[keep].reset_index(drop=True)
+
+
 def response_rates(
     outcomes: pd.DataFrame,
     instruments: Sequence[str],
@@ -257,7 +272,8 @@ def response_rates(
 
     ``rate = events / n`` (NaN when ``n == 0``) with a 95% Wilson interval, by condition x
     format with ``"all"`` margins. Instruments without any baseline score in the data are
-    left out rather than reported as zeros. Rates keep full precision.
+    left out rather than reported as zeros, and so are ITT cells where nobody's outcome was
+    observed (their rate would be imputation alone). Rates keep full precision.
 
     Parameters
     ----------
@@ -294,6 +310,7 @@ def response_rates(
         table["rate"] = np.where(n > 0, events / np.where(n > 0, n, 1.0), np.nan)
     table["ci_low"], table["ci_high"] = wilson_interval(events, n)
     table = table[list(RATE_COLUMNS)].astype({"n": np.int64, "events": np.int64})
+    table = _without_unobserved_itt(table)
     instrument_order = [*dict.fromkeys(instruments), PAIRED_INSTRUMENT]
     return _sort_cells(
         table,
@@ -352,8 +369,8 @@ def suppress_small_counts(
         needed and a boolean column ``suppressed``.
     """
     result = table.copy()
-    counts = table[list(count_columns)].apply(pd.to_numeric)
-    small = (counts >= low) & (counts <= high)
+    counts = table[list(count_columns)].apply(pd.to_numeric).astype(float)
+    small = ((counts >= low) & (counts <= high)).fillna(False)  # a missing count is not small
     if len(count_columns) > 1:
         denominator = counts[count_columns[0]]
         complements = counts[list(count_columns[1:])].rsub(denominator, axis=0)

@@ -167,8 +167,11 @@ def rates() -> pd.DataFrame:
 def test_rates_columns_and_skipped_instruments(rates: pd.DataFrame) -> None:
     assert list(rates.columns) == RATE_COLUMNS
     assert set(rates["instrument"]) == {"phq9", "gad7", "hamd17", "phq9+gad7"}
-    # 4 instruments x 3 outcomes x 2 denominators x 3 populations x 9 cells
-    assert len(rates) == 4 * 3 * 2 * 3 * 9
+    # 4 instruments x 3 outcomes x 2 denominators x 3 populations x 9 cells, less the ITT
+    # cells where nobody's outcome was observed (test below)
+    unobserved = rates[(rates["denominator"] == "observed") & (rates["n"] == 0)]
+    assert len(rates) == 4 * 3 * 2 * 3 * 9 - len(unobserved)
+    assert len(unobserved) > 0
     assert rates["n"].dtype == np.int64 and rates["events"].dtype == np.int64
 
 
@@ -196,6 +199,17 @@ def test_phq9_response_counts_by_hand(
     assert cell(rates, denominator="itt", **keys) == itt
 
 
+def test_no_itt_rate_where_no_outcome_was_observed(rates: pd.DataFrame) -> None:
+    """GAD-7 response is observed for nobody: a 0-of-10 ITT rate would be imputation alone."""
+    gad7 = rates[(rates["instrument"] == "gad7") & (rates["outcome"] == "response")]
+    assert set(gad7["denominator"]) == {"observed"}
+    assert (gad7["n"] == 0).all()
+    itt = rates[rates["denominator"] == "itt"].merge(
+        rates[rates["denominator"] == "observed"],
+        on=["population", "instrument", "outcome", "condition", "format"], suffixes=("", "_obs"))
+    assert (itt["n_obs"] > 0).all()
+
+
 @pytest.mark.parametrize(
     ("population", "instrument", "outcome", "observed", "itt"),
     [
@@ -206,7 +220,6 @@ def test_phq9_response_counts_by_hand(
         ("started", "phq9", "response", (7, 3), (9, 3)),  # P04 eligible, outcome missing
         ("completers", "phq9", "response", (6, 2), (6, 2)),
         ("finished_course", "hamd17", "response", (1, 1), (2, 1)),
-        ("finished_course", "gad7", "response", (0, 0), (10, 0)),
     ],
 )
 def test_overall_counts_by_hand(
@@ -217,6 +230,17 @@ def test_overall_counts_by_hand(
             "condition": "all", "format": "all"}
     assert cell(rates, denominator="observed", **keys) == observed
     assert cell(rates, denominator="itt", **keys) == itt
+
+
+def test_no_itt_rate_where_no_outcome_was_observed(rates: pd.DataFrame) -> None:
+    """GAD-7 response is observed for nobody: a 0-of-10 ITT rate would be imputation alone."""
+    gad7 = rates[(rates["instrument"] == "gad7") & (rates["outcome"] == "response")]
+    assert set(gad7["denominator"]) == {"observed"}
+    assert (gad7["n"] == 0).all()
+    itt = rates[rates["denominator"] == "itt"].merge(
+        rates[rates["denominator"] == "observed"],
+        on=["population", "instrument", "outcome", "condition", "format"], suffixes=("", "_obs"))
+    assert (itt["n_obs"] > 0).all()
 
 
 def test_rate_and_interval_values(rates: pd.DataFrame) -> None:
@@ -532,3 +556,12 @@ def test_large_n_route_is_the_independence_gee() -> None:
     np.testing.assert_allclose(np.diag(cov.to_numpy()),
                                factor * np.diag(np.asarray(gee.cov_params())), rtol=1e-4)
     assert any("independence working correlation" in note for note in notes)
+
+
+def test_a_missing_count_is_not_shown_as_small() -> None:
+    table = pd.DataFrame({"n": pd.array([pd.NA, 3, 20], dtype="Int64"),
+                          "events": pd.array([pd.NA, 1, 10], dtype="Int64"),
+                          "rate": [np.nan, 1 / 3, 0.5]})
+    shared = suppress_small_counts(table)
+    assert pd.isna(shared.loc[0, "n"]) and pd.isna(shared.loc[0, "events"])
+    assert shared.loc[1, "n"] == "<5" and shared.loc[2, "n"] == 20
