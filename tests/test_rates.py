@@ -199,17 +199,6 @@ def test_phq9_response_counts_by_hand(
     assert cell(rates, denominator="itt", **keys) == itt
 
 
-def test_no_itt_rate_where_no_outcome_was_observed(rates: pd.DataFrame) -> None:
-    """GAD-7 response is observed for nobody: a 0-of-10 ITT rate would be imputation alone."""
-    gad7 = rates[(rates["instrument"] == "gad7") & (rates["outcome"] == "response")]
-    assert set(gad7["denominator"]) == {"observed"}
-    assert (gad7["n"] == 0).all()
-    itt = rates[rates["denominator"] == "itt"].merge(
-        rates[rates["denominator"] == "observed"],
-        on=["population", "instrument", "outcome", "condition", "format"], suffixes=("", "_obs"))
-    assert (itt["n_obs"] > 0).all()
-
-
 @pytest.mark.parametrize(
     ("population", "instrument", "outcome", "observed", "itt"),
     [
