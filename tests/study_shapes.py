@@ -153,6 +153,11 @@ def _patient_counts() -> st.SearchStrategy[int]:
                      st.integers(41, 200))
 
 
+def _rarely() -> st.SearchStrategy[bool]:
+    """True one time in four: data not valid today masks the analyses, so keep it rare."""
+    return st.sampled_from([False, False, False, True])
+
+
 @st.composite
 def study_shapes(draw: st.DrawFn, instruments: Sequence[str] | None = None,
                  future_valid: bool = True, max_patients: int = 200) -> StudyShape:
@@ -172,14 +177,16 @@ def study_shapes(draw: st.DrawFn, instruments: Sequence[str] | None = None,
     chosen = draw(st.lists(st.sampled_from(names), min_size=1, max_size=len(names),
                            unique=True))
     formats = draw(st.sampled_from([("individual",), ("group",), ("individual", "group")]))
-    followup_options = FOLLOWUPS if future_valid else ("none", "after")
+    # a follow-up on the day of discharge is one of five follow-up patterns
+    followup_options = ("none", "none", "after", "after", "on_discharge") if future_valid else (
+        "none", "after")
     one_condition = draw(st.booleans())
     return StudyShape(
         n_patients=min(draw(_patient_counts()), max_patients),
         instruments=tuple(sorted(chosen, key=names.index)),
         formats=formats,
         therapists=draw(st.sampled_from(THERAPISTS)),
-        group_ids_missing="group" in formats and future_valid and draw(st.booleans()),
+        group_ids_missing="group" in formats and future_valid and draw(_rarely()),
         followups=draw(st.sampled_from(followup_options)),
         schedule=draw(st.sampled_from(SCHEDULES)),
         n_sessions=draw(st.sampled_from([1, 2, 4, 8, 12, 16])),
@@ -252,7 +259,7 @@ def _score(rng: random.Random, instrument: str, baseline_share: float, progress:
     low, high, _whole = CATALOGUE[instrument]
     expected = low + (high - low) * baseline_share * (1.0 - 0.6 * progress)
     noisy = expected + rng.gauss(0, (high - low) * 0.06)
-    return str(int(round(min(max(noisy, low), high))))
+    return str(round(min(max(noisy, low), high)))
 
 
 def _groups(shape: StudyShape, rng: random.Random) -> list[tuple[str, int, dt.date]]:
@@ -274,7 +281,10 @@ def _groups(shape: StudyShape, rng: random.Random) -> list[tuple[str, int, dt.da
 
 def _patient_row(shape: StudyShape, rng: random.Random, i: int, fmt: str, site: int,
                  start: dt.date, course: _Course) -> dict[str, str]:
-    area = PROBLEM_AREAS[i % len(PROBLEM_AREAS)]
+    # drawn, not cycled with the index: a cycle would confound them with the format
+    area = rng.choice(PROBLEM_AREAS)
+    condition = shape.conditions[i] if i < len(shape.conditions) else rng.choice(
+        shape.conditions)
     secondary = rng.choice(["", *[a for a in PROBLEM_AREAS if a != area]])
     group = ""
     if fmt == "group" and not shape.group_ids_missing:
@@ -283,7 +293,7 @@ def _patient_row(shape: StudyShape, rng: random.Random, i: int, fmt: str, site: 
         "patient_id": f"P{i:04d}", "site_id": f"site{site}",
         "therapist_id": f"T{rng.randrange(max(1, shape.n_patients // 8) + 1)}"
         if shape.therapists == "recorded" else "",
-        "condition": shape.conditions[i % len(shape.conditions)], "format": fmt,
+        "condition": condition, "format": fmt,
         "group_id": group, "problem_area": area, "secondary_problem_area": secondary,
         "referral_date": (start - dt.timedelta(days=rng.randint(7, 60))).isoformat(),
         "start_date": start.isoformat(),
@@ -291,7 +301,7 @@ def _patient_row(shape: StudyShape, rng: random.Random, i: int, fmt: str, site: 
         "end_reason": course.end_reason, "age": str(rng.randint(18, 80)),
         "sex": rng.choice(["female", "male", ""]),
         "maintenance": rng.choice(["yes", "no", ""]),
-        "arm": ["ipt", "usual_care"][i % shape.arms] if shape.arms else "",
+        "arm": ["ipt", "usual_care"][rng.randrange(shape.arms)] if shape.arms else "",
     }
     return row
 
