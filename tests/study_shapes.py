@@ -48,6 +48,9 @@ SCHEDULES = ("weekly", "sparse")
 #: full: every attended session scored; one_post_baseline: the baseline and exactly one
 #: later score per patient; baseline_only: every endpoint missing.
 SCORINGS = ("full", "one_post_baseline", "baseline_only")
+#: mixed: scores fall with noise; everyone: every patient falls by 80% (a 100% response
+#: rate); no_one: scores stay at baseline (a 0% response rate).
+IMPROVEMENTS = ("mixed", "everyone", "no_one")
 #: none; after: 1-3 follow-ups strictly after the last session; on_discharge: the first
 #: follow-up on the day of the last session (valid later, not today).
 FOLLOWUPS = ("none", "after", "on_discharge")
@@ -103,6 +106,8 @@ class StudyShape:
         The optional ``maintenance`` yes/no column is present.
     arms : int
         0: no ``arm`` column; 1 or 2: trial arms.
+    improvement : str
+        One of :data:`IMPROVEMENTS`.
     relapses : bool
         Some follow-ups record a relapse (otherwise none does: a 0% relapse rate).
     seed : int
@@ -125,6 +130,7 @@ class StudyShape:
     n_sites: int = 1
     maintenance: bool = False
     arms: int = 0
+    improvement: str = "mixed"
     relapses: bool = True
     seed: int = 0
 
@@ -135,6 +141,7 @@ class StudyShape:
         assert self.therapists in THERAPISTS and self.followups in FOLLOWUPS
         assert self.schedule in SCHEDULES and self.scoring in SCORINGS
         assert self.endings in ENDINGS and self.n_sessions >= 1
+        assert self.improvement in IMPROVEMENTS
         assert self.conditions and set(self.conditions) <= set(CONDITIONS)
 
 
@@ -199,6 +206,7 @@ def study_shapes(draw: st.DrawFn, instruments: Sequence[str] | None = None,
         n_sites=draw(st.integers(1, 3)),
         maintenance=draw(st.booleans()),
         arms=draw(st.integers(0, 2)),
+        improvement=draw(st.sampled_from(IMPROVEMENTS)),
         relapses=draw(st.booleans()),
         seed=draw(st.integers(0, 2**16)),
     )
@@ -254,11 +262,16 @@ def _scored_visits(shape: StudyShape, course: _Course) -> set[int]:
     return set(attended)
 
 
-def _score(rng: random.Random, instrument: str, baseline_share: float, progress: float) -> str:
-    """A plausible total: a baseline share of the range that falls (noisily) with progress."""
+TREND = {"mixed": 0.6, "everyone": 0.8, "no_one": 0.0}
+
+
+def _score(rng: random.Random, instrument: str, baseline_share: float, progress: float,
+           improvement: str = "mixed") -> str:
+    """A plausible total: a baseline share of the range that falls with progress (with
+    noise when the improvement is ``mixed``, exactly otherwise)."""
     low, high, _whole = CATALOGUE[instrument]
-    expected = low + (high - low) * baseline_share * (1.0 - 0.6 * progress)
-    noisy = expected + rng.gauss(0, (high - low) * 0.06)
+    expected = low + (high - low) * baseline_share * (1.0 - TREND[improvement] * progress)
+    noisy = expected + (rng.gauss(0, (high - low) * 0.06) if improvement == "mixed" else 0.0)
     return str(round(min(max(noisy, low), high)))
 
 
@@ -318,7 +331,7 @@ def _session_rows(shape: StudyShape, rng: random.Random, pid: str,
                "attendance": "attended" if attended else rng.choice(
                    ["did_not_attend", "cancelled_by_patient", "cancelled_by_service"])}
         for name in CATALOGUE:
-            row[name] = (_score(rng, name, severity[name], k / n)
+            row[name] = (_score(rng, name, severity[name], k / n, shape.improvement)
                          if number in scored and name in shape.instruments else "")
         rows.append(row)
     return rows
@@ -398,6 +411,9 @@ NAMED_SHAPES: Mapping[str, StudyShape] = {
     "one_condition_one_format": StudyShape(n_patients=40, instruments=("phq9", "gad7")),
     "followup_on_discharge_day": StudyShape(n_patients=20, followups="on_discharge"),
     "no_relapses_at_followup": StudyShape(n_patients=30, followups="after", relapses=False),
+    # seven patients: the Wilson limits of 0/7 and 7/7 are not exactly 0 and 1 in floating point
+    "everyone_responds": StudyShape(n_patients=7, instruments=("phq9",), improvement="everyone"),
+    "no_one_responds": StudyShape(n_patients=7, instruments=("phq9",), improvement="no_one"),
 }
 
 
