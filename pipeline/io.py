@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -242,7 +243,8 @@ def _for_csv(frame: pd.DataFrame) -> pd.DataFrame:
         series = out[column]
         if pd.api.types.is_float_dtype(series.dtype):
             values = series.dropna()
-            if len(values) and (values == values.round()).all():
+            finite = bool(np.isfinite(values.to_numpy(dtype=float)).all())
+            if len(values) and finite and (values == values.round()).all():
                 out[column] = series.astype("Int64")
         elif pd.api.types.is_datetime64_any_dtype(series.dtype):
             out[column] = series.dt.strftime("%Y-%m-%d")
@@ -257,7 +259,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     so an interrupted run never leaves a half-written file that looks complete. A file
     whose content did not change is left untouched."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         yield temporary
         if path.exists() and filecmp.cmp(temporary, path, shallow=False):

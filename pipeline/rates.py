@@ -128,8 +128,12 @@ def wilson_interval(
     safe_trials = np.where(empty, 1.0, trials)
     safe_events = np.where(empty, 0.0, x)
     low, high = proportion_confint(safe_events, safe_trials, alpha=alpha, method="wilson")
-    low_arr = np.where(empty, np.nan, np.asarray(low, dtype=float))
-    high_arr = np.where(empty, np.nan, np.asarray(high, dtype=float))
+    # exact at the edges: statsmodels' closed form leaves ~1e-16 beyond 0 and 1
+    low_arr = np.where(safe_events <= 0, 0.0, np.clip(np.asarray(low, dtype=float), 0, 1))
+    high_arr = np.where(safe_events >= safe_trials, 1.0,
+                        np.clip(np.asarray(high, dtype=float), 0, 1))
+    low_arr = np.where(empty, np.nan, low_arr)
+    high_arr = np.where(empty, np.nan, high_arr)
     return low_arr.astype(np.float64), high_arr.astype(np.float64)
 
 

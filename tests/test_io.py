@@ -112,3 +112,10 @@ def test_interrupted_write_leaves_no_file(tmp_path: Path) -> None:
         raise RuntimeError("interrupted")
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_infinite_floats_are_written_not_cast_to_integers(tmp_path: Path) -> None:
+    """An odds ratio of inf (separation) must not crash the integer cast of whole floats."""
+    frame = pd.DataFrame({"ci_high": [float("inf"), float("inf")], "n": [1.0, 2.0]})
+    path = io.write_csv(frame, tmp_path / "t.csv")
+    assert path.read_text().splitlines() == ["ci_high,n", "inf,1", "inf,2"]

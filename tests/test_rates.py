@@ -554,3 +554,11 @@ def test_a_missing_count_is_not_shown_as_small() -> None:
     shared = suppress_small_counts(table)
     assert pd.isna(shared.loc[0, "n"]) and pd.isna(shared.loc[0, "events"])
     assert shared.loc[1, "n"] == "<5" and shared.loc[2, "n"] == 20
+
+
+@pytest.mark.parametrize("n", [7, 9, 12, 14, 20, 1000])
+def test_wilson_bounds_are_exact_at_zero_and_all(n: int) -> None:
+    """At 0/n and n/n the interval touches 0 and 1 exactly (no 1e-16 beyond the rate)."""
+    low, high = wilson_interval([0, n], [n, n])
+    assert low[0] == 0.0 and high[1] == 1.0
+    assert 0 < high[0] < 1 and 0 < low[1] < 1
