@@ -17,11 +17,12 @@ and ``tables/analyses.csv`` (and the report) give the reason.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pipeline")
 
 EXIT_OK, EXIT_INVALID, EXIT_UNUSABLE, EXIT_INTERNAL, EXIT_ANALYSIS_FAILED = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 BENCHMARK_EXAMPLE = Path(__file__).parent / "resources" / "benchmarks_example.csv"
 ANALYSIS_STAGES = ("outcomes", "models", "relapse", "audit")
 
@@ -92,7 +94,7 @@ def _config(args: argparse.Namespace) -> StudyConfig:
 
 
 def _key(args: argparse.Namespace) -> bytes:
-    return b"" if args.keep_ids else io.load_or_create_key(args.out)
+    return b"" if args.keep_ids else io.load_or_create_key(getattr(args, "final_out", args.out))
 
 
 # --------------------------------------------------------------------------- writing
@@ -131,22 +133,26 @@ def _write_validation(result: ValidationResult, args: argparse.Namespace, key: b
 
 
 def _emit(output: StageOutput, args: argparse.Namespace, key: bytes, stage: str) -> None:
-    """Write a stage's tables, figures and messages under OUT."""
+    """Write a stage's tables, figures and messages under OUT, and remove what the stage
+    wrote last time but not now (an analysis now not estimable leaves no stale table)."""
+    from pipeline import run_folder
     from pipeline.figures import png_bytes
 
+    written: list[Path] = []
     for name, table in output.tables.items():
         # the audit pseudonymises (and sorts by pseudonym) itself
         safe = table if output.folder == "audit" else _private(table, args, key)
-        io.write_csv(safe, args.out / output.folder / f"{name}.csv")
+        written.append(io.write_csv(safe, args.out / output.folder / f"{name}.csv"))
     for name, figure in output.figures.items():
-        io.write_bytes(png_bytes(figure), args.out / "figures" / f"{name}.png")
-    io.write_text(json.dumps(list(output.messages), indent=2) + "\n",
-                  args.out / "messages" / f"{stage}.json")
+        written.append(io.write_bytes(png_bytes(figure), args.out / "figures" / f"{name}.png"))
+    written.append(io.write_text(json.dumps(list(output.messages), indent=2) + "\n",
+                                 args.out / "messages" / f"{stage}.json"))
+    run_folder.replace_stage_outputs(args.out, stage, written)
 
 
 def _update_manifest(args: argparse.Namespace, study: StudyConfig, inputs: dict[str, str],
                      stage_rows: dict[str, dict[str, int]]) -> None:
-    from pipeline import config, manifest
+    from pipeline import config, manifest, run_folder
 
     path = args.out / "manifest.json"
     current = io.read_json(path)
@@ -157,6 +163,9 @@ def _update_manifest(args: argparse.Namespace, study: StudyConfig, inputs: dict[
                                           "pseudonymise_therapists":
                                               args.pseudonymise_therapists}))
     current.setdefault("stages", {}).update(stage_rows)
+    fingerprint = run_folder.fingerprint(inputs, current["config"], current.get("options", {}))
+    current.setdefault("fingerprints", {}).update(
+        {stage: fingerprint for stage in stage_rows if stage != "validate"})
     io.write_json(current, path)
 
 
@@ -179,6 +188,7 @@ def _validated(args: argparse.Namespace, key: bytes) -> tuple[ValidationResult, 
     result = validate.run(raw, date_format=args.date_format)
     inputs = {t.path.name: io.file_sha256(t.path) for t in raw.values()}
     folder = _write_validation(result, args, key, inputs)
+    folder = getattr(args, "final_out", args.out) / folder.relative_to(args.out)  # as shown
     worst = max(result.quarantined_share(name) for name in result.tables)
     invalid = worst > args.max_quarantine or (args.strict and result.summary["n_failures"] > 0)
     _print_validation(result.summary, folder, invalid, args.max_quarantine)
@@ -206,8 +216,21 @@ def _print_validation(summary: dict[str, Any], folder: Path, invalid: bool, limi
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate a study folder and write the validation report."""
-    _result, code, _inputs = _validated(args, _key(args))
+    from pipeline import run_folder
+
+    with _owned(args, "validate"):
+        run_folder.clear_derived(args.out)  # the analyses of the previous data are void
+        _result, code, _inputs = _validated(args, _key(args))
     return code
+
+
+@contextlib.contextmanager
+def _owned(args: argparse.Namespace, command: str) -> Iterator[None]:
+    """A stage command's hold on OUT: the lock, and OUT marked incomplete until it ends."""
+    from pipeline import run_folder
+
+    with run_folder.locked(args.out), run_folder.marked_incomplete(args.out, command):
+        yield
 
 
 # --------------------------------------------------------------------------- analysis
@@ -273,8 +296,12 @@ def _run_stages(args: argparse.Namespace, stages: Sequence[str], render: bool) -
     with runlog.stage("validate"):
         result, code, inputs = _validated(args, key)
     if code != EXIT_OK:
+        from pipeline import run_folder
+
+        run_folder.clear_derived(args.out)  # no report of earlier data beside this failure
         print("analysis not run: fix the data or raise --max-quarantine", file=sys.stderr)
         return code
+    (args.out / "report.html").unlink(missing_ok=True)  # rendered anew from these outputs
     tables, sharing = result.tables, _sharing(args)
     try:
         config.check_columns(study, list(tables["patients"].columns))
@@ -316,7 +343,7 @@ def _run_stages(args: argparse.Namespace, stages: Sequence[str], render: bool) -
         _write_analyses(args, records)
         _progress(total, total, "report", runlog.stages["report"]["seconds"])
         if path is not None:
-            print(f"report: {path}")
+            print(f"report: {getattr(args, 'final_out', args.out) / 'report.html'}")
     _update_run_log(args, runlog)
     return _analyses_exit_code(records)
 
@@ -380,36 +407,57 @@ def _analyses_exit_code(records: Sequence[AnalysisRecord]) -> int:
 
 def cmd_outcomes(args: argparse.Namespace) -> int:
     """Validate, then derive per-patient outcomes and rates by condition and format."""
-    return _run_stages(args, ["outcomes"], render=False)
+    with _owned(args, "outcomes"):
+        return _run_stages(args, ["outcomes"], render=False)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
     """Validate, derive outcomes, then fit the mixed-effects trajectory models."""
-    return _run_stages(args, ["models"], render=False)
+    with _owned(args, "models"):
+        return _run_stages(args, ["models"], render=False)
 
 
 def cmd_relapse(args: argparse.Namespace) -> int:
     """Validate, derive outcomes, then analyse relapse after acute treatment."""
-    return _run_stages(args, ["relapse"], render=False)
+    with _owned(args, "relapse"):
+        return _run_stages(args, ["relapse"], render=False)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Validate, derive outcomes, then audit sites and therapists (privacy by default)."""
-    return _run_stages(args, ["audit"], render=False)
+    with _owned(args, "audit"):
+        return _run_stages(args, ["audit"], render=False)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run everything (validate, outcomes, models, relapse, audit) and render the report."""
-    return _run_stages(args, list(ANALYSIS_STAGES), render=True)
+    """Run everything (validate, outcomes, models, relapse, audit) and render the report.
+
+    The run is written into a staging folder beside OUT and replaces OUT only when it
+    completes, so an interrupted run leaves the previous OUT as it was.
+    """
+    from pipeline import run_folder
+
+    final = args.out
+    with run_folder.locked(final), run_folder.staged(final) as staging:
+        args.final_out, args.out = final, staging
+        try:
+            return _run_stages(args, list(ANALYSIS_STAGES), render=True)
+        finally:
+            args.out = final
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Render OUT/report.html from the outputs already under OUT."""
-    from pipeline import report
+    from pipeline import report, run_folder
 
     if not (args.out / "validation" / "summary.json").exists():
         raise UsageError(f"{args.out}: no outputs to report on; run the stages first")
-    path: Path = report.write(args.out)
+    with run_folder.locked(args.out):
+        try:
+            run_folder.check_consistent(args.out, io.read_json(args.out / "manifest.json"))
+        except run_folder.FolderInconsistentError as exc:
+            raise UsageError(str(exc)) from exc
+        path: Path = report.write(args.out)
     print(f"report: {path}")
     return EXIT_OK
 
@@ -518,6 +566,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _busy_error() -> type[Exception]:
+    from pipeline.run_folder import OutputFolderError
+
+    return OutputFolderError
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (never raise on bad input)."""
     parser = build_parser()
@@ -532,12 +586,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except _busy_error() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
     except io.InputError as exc:
         print(f"error: {exc.path}: {exc.problem}", file=sys.stderr)
         return EXIT_UNUSABLE
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
+    except KeyboardInterrupt:
+        print("interrupted: a whole run leaves OUT as it was before; a stage command leaves "
+              "OUT marked incomplete (rerun it)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as exc:  # a bug of ours: say so briefly, the details go to the log
         log.debug("internal error", exc_info=True)
         if args.verbose:

@@ -36,11 +36,15 @@ DERIVED = ("tables", "audit", "figures", "messages", OUTPUTS, "report.html", "ma
            "run.log")
 
 
-class FolderBusy(Exception):
+class OutputFolderError(Exception):
+    """The output folder cannot be used; the message says why and what to do."""
+
+
+class FolderBusyError(OutputFolderError):
     """Another live process is writing the same output folder."""
 
 
-class FolderInconsistent(Exception):
+class FolderInconsistentError(OutputFolderError):
     """The output folder is incomplete or mixes runs; the message says which and why."""
 
 
@@ -60,11 +64,19 @@ def locked(out: Path) -> Iterator[None]:
 
     Raises
     ------
-    FolderBusy
+    FolderBusyError
         When a live process holds the lock.
+    OutputFolderError
+        When OUT is a file, or its parent cannot be created.
     """
+    if out.exists() and not out.is_dir():
+        raise OutputFolderError(f"{out}: exists and is not a folder; choose another --out")
     lock = out.with_name(f"{out.name}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputFolderError(f"{out}: cannot create the output folder ({exc.strerror})"
+                                ) from exc
     for _ in range(2):
         try:
             descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -74,7 +86,7 @@ def locked(out: Path) -> Iterator[None]:
             except (OSError, ValueError):
                 holder = 0
             if holder and _alive(holder) and holder != os.getpid():
-                raise FolderBusy(f"{out}: another ipt-outcomes process (pid {holder}) is "
+                raise FolderBusyError(f"{out}: another ipt-outcomes process (pid {holder}) is "
                                  f"writing this folder; wait for it, or remove {lock} if it "
                                  "is gone") from None
             lock.unlink(missing_ok=True)  # left by a process that died
@@ -83,7 +95,7 @@ def locked(out: Path) -> Iterator[None]:
             handle.write(str(os.getpid()))
         break
     else:  # pragma: no cover - only when another process races us twice
-        raise FolderBusy(f"{out}: could not take {lock}")
+        raise FolderBusyError(f"{out}: could not take {lock}")
     try:
         yield
     finally:
@@ -162,17 +174,17 @@ def check_consistent(out: Path, manifest: Mapping[str, Any]) -> None:
 
     Raises
     ------
-    FolderInconsistent
+    FolderInconsistentError
         Naming the interrupted command, or the stages whose inputs or config differ.
     """
     marker = out / INCOMPLETE
     if marker.exists():
         command = marker.read_text(encoding="utf-8").strip()
-        raise FolderInconsistent(f"{out}: the command `{command}` did not complete, so the "
+        raise FolderInconsistentError(f"{out}: the command `{command}` did not complete, so the "
                                  "outputs may mix two runs; rerun it (or `ipt-outcomes run`)")
     prints = manifest.get("fingerprints", {})
     if len(set(prints.values())) > 1:
         stages = ", ".join(sorted(prints))
-        raise FolderInconsistent(f"{out}: the stages ({stages}) were run on different inputs "
+        raise FolderInconsistentError(f"{out}: the stages ({stages}) were run on different inputs "
                                  "or configurations; rerun them together (`ipt-outcomes run` "
                                  "or `make report`)")
