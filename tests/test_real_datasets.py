@@ -55,9 +55,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipeline import cli
+from pipeline import cli, outcomes, study, trajectories
 from pipeline import config as study_config
-from pipeline import outcomes, study, trajectories
 
 REAL = Path(__file__).parent / "fixtures" / "real"
 GOLDEN = Path(__file__).parent / "golden" / "real_mixed_golden.json"
@@ -138,7 +137,7 @@ def run_study(real: RealStudy, out: Path) -> Run:
         with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
             try:
                 code: int | str = cli.main(argv)
-            except BaseException as exc:  # noqa: BLE001 - reported by the tests below
+            except BaseException as exc:  # reported by the tests below
                 import traceback
 
                 buffer.write(traceback.format_exc())
