@@ -1,6 +1,6 @@
 """Real public studies run end to end, and their mixed models against R lme4.
 
-Five study folders under ``tests/fixtures/real/`` (sources, licences and every change made to
+Six study folders under ``tests/fixtures/real/`` (sources, licences and every change made to
 fit the contract: ``tests/fixtures/real/SOURCE.md``; rebuilt by ``make_real.py``):
 
 ``beat_the_blues``
@@ -18,6 +18,11 @@ fit the contract: ``tests/fixtures/real/SOURCE.md``; rebuilt by ``make_real.py``
 ``smoking_relapse``
     asaur ``pharmacoSmoking``: time to relapse after a quit date, no symptom scores; twelve
     relapses on day 0 give follow-ups on the last session's date, which are quarantined.
+``fireworks_ptsd``
+    mice ``fdd``: EMDR or CBT for children's PTSD, parent and child PTSD-RI at three
+    assessments, intermittent missed assessments, raw ``F``/``M`` sex codes, a child never
+    assessed; the random-slope model is a boundary (singular) fit in lme4, which the
+    pipeline must flag as such.
 
 Each study is run once through ``pipeline.cli.main(["run", ...])`` with its ``study.yaml``.
 The custom mixed models of the configs are checked against ``tests/golden/
@@ -85,6 +90,7 @@ STUDIES = {
         RealStudy("jobs_ii"),
         RealStudy("smoking_relapse", args=("--max-quarantine", "0.1"),
                   quarantined=(("followups", 12),), has_followups=True),
+        RealStudy("fireworks_ptsd"),
     )
 }
 
@@ -245,8 +251,13 @@ def our_variances(table: pd.DataFrame) -> dict[tuple[str, str], float]:
                                       strict=True)}
 
 
-def assert_matches_lme4(model: str, fixed: pd.DataFrame, variance: pd.DataFrame) -> None:
+def assert_matches_lme4(model: str, fixed: pd.DataFrame, variance: pd.DataFrame,
+                        diagnostics: pd.DataFrame) -> None:
+    """Fixed effects, SEs and variance components as lme4's; the same number of rows and
+    the same verdict on a boundary (singular) fit."""
     want = golden()[model]
+    assert int(diagnostics["n_obs"].iloc[0]) == want["nobs"]
+    assert bool(diagnostics["singular"].iloc[0]) == want["singular"], diagnostics.to_string()
     ours = {r_term(t): (e, s) for t, e, s in zip(fixed["term"], fixed["estimate"],
                                                   fixed["std_error"], strict=True)}
     assert set(ours) == set(want["fixef"]), (sorted(ours), sorted(want["fixef"]))
@@ -271,10 +282,9 @@ def test_custom_model_matches_lme4_end_to_end(model: str,
     """The run's ``mixed_<model>_*`` tables against lme4."""
     result = run_of(golden()[model]["study"], tmp_path_factory)
     assert result.has_table(f"mixed_{model}_fixed"), _last_lines(result.output)
-    diagnostics = result.table(f"mixed_{model}_diagnostics")
-    assert int(diagnostics["n_obs"].iloc[0]) == golden()[model]["nobs"]
     assert_matches_lme4(model, result.table(f"mixed_{model}_fixed"),
-                        result.table(f"mixed_{model}_variance"))
+                        result.table(f"mixed_{model}_variance"),
+                        result.table(f"mixed_{model}_diagnostics"))
 
 
 @pytest.mark.parametrize("model", REFUSED)
@@ -315,10 +325,9 @@ def test_custom_model_matches_lme4(model: str) -> None:
     """``trajectories.analyse`` on the validated study: same rows and answers as lme4."""
     result = analysed(golden()[model]["study"])
     assert f"mixed_{model}_fixed" in result.tables, result.messages
-    diagnostics = result.tables[f"mixed_{model}_diagnostics"]
-    assert int(diagnostics["n_obs"].iloc[0]) == golden()[model]["nobs"]
     assert_matches_lme4(model, result.tables[f"mixed_{model}_fixed"],
-                        result.tables[f"mixed_{model}_variance"])
+                        result.tables[f"mixed_{model}_variance"],
+                        result.tables[f"mixed_{model}_diagnostics"])
 
 
 @pytest.mark.parametrize("model", REFUSED)
@@ -337,3 +346,4 @@ def test_golden_refusals_are_lme4_identifiability_checks() -> None:
         errors["anorexia_slope"]
     assert "number of levels of each grouping factor must be < number of observations" in \
         errors["anorexia_ancova"]
+    assert golden()["fdd_parent_slope"]["singular"] is True  # fitted, on the boundary

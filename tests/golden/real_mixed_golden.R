@@ -11,7 +11,8 @@
 #   * baseline_bdi2 = the score at session 0 (every Beat the Blues patient has one);
 #   * exclude_baseline: drop the baseline rows and session 0;
 #   * text columns are factors with R's alphabetical reference level.
-# Models that lme4 refuses are recorded with lme4's error message instead of estimates.
+# Models that lme4 refuses are recorded with lme4's error message instead of estimates;
+# lme4's warnings and messages (e.g. "boundary (singular) fit") are kept in lme4_messages.
 # Writes real_mixed_golden.json. lme4's default checks, bobyqa as in mixed_golden.R.
 suppressPackageStartupMessages({library(lme4); library(jsonlite)})
 
@@ -81,17 +82,34 @@ models <- list(
        reml = TRUE),
   list(name = "jobs_intercept", study = "jobs_ii", outcome = "hscl_depression",
        formula = "hscl_depression ~ weeks * arm + econ_hard + sex + age + (1 | patient_id)",
-       exclude = FALSE, reml = TRUE)
+       exclude = FALSE, reml = TRUE),
+  list(name = "fdd_parent_intercept", study = "fireworks_ptsd", outcome = "ptsd_ri_parent",
+       formula = "ptsd_ri_parent ~ weeks * arm + (1 | patient_id)", exclude = FALSE,
+       reml = TRUE),
+  list(name = "fdd_parent_slope", study = "fireworks_ptsd", outcome = "ptsd_ri_parent",
+       formula = "ptsd_ri_parent ~ weeks * arm + (1 + weeks | patient_id)", exclude = FALSE,
+       reml = TRUE),
+  list(name = "fdd_child_ml", study = "fireworks_ptsd", outcome = "ptsd_ri_child",
+       formula = "ptsd_ri_child ~ weeks * arm + ethnicity + (1 | patient_id)",
+       exclude = FALSE, reml = FALSE)
 )
 
 for (m in models) {
   data <- long_data(m$study, m$outcome, m$exclude)
   call <- sprintf("lmer(%s, %s%s, REML = %s)", m$formula, m$study,
                   if (m$exclude) " (baseline rows excluded)" else "", m$reml)
-  result <- tryCatch(summarise(lmer(as.formula(m$formula), data, REML = m$reml,
-                                    control = ctrl), call),
-                     error = function(e) list(call = call, nobs = nrow(data),
-                                              error = conditionMessage(e)))
+  notes <- character()
+  result <- tryCatch(
+    withCallingHandlers(
+      summarise(lmer(as.formula(m$formula), data, REML = m$reml, control = ctrl), call),
+      warning = function(w) {
+        notes <<- c(notes, conditionMessage(w)); invokeRestart("muffleWarning")
+      },
+      message = function(msg) {
+        notes <<- c(notes, trimws(conditionMessage(msg))); invokeRestart("muffleMessage")
+      }),
+    error = function(e) list(call = call, nobs = nrow(data), error = conditionMessage(e)))
+  result$lme4_messages <- I(notes)
   result$study <- m$study
   result$formula <- m$formula
   result$exclude_baseline <- m$exclude
@@ -106,7 +124,7 @@ for (name in names(out)[-1]) {
     cat("lme4 refuses:", out[[name]]$error, "\n")
     next
   }
-  print(out[[name]][c("fixef", "se", "sigma", "loglik", "singular", "nobs")])
+  print(out[[name]][c("fixef", "se", "sigma", "loglik", "singular", "nobs", "lme4_messages")])
   print(out[[name]]$varcorr)
 }
 sessionInfo()
