@@ -110,6 +110,7 @@ for (m in models) {
       }),
     error = function(e) list(call = call, nobs = nrow(data), error = conditionMessage(e)))
   result$lme4_messages <- I(notes)
+  result$reml <- m$reml
   result$study <- m$study
   result$formula <- m$formula
   result$exclude_baseline <- m$exclude
