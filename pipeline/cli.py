@@ -117,18 +117,14 @@ def _write_validation(result: ValidationResult, args: argparse.Namespace, key: b
     if not args.keep_ids and not failures.empty:
         from pipeline import privacy
 
+        # messages never hold an id (validate keeps ids in the value field): only the field
+        # is pseudonymised
         is_id = failures["column"] == "patient_id"
         failures.loc[is_id, "value"] = privacy.pseudonymise(failures.loc[is_id, "value"], key)
-        failures["message"] = failures["message"].str.replace(
-            r"patient \S+ was quarantined", "patient was quarantined", regex=True)
     io.write_csv(failures, folder / "failure_cases.csv")
     io.write_json({**result.summary, "inputs": inputs}, folder / "summary.json")
     for name, rows in result.quarantine.items():
-        safe = _private(rows, args, key)
-        if not args.keep_ids:
-            safe["reason"] = safe["reason"].str.replace(
-                r"patient \S+ was quarantined", "patient was quarantined", regex=True)
-        io.write_csv(safe, folder / "quarantine" / f"{name}.csv")
+        io.write_csv(_private(rows, args, key), folder / "quarantine" / f"{name}.csv")
     return folder
 
 

@@ -237,8 +237,10 @@ def spreadsheet_safe(series: pd.Series) -> pd.Series:
 
 
 def _for_csv(frame: pd.DataFrame) -> pd.DataFrame:
-    """Whole-number floats as integers, dates as ISO dates, formula-like text defused."""
+    """Whole-number floats as integers, dates as ISO dates, formula-like text (headers
+    included) defused."""
     out = frame.copy()
+    out.columns = spreadsheet_safe(pd.Series([str(c) for c in out.columns])).tolist()
     for column in out.columns:
         series = out[column]
         if pd.api.types.is_float_dtype(series.dtype):

@@ -83,7 +83,7 @@ def _builtin_message(check: str, column: str, value: str) -> str:
     if check == "not_nullable":
         return f"{column} is required but missing"
     if check == "field_uniqueness":
-        return f"{column} '{value}' appears more than once"
+        return f"this {column} appears more than once"  # the value is in its own field
     if check == "multiple_fields_uniqueness":
         return "the same (patient_id, session_number) appears more than once"
     return f"failed {check}"
@@ -166,14 +166,34 @@ def _cascade(
     rows = [
         {"table": table, "line": line, "column": "patient_id", "value": str(pid),
          "check": "patient_quarantined",
-         "message": f"patient {pid} was quarantined (patients line {rejected[str(pid)]})"}
+         "message": f"its patient was quarantined (patients line {rejected[str(pid)]})"}
         for line, pid in frame.loc[hit, "patient_id"].items()
     ]
     return pd.DataFrame(rows, columns=FAILURE_COLUMNS)
 
 
-def _quarantine(raw: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
-    """The rejected rows unchanged, with their line and every reason."""
+def declared_columns(raw: pd.DataFrame, declared: list[str]) -> pd.DataFrame:
+    """The declared columns of a raw table, under their contract names.
+
+    A header matches a declared column when it is equal up to case and surrounding spaces
+    (``" Patient_ID "`` is ``patient_id``); the first such header wins. Undeclared columns
+    (a name, an NHS number) are left out, so they never reach an output.
+    """
+    chosen: dict[str, str] = {}
+    for header in raw.columns:
+        name = str(header).strip().lower()
+        for column in declared:
+            if name == column.lower() and column not in chosen:
+                chosen[column] = header
+    ordered = [c for c in declared if c in chosen]
+    return raw[[chosen[c] for c in ordered]].set_axis(ordered, axis=1)
+
+
+def _quarantine(raw: pd.DataFrame, failures: pd.DataFrame, declared: list[str]
+                ) -> pd.DataFrame:
+    """The rejected rows as read (declared columns only, under their contract names), with
+    their line and every reason."""
+    raw = declared_columns(raw, declared)
     if failures.empty:
         return raw.iloc[0:0].assign(line=pd.Series(dtype=int), reason=pd.Series(dtype=str))
     reasons = (
@@ -268,7 +288,8 @@ def _result(
     valid: dict[str, pd.DataFrame],
     failures: dict[str, pd.DataFrame],
 ) -> ValidationResult:
-    quarantine = {n: _quarantine(raw_tables[n].frame, f) for n, f in failures.items()}
+    quarantine = {n: _quarantine(raw_tables[n].frame, f, list(CONTRACTS[n].schema().columns))
+                  for n, f in failures.items()}
     all_failures = _combine(list(failures.values()))
     if not all_failures.empty:
         order = {n: i for i, n in enumerate(TABLE_ORDER)}

@@ -119,3 +119,10 @@ def test_infinite_floats_are_written_not_cast_to_integers(tmp_path: Path) -> Non
     frame = pd.DataFrame({"ci_high": [float("inf"), float("inf")], "n": [1.0, 2.0]})
     path = io.write_csv(frame, tmp_path / "t.csv")
     assert path.read_text().splitlines() == ["ci_high,n", "inf,1", "inf,2"]
+
+
+def test_formula_headers_are_defused(tmp_path: Path) -> None:
+    frame = pd.DataFrame({'=HYPERLINK("http://x")': ["=1+2"], "-3": ["-3"]})
+    header, row = io.write_csv(frame, tmp_path / "t.csv").read_text().splitlines()
+    assert header.startswith("\"'=HYPERLINK") and row.startswith("'=1+2")
+    assert header.endswith(",-3") and row.endswith(",-3")

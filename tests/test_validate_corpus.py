@@ -160,7 +160,28 @@ def test_rejected_patient_takes_sessions_and_followups(write_study: StudyWriter)
     assert counts["sessions"]["rows_quarantined"] == 3
     assert counts["followups"]["rows_quarantined"] == 1
     reasons = result.quarantine["sessions"]["reason"]
-    assert reasons.str.contains("patient P3 was quarantined \\(patients line 4\\)").all()
+    assert reasons.str.contains("its patient was quarantined \\(patients line 4\\)").all()
+    assert not reasons.str.contains("P3").any()  # ids travel as fields, never in messages
+    cascade = result.failure_cases[result.failure_cases["check"] == "patient_quarantined"]
+    assert set(cascade["value"]) == {"P3"}
+
+
+def test_quarantine_has_declared_columns_only_under_contract_names(
+        write_study: StudyWriter) -> None:
+    """An NHS number or a name never reaches the quarantine; ``" Patient_ID "`` is
+    ``patient_id`` there (so it is pseudonymised like any id)."""
+    patients = base_patients()
+    for row in patients:
+        row["nhs_number"] = "943 476 5919"
+        row["full_name"] = "Jane Doe"
+    patients[0]["condition"] = "nonsense"
+    folder = write_study(patients=patients)
+    text = (folder / "patients.csv").read_text().replace("patient_id", " Patient_ID ", 1)
+    (folder / "patients.csv").write_text(text)
+    quarantine = _validate(folder).quarantine["patients"]
+    assert "nhs_number" not in quarantine.columns and "full_name" not in quarantine.columns
+    assert quarantine["patient_id"].tolist() == ["P1"]
+    assert list(quarantine.columns[:2]) == ["line", "patient_id"]
 
 
 def test_quarantine_keeps_the_row_unchanged(write_study: StudyWriter) -> None:
