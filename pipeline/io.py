@@ -152,9 +152,14 @@ def _record_lines(text: str, delimiter: str, n_records: int) -> list[int]:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     starts: list[int] = []
     previous_end = 0
-    for _row in reader:
-        starts.append(previous_end + 1)
-        previous_end = reader.line_num
+    # no field is longer than the file: lift the csv module's 131072-character limit
+    default_limit = csv.field_size_limit(max(len(text), csv.field_size_limit()))
+    try:
+        for _row in reader:
+            starts.append(previous_end + 1)
+            previous_end = reader.line_num
+    finally:
+        csv.field_size_limit(default_limit)
     return starts[1 : n_records + 1]
 
 

@@ -126,3 +126,14 @@ def test_formula_headers_are_defused(tmp_path: Path) -> None:
     header, row = io.write_csv(frame, tmp_path / "t.csv").read_text().splitlines()
     assert header.startswith("\"'=HYPERLINK") and row.startswith("'=1+2")
     assert header.endswith(",-3") and row.endswith(",-3")
+
+
+def test_quoted_field_beyond_the_csv_module_limit_is_read(tmp_path: Path) -> None:
+    huge = "x" * (131_072 + 10)  # the csv module's default field limit is 131072
+    path = tmp_path / "t.csv"
+    path.write_text(f'a,b\n1,"{huge}"\n2,y\n')
+    table = io.read_table(path, "t")
+    assert table.frame.loc[2, "b"] == huge and list(table.frame.index) == [2, 3]
+    import csv
+
+    assert csv.field_size_limit() == 131_072  # the module default is restored
