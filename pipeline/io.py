@@ -76,9 +76,23 @@ def read_table(path: Path, name: str) -> RawTable:
     """Read one table file (CSV or Parquet) without changing any value."""
     if not path.exists():
         raise InputError(path, "file not found")
+    if not path.is_file():
+        raise InputError(path, "not a file")
     if path.suffix == ".parquet":
         return _read_parquet(path, name)
     return _read_csv(path, name)
+
+
+def _check_unique_columns(path: Path, columns: list[str]) -> None:
+    """Two columns whose names differ only by case or surrounding spaces (``phq9`` and
+    `` PHQ9 ``) are one column given twice: which one holds the data cannot be told."""
+    seen: dict[str, str] = {}
+    for column in columns:
+        key = str(column).strip().lower()
+        if key in seen:
+            raise InputError(path, f"columns {seen[key]!r} and {column!r} are the same column "
+                             "(names differ only by case or spaces); keep one")
+        seen[key] = column
 
 
 def _read_parquet(path: Path, name: str) -> RawTable:
@@ -88,6 +102,7 @@ def _read_parquet(path: Path, name: str) -> RawTable:
         raise InputError(path, f"not a readable Parquet file ({exc})") from exc
     if len(frame.columns) == 0:
         raise InputError(path, "the file has no columns")
+    _check_unique_columns(path, [str(c) for c in frame.columns])
     frame.index = pd.RangeIndex(1, len(frame) + 1, name="line")
     if frame.empty:
         raise InputError(path, "the file has no data rows")
@@ -119,6 +134,10 @@ def _read_csv(path: Path, name: str) -> RawTable:
     text = _decode(path)
     header_line = text.splitlines()[0]
     delimiter = detect_delimiter(header_line)
+    try:  # the header as written (pandas renames an exact repeat to ``name.1``)
+        _check_unique_columns(path, next(csv.reader([header_line], delimiter=delimiter)))
+    except csv.Error:
+        pass  # a header pandas cannot read either is reported below
     try:
         frame = pd.read_csv(
             io.StringIO(text),

@@ -137,3 +137,18 @@ def test_quoted_field_beyond_the_csv_module_limit_is_read(tmp_path: Path) -> Non
     import csv
 
     assert csv.field_size_limit() == 131_072  # the module default is restored
+
+
+@pytest.mark.parametrize("twin", ["phq9", "PHQ9", " phq9", " PHQ9 "])
+def test_columns_differing_only_by_case_or_spaces_are_unusable(tmp_path: Path,
+                                                               twin: str) -> None:
+    path = tmp_path / "sessions.csv"
+    path.write_text(f"patient_id,phq9,{twin}\nP1,1,2\n")
+    with pytest.raises(io.InputError, match=f"'phq9' and '{twin}' are the same column"):
+        io.read_table(path, "sessions")
+
+
+def test_a_folder_where_a_table_file_should_be_is_unusable(tmp_path: Path) -> None:
+    (tmp_path / "patients.csv").mkdir()
+    with pytest.raises(io.InputError, match="not a file"):
+        io.read_table(tmp_path / "patients.csv", "patients")
