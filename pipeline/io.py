@@ -10,6 +10,7 @@ Parquet files the index is the 1-based row number.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import filecmp
 import hashlib
@@ -134,10 +135,10 @@ def _read_csv(path: Path, name: str) -> RawTable:
     text = _decode(path)
     header_line = text.splitlines()[0]
     delimiter = detect_delimiter(header_line)
-    try:  # the header as written (pandas renames an exact repeat to ``name.1``)
+    # the header as written (pandas renames an exact repeat to ``name.1``); a header that
+    # the csv module cannot split is left to pandas, which reports it
+    with contextlib.suppress(csv.Error):
         _check_unique_columns(path, next(csv.reader([header_line], delimiter=delimiter)))
-    except csv.Error:
-        pass  # a header pandas cannot read either is reported below
     try:
         frame = pd.read_csv(
             io.StringIO(text),
