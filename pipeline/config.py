@@ -398,16 +398,32 @@ def from_mapping(values: dict[str, Any] | None) -> StudyConfig:
     return _check(_build(StudyConfig, values or {}, ""))
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` without aliases: ``*name`` repeats a node, so a short document of
+    nested aliases (a "billion laughs") would expand to billions of list items when the
+    config is checked. A study config has no need of them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{event.anchor}) are not allowed in a study config; "
+                "write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def load(path: Path | None) -> StudyConfig:
     """Load a study config file (``None``: the defaults)."""
     if path is None:
         return from_mapping(None)
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.load(path.read_text(), Loader=_NoAliasLoader)
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: file not found") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from exc
     try:
         return from_mapping(values)
     except ConfigError as exc:

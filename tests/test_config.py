@@ -140,3 +140,19 @@ def test_for_data_uses_a_scored_instrument_when_the_primary_has_none() -> None:
     assert "phq9 has no scores" in notes[0]
     unchanged, _ = config.for_data(study, [])
     assert unchanged.primary_instrument == "phq9"
+
+
+def test_yaml_aliases_are_refused_so_an_alias_bomb_cannot_expand(tmp_path: Path) -> None:
+    lines = ["audit:", "  funnel_levels:", f"    a0: &a0 [{', '.join(['0.9'] * 9)}]"]
+    lines += [f"    a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(config.ConfigError, match=r"bomb.yaml: not valid YAML.*aliases"):
+        config.load(path)
+
+
+def test_deeply_nested_yaml_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("[" * 5000 + "]" * 5000)
+    with pytest.raises(config.ConfigError, match=r"deep\.yaml"):
+        config.load(path)
