@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import json
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -52,13 +53,42 @@ class UsageError(Exception):
 # --------------------------------------------------------------------------- options
 
 
+def _share(text: str) -> float:
+    """``--max-quarantine``: a share in [0, 1] (not nan, inf or a percentage)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:  # also false for nan
+        raise argparse.ArgumentTypeError(f"a share between 0 and 1 (0.05 = 5%), got {text!r}")
+    return value
+
+
+def _date_format(text: str) -> str:
+    """``--date-format``: a strftime format that writes a date and reads it back."""
+    import datetime
+
+    sample = datetime.datetime(2024, 3, 17)
+    try:
+        written = sample.strftime(text)
+        ok = pd.to_datetime(written, format=text) == pd.Timestamp(sample)
+    except (ValueError, TypeError, OverflowError, re.error):
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} cannot write and read back a date (unknown or incomplete directives); "
+            "use strftime directives for day, month and year, e.g. %d/%m/%Y")
+    return text
+
+
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data_dir", type=Path, help="study folder with patients, sessions "
                         "and (optionally) followups as .csv or .parquet")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--date-format", default=None, help="strftime format of non-ISO "
-                        "dates in the input, e.g. %%d/%%m/%%Y (default: ISO YYYY-MM-DD only)")
-    parser.add_argument("--max-quarantine", type=float, default=0.05, help="largest share "
+    parser.add_argument("--date-format", default=None, type=_date_format, help="strftime "
+                        "format of non-ISO dates in the input, e.g. %%d/%%m/%%Y (default: ISO "
+                        "YYYY-MM-DD only)")
+    parser.add_argument("--max-quarantine", type=_share, default=0.05, help="largest share "
                         "of any table's rows that may be quarantined before the data count "
                         "as invalid (exit 1); default 0.05")
     parser.add_argument("--strict", action="store_true", help="exit 1 on any fault at all")

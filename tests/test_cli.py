@@ -202,3 +202,27 @@ def test_models_relapse_and_audit_do_not_fit_the_format_comparison(
     analyses = pd.read_csv(out / "tables" / "analyses.csv", keep_default_na=False)
     assert set(analyses["stage"]) == {"derive", "relapse"}
     assert not (out / "figures" / "outcome_rates.png").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "2", "text", "1e309"])
+def test_max_quarantine_outside_zero_to_one_is_a_usage_error(
+        value: str, write_study: StudyWriter, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["validate", str(write_study()), "--out", str(tmp_path / "o"),
+              f"--max-quarantine={value}"])
+    assert stopped.value.code == 2
+    assert "--max-quarantine" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("date_format", ["%Q", "%", "%%", "%Y" * 2000, "%Y-%m-%d%", "0"])
+def test_unusable_date_format_is_a_usage_error_checked_up_front(
+        date_format: str, write_study: StudyWriter, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["validate", str(write_study()), "--out", str(tmp_path / "o"),
+              f"--date-format={date_format}"])
+    assert stopped.value.code == 2
+    assert "--date-format" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
