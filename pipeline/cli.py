@@ -53,6 +53,15 @@ class UsageError(Exception):
 # --------------------------------------------------------------------------- options
 
 
+def _folder(text: str) -> Path:
+    """A folder path: not empty, no NUL byte (the operating system cannot name either)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a folder")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"a path cannot hold a NUL byte: {text!r}")
+    return Path(text)
+
+
 def _share(text: str) -> float:
     """``--max-quarantine``: a share in [0, 1] (not nan, inf or a percentage)."""
     try:
@@ -82,9 +91,9 @@ def _date_format(text: str) -> str:
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data_dir", type=Path, help="study folder with patients, sessions "
+    parser.add_argument("data_dir", type=_folder, help="study folder with patients, sessions "
                         "and (optionally) followups as .csv or .parquet")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--out", type=_folder, required=True, help="output folder")
     parser.add_argument("--date-format", default=None, type=_date_format, help="strftime "
                         "format of non-ISO dates in the input, e.g. %%d/%%m/%%Y (default: ISO "
                         "YYYY-MM-DD only)")
@@ -566,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="render OUT/report.html from existing outputs",
                        description=cmd_report.__doc__)
-    p.add_argument("--out", type=Path, required=True, help="output folder of a run")
+    p.add_argument("--out", type=_folder, required=True, help="output folder of a run")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="write the synthetic demo cohort",
@@ -620,6 +629,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNUSABLE
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    except OSError as exc:  # the system refused a path: OUT under a file, name too long...
+        log.debug("operating system error", exc_info=True)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     except KeyboardInterrupt:
         print("interrupted: a whole run leaves OUT as it was before; a stage command leaves "

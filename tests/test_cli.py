@@ -226,3 +226,25 @@ def test_unusable_date_format_is_a_usage_error_checked_up_front(
     assert stopped.value.code == 2
     assert "--date-format" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("out", ["", " ", "o\x00ut"])
+def test_out_that_cannot_name_a_folder_is_a_usage_error(
+        out: str, write_study: StudyWriter, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["validate", str(write_study()), "--out", out])
+    assert stopped.value.code == 2 and "--out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["under_a_file", "name_too_long", "dangling_symlink"])
+def test_out_the_system_refuses_exits_2_naming_it(
+        kind: str, write_study: StudyWriter, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("x")
+    out = {"under_a_file": tmp_path / "file" / "out", "name_too_long": tmp_path / ("o" * 300),
+           "dangling_symlink": tmp_path / "link"}[kind]
+    if kind == "dangling_symlink":
+        out.symlink_to(tmp_path / "nowhere" / "deeper")
+    code = main(["validate", str(write_study()), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and str(tmp_path) in err and "internal error" not in err
