@@ -25,6 +25,7 @@ BDI-II Manual.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,9 +259,16 @@ def _coerce(cls: type[Any], spec: dataclasses.Field[Any], value: Any, where: str
     if "float" in declared or "int" in declared:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return value
+        return _finite(value, where)
     if not isinstance(value, str):
         raise ConfigError(f"{where}: expected text, got {value!r}")
+    return value
+
+
+def _finite(value: float, where: str) -> float:
+    """No definition, threshold or horizon is NaN or infinite (YAML's .nan, .inf)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
     return value
 
 
@@ -297,7 +305,7 @@ def _typed_item(kind: str, item: Any, where: str) -> Any:
     if kind in ("float", "int"):
         if isinstance(item, bool) or not isinstance(item, int | float):
             raise ConfigError(f"{where}: expected a number, got {item!r}")
-        return item
+        return _finite(item, where)
     if not isinstance(item, str):
         raise ConfigError(f"{where}: expected text, got {item!r}")
     return item
@@ -374,6 +382,8 @@ def _check_lists(config: StudyConfig) -> None:
     for i, week in enumerate(config.relapse.horizon_weeks):
         if week <= 0:
             raise ConfigError(f"relapse.horizon_weeks[{i}]: a positive number of weeks")
+    if config.relapse.rmst_weeks <= 0:
+        raise ConfigError("relapse.rmst_weeks: a positive number of weeks")
 
 
 def check_columns(config: StudyConfig, patient_columns: list[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,21 @@ def test_deeply_nested_yaml_is_a_config_error(tmp_path: Path) -> None:
     path.write_text("[" * 5000 + "]" * 5000)
     with pytest.raises(config.ConfigError, match=r"deep\.yaml"):
         config.load(path)
+
+
+@pytest.mark.parametrize(("values", "key"), [
+    ({"relapse": {"horizon_weeks": [float("nan")]}}, "relapse.horizon_weeks[0]"),
+    ({"relapse": {"rmst_weeks": float("inf")}}, "relapse.rmst_weeks"),
+    ({"instruments": {"phq9": {"caseness": float("nan")}}}, "instruments.phq9.caseness"),
+    ({"audit": {"effect_size_bands": [["phq9", float("nan"), 0.7, 0.4]]}},
+     "audit.effect_size_bands[0][1]"),
+])
+def test_nan_and_infinite_numbers_are_refused_naming_the_key(values: dict[str, object],
+                                                             key: str) -> None:
+    with pytest.raises(config.ConfigError, match=re.escape(f"{key}: expected a finite number")):
+        config.from_mapping(values)
+
+
+def test_rmst_horizon_must_be_positive() -> None:
+    with pytest.raises(config.ConfigError, match=r"relapse\.rmst_weeks: a positive"):
+        config.from_mapping({"relapse": {"rmst_weeks": -1}})
