@@ -384,6 +384,8 @@ def _check_lists(config: StudyConfig) -> None:
             raise ConfigError(f"relapse.horizon_weeks[{i}]: a positive number of weeks")
     if config.relapse.rmst_weeks <= 0:
         raise ConfigError("relapse.rmst_weeks: a positive number of weeks")
+    if not isinstance(config.audit.seed, int) or config.audit.seed < 0:
+        raise ConfigError(f"audit.seed: a whole number of at least 0, got {config.audit.seed!r}")
 
 
 def check_columns(config: StudyConfig, patient_columns: list[str]) -> None:

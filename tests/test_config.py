@@ -175,3 +175,9 @@ def test_nan_and_infinite_numbers_are_refused_naming_the_key(values: dict[str, o
 def test_rmst_horizon_must_be_positive() -> None:
     with pytest.raises(config.ConfigError, match=r"relapse\.rmst_weeks: a positive"):
         config.from_mapping({"relapse": {"rmst_weeks": -1}})
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5])
+def test_audit_seed_is_a_non_negative_whole_number(seed: float) -> None:
+    with pytest.raises(config.ConfigError, match=r"audit\.seed: a whole number"):
+        config.from_mapping({"audit": {"seed": seed}})
