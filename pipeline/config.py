@@ -364,7 +364,39 @@ def _check(config: StudyConfig) -> StudyConfig:
     if config.suppress_below < 1:
         raise ConfigError("suppress_below: at least 1")
     _check_lists(config)
+    _check_ranges(config)
     return config
+
+
+#: (key, value, smallest allowed, largest allowed); None: no bound on that side.
+def _ranges(config: StudyConfig) -> list[tuple[str, float, float | None, float | None]]:
+    pop, audit = config.populations, config.audit
+    return [
+        ("populations.finished_course_min_sessions", pop.finished_course_min_sessions, 1, None),
+        ("populations.completer_min_sessions", pop.completer_min_sessions, 1, None),
+        ("populations.final_phase_start", pop.final_phase_start, 1, None),
+        ("populations.dropout_gap_weeks", pop.dropout_gap_weeks, 0, None),
+        ("comparison.min_level_n", config.comparison.min_level_n, 1, None),
+        ("relapse.min_events_per_parameter", config.relapse.min_events_per_parameter, 1, None),
+        ("audit.recovery_target", audit.recovery_target, 0, 1),
+        ("audit.completeness_standard", audit.completeness_standard, 0, 1),
+        ("audit.min_funnel_n", audit.min_funnel_n, 1, None),
+        ("audit.winsorise", audit.winsorise, 0, 0.49),
+        ("audit.overdispersion_alpha", audit.overdispersion_alpha, 0, 1),
+        ("audit.min_level_n", audit.min_level_n, 1, None),
+        ("audit.bootstrap_resamples", audit.bootstrap_resamples, 1, None),
+        ("audit.planned_sessions", audit.planned_sessions, 1, None),
+        ("audit.prediction_level", audit.prediction_level, 0.01, 0.999),
+        ("audit.max_model_patients", audit.max_model_patients, 10, None),
+    ]
+
+
+def _check_ranges(config: StudyConfig) -> None:
+    """Values outside their meaningful range (a share above 1, zero bootstrap resamples)."""
+    for key, value, low, high in _ranges(config):
+        if (low is not None and value < low) or (high is not None and value > high):
+            span = (f"between {low} and {high}" if high is not None else f"at least {low}")
+            raise ConfigError(f"{key}: {span}, got {value!r}")
 
 
 def _check_lists(config: StudyConfig) -> None:

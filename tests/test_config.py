@@ -181,3 +181,18 @@ def test_rmst_horizon_must_be_positive() -> None:
 def test_audit_seed_is_a_non_negative_whole_number(seed: float) -> None:
     with pytest.raises(config.ConfigError, match=r"audit\.seed: a whole number"):
         config.from_mapping({"audit": {"seed": seed}})
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"populations": {"finished_course_min_sessions": -5}},
+     r"populations.finished_course_min_sessions: at least 1, got -5"),
+    ({"populations": {"completer_min_sessions": 0}}, r"completer_min_sessions: at least 1"),
+    ({"audit": {"bootstrap_resamples": 0}}, r"audit.bootstrap_resamples: at least 1"),
+    ({"audit": {"recovery_target": 5}}, r"audit.recovery_target: between 0 and 1, got 5"),
+    ({"audit": {"max_model_patients": 0}}, r"audit.max_model_patients: at least 10"),
+    ({"audit": {"planned_sessions": 0}}, r"audit.planned_sessions: at least 1"),
+])
+def test_values_outside_their_range_are_refused(values: dict[str, object],
+                                                message: str) -> None:
+    with pytest.raises(config.ConfigError, match=message):
+        config.from_mapping(values)

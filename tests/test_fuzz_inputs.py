@@ -480,10 +480,8 @@ def test_hostile_yaml_documents_get_a_message(document: str,
 @pytest.mark.parametrize("document", [
     "populations: {completer_min_sessions: 0}\n"
     "audit: {recovery_target: 5, planned_sessions: 0, max_model_patients: 0}\n",
-    pytest.param(
-        "populations: {finished_course_min_sessions: -5}\naudit: {bootstrap_resamples: 0}\n",
-        marks=pytest.mark.xfail(strict=True, reason="known: audit/units fails (exit 4, "
-                                "TypeError: cannot unpack non-iterable numpy.float64)")),
+    # once exit 4 (audit/units: zero bootstrap resamples); now refused at loading, exit 2
+    "populations: {finished_course_min_sessions: -5}\naudit: {bootstrap_resamples: 0}\n",
     "relapse: {horizon_weeks: [1.0e9], rmst_weeks: 1.0e-9, min_events_per_parameter: 0}\n"
     "trajectories: {contrast_week: -100}\nsuppress_below: 1000000000\n",
 ])
