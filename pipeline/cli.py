@@ -168,8 +168,9 @@ def _write_validation(result: ValidationResult, args: argparse.Namespace, key: b
 
 
 def _emit(output: StageOutput, args: argparse.Namespace, key: bytes, stage: str) -> None:
-    """Write a stage's tables, figures and messages under OUT, and remove what the stage
-    wrote last time but not now (an analysis now not estimable leaves no stale table)."""
+    """Write a stage's tables, figures and messages under OUT (and nowhere else: every
+    path passes :func:`pipeline.io.inside`), and remove what the stage wrote last time but
+    not now (an analysis now not estimable leaves no stale table)."""
     from pipeline import run_folder
     from pipeline.figures import png_bytes
 
@@ -177,11 +178,12 @@ def _emit(output: StageOutput, args: argparse.Namespace, key: bytes, stage: str)
     for name, table in output.tables.items():
         # the audit pseudonymises (and sorts by pseudonym) itself
         safe = table if output.folder == "audit" else _private(table, args, key)
-        written.append(io.write_csv(safe, args.out / output.folder / f"{name}.csv"))
+        written.append(io.write_csv(safe, io.inside(args.out, output.folder, f"{name}.csv")))
     for name, figure in output.figures.items():
-        written.append(io.write_bytes(png_bytes(figure), args.out / "figures" / f"{name}.png"))
+        written.append(io.write_bytes(png_bytes(figure),
+                                      io.inside(args.out, "figures", f"{name}.png")))
     written.append(io.write_text(json.dumps(list(output.messages), indent=2) + "\n",
-                                 args.out / "messages" / f"{stage}.json"))
+                                 io.inside(args.out, "messages", f"{stage}.json")))
     run_folder.replace_stage_outputs(args.out, stage, written)
 
 

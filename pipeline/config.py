@@ -327,6 +327,37 @@ def _instruments(value: Any, where: str) -> dict[str, InstrumentRules]:
     return rules
 
 
+BUILTIN_MODELS = ("growth", "phases", "problem_area", "completers", "pattern_mixture")
+#: A model name becomes part of output file names: lower-case letters, digits and ``_``.
+MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def _check_custom(models: tuple[ModelSpec, ...]) -> None:
+    """Refuse unsafe names and formulas of custom models before any data are read.
+
+    A name must match :data:`MODEL_NAME` (it names output files, so ``x/../..`` could
+    otherwise write outside the output folder) and differ from the built-in models and the
+    other custom models; a formula must parse under the whitelist grammar of
+    :mod:`pipeline.formula_grammar` (``formulaic`` evaluates formulas as Python).
+    """
+    from pipeline.lme_formula import FormulaError, to_spec
+
+    seen = set(BUILTIN_MODELS)
+    for i, model in enumerate(models):
+        where = f"trajectories.custom[{i}]"
+        if not MODEL_NAME.match(model.name):
+            raise ConfigError(f"{where}.name: {model.name!r} is not a safe name; use 1-64 "
+                              "lower-case letters, digits and _, starting with a letter")
+        if model.name in seen:
+            raise ConfigError(f"{where}.name: {model.name!r} is already the name of "
+                              "another model")
+        seen.add(model.name)
+        try:
+            to_spec(model.formula, model.reml)
+        except FormulaError as exc:
+            raise ConfigError(f"{where}.formula: {exc}") from exc
+
+
 def _check(config: StudyConfig) -> StudyConfig:
     """Cross-field rules that a type check cannot see."""
     if config.primary_instrument not in INSTRUMENTS:
@@ -346,10 +377,8 @@ def _check(config: StudyConfig) -> StudyConfig:
             raise ConfigError(f"instruments.{name}.reliability: a value in [0, 1)")
         if rules.jt_cutoff not in ("a", "b", "c", "caseness"):
             raise ConfigError(f"instruments.{name}.jt_cutoff: use a, b, c or caseness")
-    for model in config.trajectories.custom:
-        if "~" not in model.formula:
-            raise ConfigError(f"trajectories.custom.{model.name}: formula needs 'outcome ~ terms'")
-    known_models = {"growth", "phases", "problem_area", "completers", "pattern_mixture"}
+    _check_custom(config.trajectories.custom)
+    known_models = set(BUILTIN_MODELS)
     unknown = set(config.trajectories.models) - known_models
     if unknown:
         raise ConfigError(f"trajectories.models: unknown {', '.join(sorted(unknown))}; "
@@ -536,8 +565,10 @@ trajectories:                       # mixed-effects models of every observed sco
   max_patients: 250000              # more patients: models fit a sample of this many
                                     # (null: all; ~12 GB per million patients, docs/SCALING.md)
   custom: []                        # your own lme4-style models, e.g.
-  # - name: trial
+  # - name: trial                   # a-z, 0-9 and _ (it names the output tables)
   #   formula: "bdi2 ~ baseline_bdi2 + weeks + arm + (1 | patient_id)"
+  #                                 # column names, numbers, ~ + - * : / ^ ( ) | ||,
+  #                                 # I(), log(), exp() (+ - * / ** inside), poly(x, 2), C(x)
   #   exclude_baseline: true        # the baseline score is a covariate, not an outcome row
   #   reml: true
 relapse:

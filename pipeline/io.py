@@ -206,17 +206,40 @@ KEY_FILE_ENV = "IPT_PSEUDONYM_KEY_FILE"
 DEFAULT_KEY_FILE = Path.home() / ".config" / "ipt-outcomes" / "pseudonym.key"
 
 
+MIN_KEY_BYTES = 16  # 128 bits: HMAC keys shorter than this can be guessed
+MAKE_KEY = 'python -c "import secrets; print(secrets.token_hex(32))"'
+
+
+def _key_from_hex(text: str, source: str) -> bytes:
+    """The key bytes of hex ``text``; refused unless hex and at least 128 bits long."""
+    how = f"make one with: {MAKE_KEY}"
+    try:
+        key = bytes.fromhex(text)
+    except ValueError as exc:
+        raise InputError(source, f"the pseudonymisation key must be hex digits; {how}") \
+            from exc
+    if len(key) < MIN_KEY_BYTES:
+        raise InputError(source, f"the pseudonymisation key is too short ({len(key) * 8} "
+                                 f"bits); it needs at least {MIN_KEY_BYTES * 8} bits "
+                                 f"({MIN_KEY_BYTES * 2} hex digits); {how}")
+    return key
+
+
 def load_or_create_key(out_dir: Path | None = None) -> bytes:
     """The pseudonymisation key: ``$IPT_PSEUDONYM_KEY`` (hex), else the key file
     (``$IPT_PSEUDONYM_KEY_FILE`` or ``~/.config/ipt-outcomes/pseudonym.key``), created with
     a random 256-bit key on first use (mode 600). The key file must not lie inside the output
     folder ``out_dir``; the key is never logged.
+
+    Raises
+    ------
+    InputError
+        If the key is not hex or shorter than 128 bits (32 hex digits): a short key lets
+        anyone holding an output try every key and recover the patient ids behind the
+        pseudonyms. The message says how to make a key.
     """
     if os.environ.get(KEY_ENV):
-        try:
-            return bytes.fromhex(os.environ[KEY_ENV])
-        except ValueError as exc:
-            raise InputError(KEY_ENV, "the pseudonymisation key must be hex digits") from exc
+        return _key_from_hex(os.environ[KEY_ENV].strip(), KEY_ENV)
     path = Path(os.environ.get(KEY_FILE_ENV, str(DEFAULT_KEY_FILE))).expanduser().resolve()
     if out_dir is not None and out_dir.resolve() in path.parents:
         raise InputError(path, "the pseudonymisation key file must not be inside the output")
@@ -226,10 +249,7 @@ def load_or_create_key(out_dir: Path | None = None) -> bytes:
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32) + "\n")
         log.info("created a new pseudonymisation key file")
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except ValueError as exc:
-        raise InputError(path, "the pseudonymisation key file must hold hex digits") from exc
+    return _key_from_hex(path.read_text().strip(), str(path))
 
 
 def file_sha256(path: Path) -> str:
@@ -295,6 +315,31 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if temporary.exists():
             temporary.unlink()
+
+
+def inside(out_dir: Path, *parts: str) -> Path:
+    """The path ``out_dir/parts...``, refused unless it resolves strictly inside ``out_dir``.
+
+    The guard at the writing edge: names of tables, figures and models become file names,
+    and whatever a name holds (``..``, ``/``, an absolute path, a symbolic link out of the
+    folder), nothing is written outside the output folder.
+
+    Raises
+    ------
+    InputError
+        If the resolved path is not below the resolved ``out_dir``.
+
+    Examples
+    --------
+    >>> inside(Path("out"), "tables", "rates.csv")
+    PosixPath('out/tables/rates.csv')
+    """
+    path = out_dir.joinpath(*parts)
+    root = out_dir.resolve()
+    resolved = path.resolve()
+    if resolved == root or not resolved.is_relative_to(root):
+        raise InputError(path, f"refused: would be written outside the output folder {out_dir}")
+    return path
 
 
 def write_csv(frame: pd.DataFrame, path: Path, index: bool = False) -> Path:

@@ -1,8 +1,13 @@
 """Parse lme4-style model formulas into a :class:`pipeline.engines.MixedSpec`.
 
 A formula is ``outcome ~ fixed terms + random terms``. The fixed terms use the usual
-Wilkinson-Rogers notation (``+``, ``:``, ``*``, ``-1``/``0 +``, functions such as
-``log(weeks + 1)``), passed to ``formulaic`` unchanged. Random terms are lme4 "bars":
+Wilkinson-Rogers notation (``+``, ``:``, ``*``, ``/``, ``^``, ``-1``/``0 +``) and the
+functions ``I()``, ``log()``, ``exp()`` (arithmetic ``+ - * / **`` on column names and
+numbers inside), ``poly(column, degree)`` and ``C(column)``, passed to ``formulaic``
+unchanged. Because ``formulaic`` evaluates terms as Python, every formula is first checked
+against the whitelist grammar of :mod:`pipeline.formula_grammar` (no attribute access,
+subscripts, strings, keywords or other functions); anything else is a
+:class:`FormulaError` quoting the offending part. Random terms are lme4 "bars":
 
 =====================================  ==============================================
 ``(1 | g)``                            random intercept per level of ``g``
@@ -31,14 +36,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from pipeline.engines import MixedSpec, RandomEffect
+from pipeline.formula_grammar import FormulaError, check_formula
 
 __all__ = ["FormulaError", "ParsedFormula", "parse", "to_spec"]
 
-_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
-
-
-class FormulaError(ValueError):
-    """A formula that cannot be read; the message quotes the offending part."""
+_NAME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,8 @@ def parse(formula: str) -> ParsedFormula:
     Raises
     ------
     FormulaError
-        Without ``~``, with unbalanced parentheses, or with a bar this module cannot read.
+        Outside the grammar of :mod:`pipeline.formula_grammar`, without ``~``, with
+        unbalanced parentheses, or with a bar this module cannot read.
 
     Examples
     --------
@@ -150,6 +153,7 @@ def parse(formula: str) -> ParsedFormula:
     """
     if formula.count("~") != 1:
         raise FormulaError(f"a formula needs exactly one '~': {formula!r}")
+    check_formula(formula)
     left, right = (side.strip() for side in formula.split("~"))
     if not _NAME.match(left):
         raise FormulaError(f"the outcome must be a column name: {left!r}")

@@ -8,6 +8,10 @@ Naming: ``Intercept`` becomes ``(Intercept)`` (as in lme4) and treatment contras
 ``format[T.group]`` become ``format[group]``. Aliased columns are found as in R's ``lm``:
 a column is dropped when it lies in the span of the columns before it (relative residual
 sum of squares below 1e-10), and a message names it.
+
+``formulaic`` evaluates formula terms as Python, so every fixed part is checked against the
+whitelist grammar of :mod:`pipeline.formula_grammar` before ``formulaic`` sees it (a
+``FormulaError``, a ``ValueError``, otherwise), however the spec was made.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import pandas as pd
 from formulaic import Formula, model_matrix
 
 from pipeline.estimability import require
+from pipeline.formula_grammar import check_fixed
 
 if TYPE_CHECKING:
     from pipeline.engines import MixedSpec
@@ -133,6 +138,7 @@ def _level_values(data: pd.DataFrame, level: str) -> pd.Series:
 
 def required_columns(spec: MixedSpec, data: pd.DataFrame) -> list[str]:
     """Columns that must be present (and not missing) for a row to be used."""
+    check_fixed(spec.fixed)
     needed = [spec.outcome, *sorted(Formula(spec.fixed).required_variables)]
     for effect in spec.random:
         needed += [t for t in effect.terms if t != "1"]
@@ -196,7 +202,13 @@ def build_fixed(rhs: str, data: pd.DataFrame) -> tuple[FloatArray, FixedDesign, 
     -------
     (ndarray, FixedDesign, list of str)
         The matrix, its reusable design, and notes naming dropped columns.
+
+    Raises
+    ------
+    pipeline.formula_grammar.FormulaError
+        If ``rhs`` is outside the whitelist grammar (it is never evaluated then).
     """
+    check_fixed(rhs)
     frame = model_matrix(rhs, data, na_action="ignore")
     names = [readable(str(c)) for c in frame.columns]
     matrix = np.empty(frame.shape, order="F")  # column by column: 5x faster than to_numpy
