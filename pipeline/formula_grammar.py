@@ -136,10 +136,9 @@ def tokenize(text: str, quoted: bool = False) -> list[Token]:
             kind = "name"
         if kind != "space":
             tokens.append(Token(kind, match.group(), position))
+            if kind == "name" and not match.group().startswith("`"):
+                _check_name(text, tokens[-1])
         position = match.end()
-    for token in tokens:
-        if token.kind == "name" and not token.text.startswith("`"):
-            _check_name(text, token)
     tokens.append(Token("end", "", len(text)))
     return tokens
 

@@ -248,3 +248,68 @@ def test_out_the_system_refuses_exits_2_naming_it(
     code = main(["validate", str(write_study()), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and str(tmp_path) in err and "internal error" not in err
+
+
+def _files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+def test_formula_injection_in_a_config_exits_2_and_runs_nothing(
+        write_study: StudyWriter, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each payload would run ``touch CANARY`` under formulaic; the config load refuses it."""
+    import yaml
+
+    from tests.test_formula_grammar import payloads
+
+    folder = write_study()
+    canary = tmp_path / "canary"
+    for i, (fixed, quoted) in enumerate(payloads(canary)):
+        config = tmp_path / f"study{i}.yaml"
+        config.write_text(yaml.safe_dump({"trajectories": {"custom": [
+            {"name": "evil", "formula": f"phq9 ~ {fixed} + (1 | patient_id)"}]}}))
+        for engine in ("statsmodels", "mixedlm"):
+            code = main(["models", str(folder), "--out", str(tmp_path / "out"),
+                         "--config", str(config), "--engine", engine])
+            err = capsys.readouterr().err
+            assert code == 2, err
+            assert "trajectories.custom[0].formula" in err and quoted in err, err
+    assert not canary.exists()
+    assert not (tmp_path / "out").exists()  # refused before any data were read
+
+
+@pytest.mark.parametrize("name", ["x/../../../escaped", "..", "/tmp/ipt_escaped_model"])
+def test_model_name_path_traversal_exits_2_and_writes_nothing_outside(
+        write_study: StudyWriter, tmp_path: Path, name: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    folder = write_study()
+    out = tmp_path / "a" / "b" / "out"
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump({"trajectories": {"custom": [
+        {"name": name, "formula": "phq9 ~ weeks + (1 | patient_id)"}]}}))
+    before = _files(tmp_path)
+    assert main(["models", str(folder), "--out", str(out), "--config", str(config)]) == 2
+    assert "trajectories.custom[0].name" in capsys.readouterr().err
+    assert _files(tmp_path) == before
+    assert not Path("/tmp/ipt_escaped_model_fixed.csv").exists()
+
+
+def test_the_writing_edge_refuses_paths_outside_out(tmp_path: Path) -> None:
+    """Defence in depth: names that bypassed the config check still cannot escape OUT."""
+    import argparse
+
+    from pipeline import io
+    from pipeline.cli import _emit
+    from pipeline.stages import StageOutput
+
+    out = tmp_path / "a" / "out"
+    args = argparse.Namespace(out=out, keep_ids=True, pseudonymise_therapists=False)
+    table = pd.DataFrame({"x": [1]})
+    for name in ("mixed_x/../../../escaped_fixed", "../../escaped", str(tmp_path / "abs")):
+        with pytest.raises(io.InputError, match="outside the output folder"):
+            _emit(StageOutput({name: table}), args, b"", "models")
+    with pytest.raises(io.InputError, match="outside the output folder"):
+        _emit(StageOutput({"rates": table}, folder="../.."), args, b"", "models")
+    assert {p for p in _files(tmp_path) if out not in p.parents} == set()
+    assert main(["report", "--out", str(out)]) == 2  # nothing written there either

@@ -196,3 +196,32 @@ def test_values_outside_their_range_are_refused(values: dict[str, object],
                                                 message: str) -> None:
     with pytest.raises(config.ConfigError, match=message):
         config.from_mapping(values)
+
+
+def test_custom_formula_outside_the_grammar_is_refused_on_load(tmp_path: Path) -> None:
+    """Formula injection: refused when the config is loaded, naming the key and quoting."""
+    from tests.test_formula_grammar import payloads
+
+    for fixed, quoted in payloads(tmp_path / "canary"):
+        custom = [{"name": "ok", "formula": "phq9 ~ weeks + (1 | patient_id)"},
+                  {"name": "evil", "formula": f"phq9 ~ {fixed} + (1 | patient_id)"}]
+        with pytest.raises(config.ConfigError) as caught:
+            config.from_mapping({"trajectories": {"custom": custom}})
+        message = str(caught.value)
+        assert message.startswith("trajectories.custom[1].formula: "), message
+        assert quoted in message, message
+    assert not (tmp_path / "canary").exists()
+
+
+@pytest.mark.parametrize("name", ["x/../../../escaped", "..", "/tmp/escaped", "a.b", "",
+                                  "Trial", "x" * 65, "growth", "twice"])
+def test_custom_model_names_are_safe_file_names(name: str) -> None:
+    custom = [{"name": "twice", "formula": "phq9 ~ weeks + (1 | patient_id)"},
+              {"name": name, "formula": "phq9 ~ weeks + (1 | patient_id)"}]
+    with pytest.raises(config.ConfigError, match=r"^trajectories\.custom\[1\]\.name: "):
+        config.from_mapping({"trajectories": {"custom": custom}})
+
+
+def test_custom_formula_needs_a_random_term_on_load() -> None:
+    with pytest.raises(config.ConfigError, match=r"custom\[0\]\.formula: no random term"):
+        config.from_mapping({"trajectories": {"custom": [{"formula": "phq9 ~ weeks"}]}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -152,3 +153,57 @@ def test_a_folder_where_a_table_file_should_be_is_unusable(tmp_path: Path) -> No
     (tmp_path / "patients.csv").mkdir()
     with pytest.raises(io.InputError, match="not a file"):
         io.read_table(tmp_path / "patients.csv", "patients")
+
+
+def test_inside_accepts_paths_below_out_and_refuses_the_rest(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert io.inside(out, "tables", "rates.csv") == out / "tables" / "rates.csv"
+    for parts in (("..", "x.csv"), ("tables", "../../x.csv"), (str(tmp_path / "x.csv"),),
+                  ("tables", "/etc/passwd"), (".",), ("tables", "..")):
+        with pytest.raises(io.InputError, match="outside the output folder"):
+            io.inside(out, *parts)
+    (tmp_path / "elsewhere").mkdir()
+    out.mkdir()
+    (out / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(io.InputError, match="outside the output folder"):
+        io.inside(out, "link", "x.csv")
+    assert not list((tmp_path / "elsewhere").iterdir())
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("00", "too short (8 bits)"),
+    ("00ff", "too short (16 bits)"),
+    ("ab" * 15, "too short (120 bits)"),
+    ("not-hex-at-all-not-hex-at-all-xx", "must be hex digits"),
+    ("zz" * 16, "must be hex digits"),
+])
+def test_weak_or_malformed_keys_are_refused(value: str, message: str,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    monkeypatch.setenv(io.KEY_ENV, value)
+    with pytest.raises(io.InputError, match=re.escape(message)) as caught:
+        io.load_or_create_key()
+    assert "secrets.token_hex(32)" in str(caught.value)
+    monkeypatch.delenv(io.KEY_ENV)
+    key_file = tmp_path / "short.key"
+    key_file.write_text(value + "\n")
+    monkeypatch.setenv(io.KEY_FILE_ENV, str(key_file))
+    with pytest.raises(io.InputError, match=re.escape(message)):
+        io.load_or_create_key()
+
+
+def test_a_128_bit_key_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(io.KEY_ENV, "5eedc0ffee5eedc0ffee5eedc0ffee00")
+    assert io.load_or_create_key() == bytes.fromhex("5eedc0ffee5eedc0ffee5eedc0ffee00")
+    monkeypatch.setenv(io.KEY_ENV, "AB" * 32)
+    assert len(io.load_or_create_key()) == 32
+
+
+def test_a_weak_key_makes_the_cli_exit_2(write_study: StudyWriter, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+
+    monkeypatch.setenv(io.KEY_ENV, "00")
+    assert main(["validate", str(write_study()), "--out", str(tmp_path / "out")]) == 2
+    assert "at least 128 bits" in capsys.readouterr().err

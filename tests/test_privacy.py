@@ -28,8 +28,8 @@ def test_same_key_same_pseudonyms_other_key_different() -> None:
 
 
 def test_key_from_environment_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(io.KEY_ENV, "00ff")
-    assert io.load_or_create_key() == b"\x00\xff"
+    monkeypatch.setenv(io.KEY_ENV, "00ff" * 8)
+    assert io.load_or_create_key() == b"\x00\xff" * 8
     monkeypatch.delenv(io.KEY_ENV)
     key_file = tmp_path / "keys" / "pseudonym.key"
     monkeypatch.setenv(io.KEY_FILE_ENV, str(key_file))
