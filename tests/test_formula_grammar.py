@@ -19,9 +19,15 @@ from pipeline.formula_grammar import FormulaError, check_fixed, check_formula, t
 
 
 def payloads(canary: Path) -> list[tuple[str, str]]:
-    """(fixed part, the part the error must quote) of hostile formulas."""
+    """(fixed part, the part the error must quote) of hostile formulas.
+
+    The first, an attribute chain on a real column, creates ``canary`` under both engines
+    when nothing checks the formula (``formulaic`` evaluates it as Python).
+    """
     touch = f"__import__('os').system('touch {canary}')"
+    chain = f"weeks.__init__.__globals__['sys'].modules['os'].system('touch {canary}')"
     return [
+        (f"I(weeks + 0 * {chain})", ".__init__"),  # runs the command on the unchecked code
         (f"I(weeks.__class__.__mro__[-1].__subclasses__() and {touch})", ".__class__"),
         (f"I({touch} + weeks)", "__import__"),
         (f"log(weeks + {touch})", "__import__"),
