@@ -149,13 +149,18 @@ def clear_derived(out: Path) -> None:
 
 def replace_stage_outputs(out: Path, stage: str, written: list[Path]) -> None:
     """Remove the files ``stage`` wrote last time that it did not write now, and record the
-    new list (``OUT/.outputs/<stage>.txt``)."""
+    new list (``OUT/.outputs/<stage>.txt``). A recorded path that resolves outside OUT is
+    never removed."""
     record = out / OUTPUTS / f"{stage}.txt"
     now = {str(p.relative_to(out)) for p in written}
+    root = out.resolve()
     if record.exists():
         for relative in record.read_text(encoding="utf-8").splitlines():
-            if relative and relative not in now:
-                (out / relative).unlink(missing_ok=True)
+            # an edited record never deletes anything outside OUT
+            stale = out / relative
+            if relative and relative not in now and stale.resolve().is_relative_to(root) \
+                    and stale.resolve() != root:
+                stale.unlink(missing_ok=True)
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text("".join(f"{r}\n" for r in sorted(now)), encoding="utf-8")
 

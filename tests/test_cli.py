@@ -274,7 +274,8 @@ def test_formula_injection_in_a_config_exits_2_and_runs_nothing(
             assert code == 2, err
             assert "trajectories.custom[0].formula" in err and quoted in err, err
     assert not canary.exists()
-    assert not (tmp_path / "out").exists()  # refused before any data were read
+    assert not (tmp_path / "out" / "validation").exists()  # refused before reading data
+    assert not (tmp_path / "out" / "tables").exists()
 
 
 @pytest.mark.parametrize("name", ["x/../../../escaped", "..", "/tmp/ipt_escaped_model"])
@@ -291,7 +292,9 @@ def test_model_name_path_traversal_exits_2_and_writes_nothing_outside(
     before = _files(tmp_path)
     assert main(["models", str(folder), "--out", str(out), "--config", str(config)]) == 2
     assert "trajectories.custom[0].name" in capsys.readouterr().err
-    assert _files(tmp_path) == before
+    outside = {p for p in _files(tmp_path) if out not in p.parents}
+    assert outside == before  # OUT/.incomplete is all there is, inside OUT
+    assert not (out / "tables").exists()
     assert not Path("/tmp/ipt_escaped_model_fixed.csv").exists()
 
 

@@ -126,7 +126,7 @@ def test_engines_refuse_a_payload_that_bypassed_the_config(tmp_path: Path, engin
     assert not canary.exists()
 
 
-def test_models_stage_records_a_refused_formula_as_not_fitted(tmp_path: Path) -> None:
+def test_models_stage_records_a_refused_formula_as_not_estimable(tmp_path: Path) -> None:
     """A config built in code (not checked on load) still runs nothing: not fitted."""
     canary = tmp_path / "canary"
     fixed, _quoted = payloads(canary)[0]
@@ -138,6 +138,7 @@ def test_models_stage_records_a_refused_formula_as_not_fitted(tmp_path: Path) ->
                              "attendance": ["attended"], "phq9": [12.0]})
     outcomes = pd.DataFrame({"patient_id": ["P1"]})
     result = trajectories.analyse(patients, sessions, outcomes, study)
-    assert any(m.startswith("evil: not fitted (attribute access") for m in result.messages), \
-        result.messages
+    (record,) = [r for r in result.records if r.analysis == "model evil"]
+    assert record.status == "not estimable", record
+    assert "attribute access ('.') is not allowed" in record.reason, record
     assert not canary.exists()

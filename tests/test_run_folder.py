@@ -133,6 +133,16 @@ def test_stage_outputs_no_longer_produced_are_removed(tmp_path: Path) -> None:
     assert kept.exists() and not old.exists()
 
 
+def test_an_edited_output_record_never_removes_files_outside_out(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / ".outputs").mkdir(parents=True)
+    victim = tmp_path / "victim.csv"
+    victim.write_text("keep me\n")
+    (out / ".outputs" / "models.txt").write_text(f"../victim.csv\n{victim}\n..\n")
+    run_folder.replace_stage_outputs(out, "models", [])
+    assert victim.read_text() == "keep me\n" and out.is_dir()
+
+
 def test_staged_swaps_only_on_success(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
