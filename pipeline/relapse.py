@@ -131,7 +131,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from data_schemas.vocab import CONDITIONS, FORMATS, PROBLEM_AREAS
-from pipeline import relapse_plots
+from pipeline import rates, relapse_plots
 from pipeline.config import StudyConfig
 
 __all__ = [
@@ -1003,7 +1003,10 @@ def _cluster_ids(data: pd.DataFrame, cluster: str) -> tuple[pd.DataFrame, str | 
             f"{count} clusters")
     if count < 30:
         note += " (fewer than 30: the robust standard errors may be too small)"
-    return data, source, [note]
+    notes = [note]
+    if cluster == "group":
+        notes += rates.missing_group_note(data.assign(group_id=ids), "as their own clusters")
+    return data, source, notes
 
 
 def _candidate_model(
