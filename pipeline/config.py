@@ -115,7 +115,9 @@ class Trajectories:
 class Relapse:
     """Relapse after acute treatment (``pipeline.relapse``)."""
 
-    at_risk: Literal["remission", "response"] = "remission"
+    #: remission | response (Frank et al. 1991) | completed (completers of the acute course
+    #: ending below the relapse threshold, irrespective of response; Frank et al. 1990)
+    at_risk: Literal["remission", "response", "completed"] = "remission"
     instrument: str | None = None  # None: the primary instrument
     threshold: float | None = None  # None: the instrument's caseness (PHQ-9 >= 10)
     cluster: Literal["none", "therapist", "group"] = "none"
@@ -195,6 +197,8 @@ SOURCES: dict[str, str] = {
     "instruments.bdi2.functional_mean": "students mean 12.56, SD 9.93: Beck et al. 1996",
     "instruments.bdi2.jt_cutoff": "cut-off c: Jacobson & Truax 1991",
     "populations.finished_course_min_sessions": "2 sessions: NHS Talking Therapies",
+    "relapse.at_risk": "relapse after remission or response: Frank et al. 1991; after the "
+                       "completed acute course: maintenance IPT trials, Frank et al. 1990",
     "populations.final_phase_start": "IPT final phase from session 14 of 12-16",
     "trajectories.max_patients": "computational: 250,000 patients fit in about 4 GB "
                                  "(docs/SCALING.md); the sample is stated in the report",
@@ -542,6 +546,8 @@ trajectories:                       # mixed-effects models of every observed sco
   #   reml: true
 relapse:
   at_risk: remission                # remission | response at the end of acute treatment
+                                    # (Frank et al. 1991) | completed: completers ending
+                                    # below the threshold (Frank et al. 1990)
   instrument: null                  # null: the primary instrument
   threshold: null                   # relapse score; null: the instrument's caseness
   cluster: none                     # none | therapist | group: cluster-robust Cox SEs

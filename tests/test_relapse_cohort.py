@@ -14,7 +14,7 @@ P03    8 w PHQ-9 8, clinician_relapse True, event relapse             8        1
 P04    13 w PHQ-9 3; 21 w event died                                  21       2
 P05    13 w PHQ-9 4; 17 w event withdrew (no scores)                  13       0
 P06    session 4 on 01-22 not attended (origin stays 01-15);          13       0
-       follow-ups on 01-10 (PHQ-9 14) and 01-15 (PHQ-9 11) are on or
+       follow-ups on 01-10 (PHQ-9 14) and 01-12 (PHQ-9 11) are
        before the origin and ignored; 13 w PHQ-9 3
 P07    no follow-up                                                   excluded
 P08    endpoint PHQ-9 9: not in remission                             not at risk
@@ -43,6 +43,7 @@ import pandas as pd
 import pytest
 
 from pipeline import config, outcomes, relapse
+from pipeline.estimability import NotEstimable
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "relapse_golden.json").read_text())
 NaT = pd.NaT
@@ -63,7 +64,7 @@ FOLLOWUPS = [  # patient_id, date, phq9, clinician_relapse, event
     ("P03", "2024-03-11", 8, True, "relapse"),
     ("P04", "2024-04-15", 3, False, "none"), ("P04", "2024-06-10", None, None, "died"),
     ("P05", "2024-04-15", 4, False, "none"), ("P05", "2024-05-13", None, None, "withdrew"),
-    ("P06", "2024-01-10", 14, False, "none"), ("P06", "2024-01-15", 11, False, "none"),
+    ("P06", "2024-01-10", 14, False, "none"), ("P06", "2024-01-12", 11, False, "none"),
     ("P06", "2024-04-15", 3, False, "none"),
     ("P08", "2024-04-15", 15, True, "relapse"),
     ("P10", "2024-02-12", None, None, "other_treatment"),
@@ -166,7 +167,8 @@ def test_messages_count_exclusions(study: dict[str, pd.DataFrame]) -> None:
     text = "\n".join(messages)
     assert ("10 patients at risk of relapse: treatment ended in remission on phq9 "
             "(1 in remission but still in treatment not counted)") in text
-    assert "2 follow-ups of 1 patient dated on or before the last acute-phase session" in text
+    assert ("2 follow-ups of 1 patient dated before the last attended acute-phase session "
+            "ignored") in text
     assert "1 patient at risk without any follow-up after the end of treatment left out" in text
     assert "P07" not in text  # ids never reach messages (the report is shared)
     assert "maintenance not recorded for 1 patient at risk" in text
@@ -199,10 +201,18 @@ def test_relapse_and_competing_on_one_followup_count_as_relapse(
     assert tuple(cohort.set_index("patient_id").loc["P04", ["time_weeks", "event"]]) == (21.0, 1)
 
 
-def test_no_followup_table_gives_an_empty_cohort(study: dict[str, pd.DataFrame]) -> None:
-    cohort, messages = _cohort(study, followups=None)
-    assert cohort.empty and "time_weeks" in cohort and "event" in cohort
-    assert any("no follow-up table" in m for m in messages)
+def test_no_followup_table_is_not_estimable(study: dict[str, pd.DataFrame]) -> None:
+    with pytest.raises(NotEstimable, match="no follow-up table") as verdict:
+        _cohort(study, followups=None)
+    assert "followups table" in verdict.value.remedy
+
+
+def test_no_followup_of_anyone_at_risk_is_not_estimable(study: dict[str, pd.DataFrame]) -> None:
+    """Only P08 (not at risk) and P07's absence: nobody at risk has a follow-up."""
+    followups = study["followups"].loc[study["followups"]["patient_id"] == "P08"]
+    with pytest.raises(NotEstimable, match="none of the 10 patients at risk of relapse has a "
+                                           "usable follow-up"):
+        _cohort(study, followups=followups)
 
 
 def test_followups_without_scores_or_event_columns(study: dict[str, pd.DataFrame]) -> None:
@@ -243,9 +253,14 @@ def test_analyse_with_three_relapses_is_descriptive_only(
 ) -> None:
     result = relapse.analyse(study["patients"], study["sessions"], study["followups"],
                              study["patient_outcomes"], config.from_mapping(None))
-    assert result.tables["relapse_cox"].empty
-    assert list(result.tables["relapse_cox"].columns) == list(relapse.COX_COLUMNS)
-    assert any("too few relapses for a Cox model" in m for m in result.messages)
-    assert set(result.figures) == {"relapse_km", "relapse_cif", "relapse_forest"}
+    assert "relapse_cox" not in result.tables and "relapse_ph_test" not in result.tables
+    status = {r.analysis: r.status for r in result.records}
+    assert status == {"cohort": "done", "km": "done", "logrank": "done",
+                      "cox": "not estimable", "rmst": "done", "cif": "done"}
+    cox = next(r for r in result.records if r.analysis == "cox")
+    assert cox.reason.startswith("too few relapses for a Cox model: 3 relapses")
+    assert any(m.startswith("relapse cox not estimable: too few relapses")
+               for m in result.messages)
+    assert set(result.figures) == {"relapse_km", "relapse_cif"}
     km = result.tables["relapse_km"]
     assert km.loc[km["stratum_variable"] == "all", "events"].item() == 3
