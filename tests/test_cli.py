@@ -248,3 +248,23 @@ def test_out_the_system_refuses_exits_2_naming_it(
     code = main(["validate", str(write_study()), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and str(tmp_path) in err and "internal error" not in err
+
+
+RELAPSE_COHORT_COLUMNS = [  # README, "Relapse after treatment"
+    "patient_id", "condition", "format", "problem_area", "age", "sex", "site_id",
+    "therapist_id", "group_id", "residual_phq9", "maintenance", "time_weeks", "event",
+]
+
+
+def test_relapse_command_writes_the_pseudonymised_cohort(demo_folder: Path,
+                                                         tmp_path: Path) -> None:
+    out = tmp_path / "relapse"
+    assert main(["relapse", str(demo_folder), "--out", str(out)]) == 0
+    cohort = pd.read_csv(out / "tables" / "relapse_cohort.csv")
+    assert list(cohort.columns) == RELAPSE_COHORT_COLUMNS
+    assert len(cohort) > 20 and set(cohort["event"]) <= {0, 1, 2}
+    assert cohort["patient_id"].str.fullmatch(r"p_[0-9a-f]{16}").all()
+    real = set(pd.read_csv(demo_folder / "patients.csv")["patient_id"])
+    assert not real & set(cohort["patient_id"])
+    km = pd.read_csv(out / "tables" / "relapse_km.csv")
+    assert km.loc[km["stratum_variable"] == "all", "n"].item() == len(cohort)
