@@ -697,6 +697,11 @@ def adjusted_response(
     Returns
     -------
     AdjustedComparison
+
+    Raises
+    ------
+    pipeline.estimability.NotEstimable
+        See ``_comparable``; too few clusters; a covariance that is not finite.
     """
     data, y = _comparable(outcomes, outcome, baseline)
     notes: list[str] = []

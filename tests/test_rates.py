@@ -596,3 +596,11 @@ def test_gee_notes_group_patients_without_group_id(
     assert note and note[0].startswith("40 group-format patients without a group_id")
     assert "likely too small" in note[0]
     assert not any("without a group_id" in n for n in adjusted_response(simulated[0]).notes)
+
+
+def test_gee_without_any_known_outcome_is_not_estimable(
+    simulated: tuple[pd.DataFrame, float],
+) -> None:
+    frame = simulated[0].assign(phq9_response=pd.array([pd.NA] * 3000, dtype="boolean"))
+    with pytest.raises(NotEstimable, match="no patient in the population has phq9_response"):
+        adjusted_response(frame)
