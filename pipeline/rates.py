@@ -431,7 +431,7 @@ def _cluster_ids(data: pd.DataFrame, cluster: str) -> tuple[pd.Series, list[str]
             notes.append(f"{int(values.isna().sum())} patients without {cluster} are their "
                          "own clusters")
         if cluster == "group_id":
-            notes += missing_group_note(data, "as their own clusters")
+            notes += missing_group_note(data, "each as its own cluster")
         return (f"{cluster}:" + values.astype(str)).where(values.notna(), patient), notes
     group = "group:" + data["group_id"].astype(str)
     therapist = "therapist:" + data["therapist_id"].astype(str)

@@ -340,8 +340,9 @@ def _at_risk_ids(
            else f"ended in {criterion} on {instrument}")
     note = f"{_n(len(ids), 'patient')} at risk of relapse: treatment {how}"
     if (met & ~ended).any():
-        label = "completers" if criterion == "completed" else f"in {criterion}"
-        note += f" ({int((met & ~ended).sum())} {label} but still in treatment not counted)"
+        still = int((met & ~ended).sum())
+        label = _n(still, "completer") if criterion == "completed" else f"{still} in {criterion}"
+        note += f" ({label} but still in treatment not counted)"
     if not len(ids):
         raise NotEstimable(f"nobody is at risk of relapse: no patient's treatment {how}",
                            "patients whose treatment ended in the at-risk state (see "
@@ -1144,7 +1145,7 @@ def _cluster_ids(data: pd.DataFrame, cluster: str) -> tuple[pd.DataFrame, str | 
         note += " (fewer than 30: the robust standard errors may be too small)"
     notes = [note]
     if cluster == "group":
-        notes += rates.missing_group_note(data.assign(group_id=ids), "as their own clusters")
+        notes += rates.missing_group_note(data.assign(group_id=ids), "each as its own cluster")
     return data, source, notes
 
 

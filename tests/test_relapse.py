@@ -510,3 +510,18 @@ def test_figures_of_nothing() -> None:
                    relapse_plots.cif_figure(pd.DataFrame(columns=list(relapse.CIF_COLUMNS))),
                    relapse_plots.forest_figure(pd.DataFrame(columns=list(relapse.COX_COLUMNS)))):
         assert isinstance(figure, Figure) and _png(figure)
+
+
+def test_cluster_by_group_notes_group_patients_without_group_id(
+    demo_cohort: pd.DataFrame,
+) -> None:
+    frame = demo_cohort.copy()
+    in_group = frame.index[frame["format"] == "group"]
+    frame.loc[in_group[:7], "group_id"] = None
+    cfg = config.from_mapping({"relapse": {"cluster": "group"}})
+    _, _, notes = relapse.cox_analysis(frame, "phq9", cfg)
+    assert any(n.startswith("7 group-format patients without a group_id clustered each as "
+                            "its own cluster: the standard errors ignore clustering within "
+                            "therapy groups and are likely too small") for n in notes)
+    _, _, notes = relapse.cox_analysis(demo_cohort, "phq9", cfg)
+    assert not any("without a group_id" in n for n in notes)

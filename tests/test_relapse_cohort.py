@@ -289,7 +289,7 @@ def test_completed_at_risk_by_hand(study: dict[str, pd.DataFrame]) -> None:
     got = {row.patient_id: (row.time_weeks, row.event) for row in cohort.itertuples()}
     assert got == {**EXPECTED, "P08": (13.0, 1)}
     assert ("11 patients at risk of relapse: treatment completed the acute course (1 "
-            "completers but still in treatment not counted)") in messages
+            "completer but still in treatment not counted)") in messages
     cfg = config.from_mapping({**cfg_values, "relapse": {"at_risk": "completed",
                                                          "threshold": 9}})
     cohort, messages = relapse.relapse_cohort(study["patients"], study["sessions"],
