@@ -231,8 +231,8 @@ class RelapseResult:
     figures : dict of str to Figure
         ``relapse_km``, ``relapse_cif`` and ``relapse_forest`` (:mod:`pipeline.relapse_plots`).
     messages : tuple of str
-        Plain-language notes for the report: who was excluded, smaller models, merged levels,
-        and the reason of each analysis that was not estimable.
+        Plain-language notes for the report: who was excluded, smaller models, merged levels
+        (the reasons of analyses that were not estimable are in ``records``).
     records : tuple of AnalysisRecord
         One per analysis (cohort, km, logrank, cox, rmst, cif): done, not estimable (with
         reason and remedy) or failed (:mod:`pipeline.estimability`).
@@ -1562,8 +1562,8 @@ def analyse(
     ``logrank`` :func:`logrank_analysis`, ``cox`` :func:`cox_analysis`, ``rmst``
     :func:`rmst_analysis`, ``cif`` :func:`cif_analysis`) runs through
     :func:`pipeline.estimability.attempt`: one that the data cannot support is recorded as
-    *not estimable* with its reason (also among the messages) and leaves no table; the
-    others still run. Without a cohort nothing else runs.
+    *not estimable* with its reason and remedy (the report shows them in place) and leaves
+    no table; the others still run. Without a cohort nothing else runs.
 
     Parameters are those of :func:`relapse_cohort`.
 
@@ -1586,9 +1586,6 @@ def analyse(
         notes += messages
         tables["relapse_cohort"] = shared_cohort(cohort)
         _run_on_cohort(cohort, config, tables, notes, records)
-    notes += [f"relapse {r.analysis} not estimable: {r.reason}"
-              + (f" (what would help: {r.remedy})" if r.remedy else "")
-              for r in records if r.status != "done"]
     for note in notes:
         logger.info("relapse: %s", note)
     return RelapseResult(tables, _figures(tables, built), tuple(dict.fromkeys(notes)),
