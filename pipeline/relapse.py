@@ -343,6 +343,13 @@ def _at_risk_ids(
         still = int((met & ~ended).sum())
         label = _n(still, "completer") if criterion == "completed" else f"{still} in {criterion}"
         note += f" ({label} but still in treatment not counted)"
+    endpoint = f"{instrument}_endpoint"
+    if criterion != "completed" and endpoint in patient_outcomes \
+            and not patient_outcomes[endpoint].notna().any():
+        raise NotEstimable(f"no end-of-treatment {instrument} score in the data: nobody can "
+                           f"be known to have ended treatment in {criterion}",
+                           f"{instrument} scores during treatment, or a relapse.instrument "
+                           "that was scored")
     if not len(ids):
         raise NotEstimable(f"nobody is at risk of relapse: no patient's treatment {how}",
                            "patients whose treatment ended in the at-risk state (see "

@@ -370,3 +370,14 @@ def test_relapse_cohort_table_leaves_dates_out(study: dict[str, pd.DataFrame]) -
         "patient_id", "condition", "format", "problem_area", "age", "sex", "site_id",
         "therapist_id", "group_id", "residual_phq9", "maintenance", "time_weeks", "event"]
     assert sorted(table["patient_id"]) == sorted(EXPECTED)
+
+
+def test_remission_on_an_instrument_never_scored_is_not_estimable(
+    study: dict[str, pd.DataFrame],
+) -> None:
+    """HAM-D-17 defines remission, but nobody has an end-of-treatment HAM-D-17 score."""
+    sessions = study["sessions"].assign(hamd17=np.nan)
+    cfg = config.from_mapping({"relapse": {"instrument": "hamd17"}})
+    po = outcomes.derive(study["patients"], sessions, cfg)
+    with pytest.raises(NotEstimable, match="no end-of-treatment hamd17 score in the data"):
+        relapse.relapse_cohort(study["patients"], sessions, study["followups"], po, cfg)
