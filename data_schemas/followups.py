@@ -17,7 +17,8 @@ class Followups(pa.DataFrameModel):
         str_length={"min_value": 1}, description="Patient id; must exist in patients."
     )
     followup_date: Series[pa.DateTime] = pa.Field(
-        description="Date of the follow-up (ISO); after the patient's last session."
+        description="Date of the follow-up (ISO); on or after the day of the patient's last "
+                    "session (a follow-up on the day of discharge is allowed)."
     )
     phq9: Series[float] | None = pa.Field(ge=0, le=27, nullable=True, description="PHQ-9.")
     gad7: Series[float] | None = pa.Field(ge=0, le=21, nullable=True, description="GAD-7.")
@@ -53,8 +54,9 @@ class FollowupsInContext(Followups):
 
     @pa.dataframe_check
     def followup_after_last_session(cls, df: pd.DataFrame) -> Series[bool]:
-        """followup_date must be after the patient's last session."""
-        return ~(df["followup_date"] <= df["ctx_last_session_date"])
+        """followup_date must not be before the day of the patient's last session (the day
+        itself is allowed: a follow-up at discharge)."""
+        return ~(df["followup_date"] < df["ctx_last_session_date"])
 
 
 RULE_COLUMNS: dict[str, str] = {

@@ -48,6 +48,11 @@ class PatientOutcomes(pa.DataFrameModel):
     started: Series[bool]
     finished_course: Series[bool]
     completers: Series[bool]
+    randomised: Series[bool] | None = pa.Field(
+        description="Trial (populations.definition: trial) only: every patient; intention "
+                    "to treat.")
+    assessed: Series[bool] | None = pa.Field(
+        description="Trial only: a post-baseline assessment of the primary instrument.")
     caseness_at_start: Series[pd.BooleanDtype] = pa.Field(nullable=True)
     reliable_improvement: Series[pd.BooleanDtype] = pa.Field(nullable=True)
     reliable_deterioration: Series[pd.BooleanDtype] = pa.Field(nullable=True)

@@ -28,7 +28,9 @@ class Patients(pa.DataFrameModel):
     condition: Series[str] = pa.Field(isin=CONDITIONS, description="Primary diagnosis treated.")
     format: Series[str] = pa.Field(isin=FORMATS, description="Individual (1:1) or group IPT.")
     group_id: Series[str] | None = pa.Field(
-        nullable=True, description="Therapy group; required when format is group, else empty."
+        nullable=True,
+        description="Therapy group of a group-format patient (empty if not recorded: analyses "
+                    "that cluster by group then say they could not); empty for individual IPT.",
     )
     problem_area: Series[str] = pa.Field(
         isin=PROBLEM_AREAS, description="Main IPT problem area (focus of treatment)."
@@ -64,9 +66,9 @@ class Patients(pa.DataFrameModel):
 
     @pa.dataframe_check
     def group_id_matches_format(cls, df: pd.DataFrame) -> Series[bool]:
-        """A group-format patient needs a group_id; an individual patient must not have one."""
-        has_group = df["group_id"].notna()
-        return has_group == (df["format"] == "group")
+        """An individual patient must not have a group_id; a group-format patient may lack one
+        (many services do not record the group), and clustered analyses then say so."""
+        return ~(df["group_id"].notna() & (df["format"] != "group"))
 
     @pa.dataframe_check
     def secondary_differs_from_primary(cls, df: pd.DataFrame) -> Series[bool]:

@@ -60,8 +60,16 @@ class InstrumentRules:
 
 @dataclass(frozen=True)
 class Populations:
-    """Who counts in which analysis population."""
+    """Who counts in which analysis population.
 
+    ``definition``: ``service`` (default; NHS Talking Therapies: the main population is
+    ``finished_course``) or ``trial``: every row of ``patients`` is a randomised patient and
+    the main population is ``randomised`` (intention to treat, everyone analysed in the arm
+    allocated: CONSORT 2010, item 16; ICH E9), with ``assessed`` (a post-baseline score on
+    the primary instrument) beside it; see ``pipeline.outcomes.populations``.
+    """
+
+    definition: Literal["service", "trial"] = "service"
     final_phase_start: int = 14
     completer_min_sessions: int = 12
     finished_course_min_sessions: int = 2
@@ -115,7 +123,9 @@ class Trajectories:
 class Relapse:
     """Relapse after acute treatment (``pipeline.relapse``)."""
 
-    at_risk: Literal["remission", "response"] = "remission"
+    #: remission | response (Frank et al. 1991) | completed (completers of the acute course
+    #: ending below the relapse threshold, irrespective of response; Frank et al. 1990)
+    at_risk: Literal["remission", "response", "completed"] = "remission"
     instrument: str | None = None  # None: the primary instrument
     threshold: float | None = None  # None: the instrument's caseness (PHQ-9 >= 10)
     cluster: Literal["none", "therapist", "group"] = "none"
@@ -195,7 +205,11 @@ SOURCES: dict[str, str] = {
     "instruments.bdi2.functional_mean": "students mean 12.56, SD 9.93: Beck et al. 1996",
     "instruments.bdi2.jt_cutoff": "cut-off c: Jacobson & Truax 1991",
     "populations.finished_course_min_sessions": "2 sessions: NHS Talking Therapies",
+    "relapse.at_risk": "relapse after remission or response: Frank et al. 1991; after the "
+                       "completed acute course: maintenance IPT trials, Frank et al. 1990",
     "populations.final_phase_start": "IPT final phase from session 14 of 12-16",
+    "populations.definition": "trial: intention to treat = all randomised, analysed as "
+                              "allocated (CONSORT 2010 item 16; ICH E9 1998)",
     "trajectories.max_patients": "computational: 250,000 patients fit in about 4 GB "
                                  "(docs/SCALING.md); the sample is stated in the report",
     "baseline_rule": "first score (assessment): NHS Talking Therapies",
@@ -520,6 +534,10 @@ endpoint:
   week: null                        # with rule: week, the score nearest this week...
   window_weeks: 2.0                 # ...within this many weeks
 populations:
+  definition: service               # service: main population finished_course (NHS TT);
+                                    # trial: every patient is randomised; main population
+                                    # randomised (ITT, CONSORT 2010), also assessed (a
+                                    # post-baseline score on the primary instrument)
   finished_course_min_sessions: 2   # ended and >= 2 attended treatment sessions (NHS TT)
   final_phase_start: 14             # IPT final phase (sessions 14-16 of a 12-16 course)
   completer_min_sessions: 12        # completer: attended the final phase or >= 12 sessions
@@ -573,6 +591,8 @@ trajectories:                       # mixed-effects models of every observed sco
   #   reml: true
 relapse:
   at_risk: remission                # remission | response at the end of acute treatment
+                                    # (Frank et al. 1991) | completed: completers ending
+                                    # below the threshold (Frank et al. 1990)
   instrument: null                  # null: the primary instrument
   threshold: null                   # relapse score; null: the instrument's caseness
   cluster: none                     # none | therapist | group: cluster-robust Cox SEs

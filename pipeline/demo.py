@@ -1001,12 +1001,12 @@ def _fault_extra_session_rows(s: _FaultState) -> None:
 
 
 def _fault_patients(s: _FaultState) -> None:
-    """A group patient without group_id (group keeps >= 6) and a misspelt condition."""
+    """An individual patient with a group_id (of no other patient, so the group's site rule
+    is not hit too) and a misspelt condition. A group patient without group_id is allowed."""
     pat = s.patients
-    size = pat.groupby("group_id")["patient_id"].transform("size")
-    label = s.pick(pat, (pat["format"] == "group") & (size > GROUP_SIZES[0]))
-    pat.loc[label, "group_id"] = None
-    s.record("patients", pat.at[label, "patient_id"], "group_id", "missing_group_id")
+    label = s.pick(pat, pat["format"] == "individual")
+    pat.loc[label, "group_id"] = "G_FAULT"
+    s.record("patients", pat.at[label, "patient_id"], "group_id", "unexpected_group_id")
     label = s.pick(pat, pat["condition"] == "major_depression")
     pat.loc[label, "condition"] = "depresion"
     s.record("patients", pat.at[label, "patient_id"], "condition", "invalid_category")
@@ -1035,7 +1035,7 @@ def inject_faults(cohort: DemoCohort, seed: int) -> tuple[DemoCohort, pd.DataFra
 
     Each fault hits a different patient, and nothing else is broken: a PHQ-9 of 31 on an
     attended session, a PHQ-9 on a did_not_attend session, a session of an unknown
-    patient, a duplicated (patient_id, session_number), a group patient without group_id,
+    patient, a duplicated (patient_id, session_number), an individual patient with a group_id,
     the condition ``depresion``, a session after the patient's end_date and a follow-up
     before the patient's last session.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from data_schemas.vocab import INSTRUMENTS
-from pipeline import rates
+from pipeline import outcomes, rates
 from pipeline.config import StudyConfig
 from pipeline.estimability import require
 
@@ -34,28 +34,35 @@ def for_sharing(name: str, table: pd.DataFrame, suppress_below: int) -> pd.DataF
     )
 
 
-def rate_table(patient_outcomes: pd.DataFrame) -> pd.DataFrame:
-    """``response_rates``: every defined outcome of every instrument with a baseline."""
-    return rates.response_rates(patient_outcomes, list(INSTRUMENTS))
+def rate_table(patient_outcomes: pd.DataFrame,
+               config: StudyConfig | None = None) -> pd.DataFrame:
+    """``response_rates``: every defined outcome of every instrument with a baseline, for
+    the populations of the study (``outcomes.population_columns``: a trial's first)."""
+    populations = (outcomes.population_columns(config) if config is not None
+                   else rates.POPULATIONS)
+    return rates.response_rates(patient_outcomes, list(INSTRUMENTS), populations=populations)
 
 
 def main_rates(response_rates: pd.DataFrame, config: StudyConfig) -> pd.DataFrame:
-    """``response_rates_main``: the rates a paper reports first (finished courses; response,
-    remission, recovery and reliable improvement of the primary and paired instruments)."""
+    """``response_rates_main``: the rates a paper reports first (the main population:
+    finished courses, or the randomised in a trial; response, remission, recovery and
+    reliable improvement of the primary and paired instruments)."""
+    population = outcomes.main_population(config)
     main = response_rates[
-        (response_rates["population"] == "finished_course")
+        (response_rates["population"] == population)
         & response_rates["outcome"].isin(["response", "remission", "recovery",
                                           "reliable_improvement"])
         & response_rates["instrument"].isin([config.primary_instrument, rates.PAIRED_INSTRUMENT])]
-    require(not main.empty, "no finished course has a rate on the primary or paired "
-            f"instruments ({config.primary_instrument}, {rates.PAIRED_INSTRUMENT})",
-            "finished courses (>= 2 attended treatment sessions) with baseline and end scores")
+    require(not main.empty, f"no patient of the main population ({population}) has a rate "
+            f"on the primary or paired instruments ({config.primary_instrument}, "
+            f"{rates.PAIRED_INSTRUMENT})", _main_population_remedy(config))
     return main.reset_index(drop=True)
 
 
 def format_comparison(patient_outcomes: pd.DataFrame,
                       config: StudyConfig) -> rates.AdjustedComparison:
-    """The adjusted comparison of the primary outcome between formats (finished courses).
+    """The adjusted comparison of the primary outcome between formats (main population:
+    finished courses, or the randomised in a trial).
 
     Raises
     ------
@@ -64,10 +71,10 @@ def format_comparison(patient_outcomes: pd.DataFrame,
     """
     primary = config.primary_instrument
     comparison = config.comparison
-    finished = patient_outcomes[patient_outcomes["finished_course"]]
-    require(not finished.empty, "no patient finished a course of treatment",
-            "patients who ended treatment after >= "
-            f"{config.populations.finished_course_min_sessions} attended sessions")
+    population = outcomes.main_population(config)
+    finished = patient_outcomes[patient_outcomes[population].astype(bool)]
+    require(not finished.empty, f"nobody in the main population ({population})",
+            _main_population_remedy(config))
     return rates.adjusted_response(
         finished,
         outcome=f"{primary}_{comparison.outcome}",
@@ -76,6 +83,15 @@ def format_comparison(patient_outcomes: pd.DataFrame,
         cluster=comparison.cluster,
         min_level_n=comparison.min_level_n,
     )
+
+
+def _main_population_remedy(config: StudyConfig) -> str:
+    """What would put patients in the main population (and a pointer for trials)."""
+    if config.populations.definition == "trial":
+        return "randomised patients with baseline and follow-up scores"
+    return (f"finished courses (ended after >= {config.populations.finished_course_min_sessions}"
+            " attended treatment sessions) with baseline and end scores; a trial recording "
+            "assessments only sets populations.definition: trial")
 
 
 def standardised(comparison: rates.AdjustedComparison) -> pd.DataFrame:

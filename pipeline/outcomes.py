@@ -105,6 +105,78 @@ def populations(patients: pd.DataFrame, visits: pd.DataFrame, config: StudyConfi
     )
 
 
+#: Populations of a service (NHS Talking Therapies) and, with ``populations.definition:
+#: trial``, of a trial (reported first; see :func:`trial_populations`).
+SERVICE_POPULATIONS = ("started", "finished_course", "completers")
+TRIAL_POPULATIONS = ("randomised", "assessed")
+
+
+def population_columns(config: StudyConfig) -> tuple[str, ...]:
+    """The population columns of ``patient_outcomes`` in reporting order."""
+    if config.populations.definition == "trial":
+        return TRIAL_POPULATIONS + SERVICE_POPULATIONS
+    return SERVICE_POPULATIONS
+
+
+def main_population(config: StudyConfig) -> str:
+    """The population of the headline rates, the format comparison and the benchmarks:
+    ``finished_course`` for a service, ``randomised`` (intention to treat) for a trial."""
+    return "randomised" if config.populations.definition == "trial" else "finished_course"
+
+
+def trial_populations(
+    patients: pd.DataFrame, sessions: pd.DataFrame, config: StudyConfig
+) -> pd.DataFrame:
+    """The populations of a randomised trial (``populations.definition: trial``).
+
+    - randomised: every row of ``patients`` (intention to treat: all randomised patients,
+      analysed in the arm to which they were allocated, whatever treatment they received;
+      CONSORT 2010 item 16, Moher et al. 2010 BMJ 340:c869; ICH E9 1998). With the ``itt``
+      denominator of the rates a patient without an endpoint counts as a non-event; with
+      ``observed`` only patients with the outcome known count (available cases);
+    - assessed: at least one scored, attended assessment of the primary instrument after
+      the baseline one (a post-baseline assessment; the available-case set for the primary
+      outcome, White et al. 2011 BMJ 342:d40). Not a per-protocol population: adherence to
+      treatment is not known from assessments alone.
+
+    Treatment sessions are not needed: trials often record only scheduled assessments
+    (session 0, then weeks 8, 16, ...), where ``started`` and ``finished_course`` say little.
+    """
+    instrument = config.primary_instrument
+    index = pd.Index(patients["patient_id"], name="patient_id")
+    if instrument in sessions.columns:
+        scored = sessions.loc[(sessions["attendance"] == "attended")
+                              & sessions[instrument].notna(), ["patient_id", "session_number"]]
+        if config.baseline_rule == "first_treatment":
+            scored = scored[scored["session_number"] >= 1]
+        counts = scored.groupby("patient_id").size().reindex(index, fill_value=0)
+    else:
+        counts = pd.Series(0, index=index)
+    return pd.DataFrame({"randomised": True, "assessed": counts.to_numpy() >= 2}, index=index)
+
+
+def population_notes(patient_outcomes: pd.DataFrame, config: StudyConfig) -> list[str]:
+    """Plain-language notes on the populations: assessment-only data, trial sizes."""
+    if len(patient_outcomes) == 0:
+        return []
+    if config.populations.definition == "trial":
+        return [f"trial populations: {len(patient_outcomes)} randomised (intention to treat, "
+                f"the main population), {int(patient_outcomes['assessed'].sum())} assessed "
+                f"after baseline on {config.primary_instrument}"]
+    remedy = ("; if this is a trial that records assessments rather than treatment sessions, "
+              "set populations.definition: trial (intention to treat: every randomised "
+              "patient)")
+    if not patient_outcomes["started"].any():
+        return ["no patient attended a treatment session (session_number >= 1): every "
+                "population (started, finished_course, completers) is empty and so is every "
+                "rate" + remedy]
+    if not patient_outcomes["finished_course"].any():
+        return ["no patient finished a course (treatment ended with >= "
+                f"{config.populations.finished_course_min_sessions} attended treatment "
+                "sessions): the main rates (finished_course) are empty" + remedy]
+    return []
+
+
 def baseline_and_endpoint(
     patients: pd.DataFrame, sessions: pd.DataFrame, instrument: str, config: StudyConfig
 ) -> pd.DataFrame:
@@ -300,6 +372,8 @@ def derive(patients: pd.DataFrame, sessions: pd.DataFrame, config: StudyConfig) 
                             index=sessions.index)
     visits = attendance(by_position, sessions)
     flags = populations(by_position, visits, config)
+    if config.populations.definition == "trial":
+        flags = pd.concat([trial_populations(by_position, sessions, config), flags], axis=1)
     per_instrument = {
         name: instrument_outcomes(
             baseline_and_endpoint(by_position, sessions, name, config), config.rules(name)

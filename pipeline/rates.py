@@ -430,12 +430,35 @@ def _cluster_ids(data: pd.DataFrame, cluster: str) -> tuple[pd.Series, list[str]
         if values.isna().any():
             notes.append(f"{int(values.isna().sum())} patients without {cluster} are their "
                          "own clusters")
+        if cluster == "group_id":
+            notes += missing_group_note(data, "each as its own cluster")
         return (f"{cluster}:" + values.astype(str)).where(values.notna(), patient), notes
     group = "group:" + data["group_id"].astype(str)
     therapist = "therapist:" + data["therapist_id"].astype(str)
     in_group = (data["format"] == "group") & data["group_id"].notna()
     ids = group.where(in_group, therapist.where(data["therapist_id"].notna(), patient))
-    return ids, []
+    return ids, missing_group_note(data)
+
+
+def missing_group_note(data: pd.DataFrame,
+                       fallback: str = "by therapist (or as their own cluster)") -> list[str]:
+    """The caveat when group-format patients have no group_id (the schema allows it).
+
+    Patients treated in the same therapy group share the group: their outcomes are
+    correlated (intraclass correlation rho), and a model that ignores it understates the
+    variance of a comparison by the design effect ``1 + (m - 1) rho`` for groups of size
+    ``m`` (Kish 1965; for group psychotherapy, Baldwin et al. 2005, J Consult Clin Psychol
+    73:924). ``fallback`` says how such patients were clustered instead.
+    """
+    if "group_id" not in data or "format" not in data:
+        return []
+    missing = int(((data["format"] == "group") & data["group_id"].isna()).sum())
+    if not missing:
+        return []
+    return [f"{missing} group-format patient{'s' if missing != 1 else ''} without a group_id "
+            f"clustered {fallback}: the standard errors ignore "
+            "clustering within therapy groups and are likely too small (patients treated in "
+            "one group have correlated outcomes, and the design effect is lost)"]
 
 
 def _pool_levels(
@@ -674,6 +697,11 @@ def adjusted_response(
     Returns
     -------
     AdjustedComparison
+
+    Raises
+    ------
+    pipeline.estimability.NotEstimable
+        See ``_comparable``; too few clusters; a covariance that is not finite.
     """
     data, y = _comparable(outcomes, outcome, baseline)
     notes: list[str] = []

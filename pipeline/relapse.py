@@ -6,11 +6,35 @@ and the per-patient ``patient_outcomes`` (``pipeline.outcomes``), reads its defi
 plain-language messages. Nothing here reads or writes files or prints.
 
 The relapse cohort (:func:`relapse_cohort`)
-    *At risk*: patients whose episode ended and who met ``at_risk`` (``remission``, default,
-    or ``response``) on ``instrument`` (default: the primary instrument) at the end of acute
-    treatment, i.e. ``{instrument}_{at_risk}`` is True in ``patient_outcomes``.
+    *At risk* (``at_risk``), among patients whose episode ended, on ``instrument`` (default:
+    the primary instrument), at the end of acute treatment:
+
+    - ``remission`` (default): ``{instrument}_remission`` is True in ``patient_outcomes``.
+      Relapse in the sense of Frank et al. (1991): the return of symptoms meeting criteria
+      after remission, before recovery;
+    - ``response``: ``{instrument}_response`` is True (relapse after response, Frank et al.
+      1991). Responders may end treatment at or above the relapse threshold (a 50% fall from
+      a high baseline); a message counts them, since their "relapse" may be persisting
+      symptoms;
+    - ``completed``: completers of the acute course (``completers``: attended its final phase
+      or at least ``populations.completer_min_sessions`` sessions) irrespective of response
+      or remission, as maintenance-IPT trials follow everyone after the acute course (Frank
+      et al. 1990), but only those whose end-of-treatment score was below the relapse
+      threshold: one still at or above it has nothing to relapse from (its first follow-up
+      would count as a relapse). With no threshold (clinician-recorded relapse only) every
+      completer is at risk.
+
+    When the instrument defines no such outcome (GAD-7 has no remission or response cut-off)
+    the analysis is not estimable (:class:`pipeline.estimability.NotEstimable`), never an
+    empty cohort presented as a result. So is a study without a follow-up table, with nobody
+    at risk, or with nobody at risk followed up.
     *Time origin*: the date of the last attended acute-phase session (``session_number >=
-    1``); time is in weeks, ``(date - origin) / 7 days``.
+    1``), day 0; time is in weeks, ``(date - origin) / 7 days``. A follow-up on the day of the
+    origin (allowed by the followups contract: a discharge assessment) is at time 0: a
+    relapse recorded then is an event at time 0, so relapse-free survival starts below 1
+    (as R ``survfit`` and lifelines compute it), and a message counts such patients; a
+    patient whose only assessment is then is censored at 0 (at risk at 0, no time at risk
+    after it).
     *Relapse* (event 1): the first follow-up whose score on the instrument is at or above
     ``threshold`` (default: the instrument's caseness, PHQ-9 >= 10), or at which a relapse is
     recorded by the clinician (``clinician_relapse`` True or ``event == "relapse"``).
@@ -19,7 +43,8 @@ The relapse cohort (:func:`relapse_cohort`)
     *Censoring* (event 0): at the last follow-up at which the patient was known to be
     relapse-free (a score on the instrument, a clinician's relapse judgement, or ``event ==
     "none"``). ``withdrew`` is censoring at the last such follow-up on or before it. Follow-ups
-    dated on or before the origin are ignored; patients with no usable follow-up are left out.
+    dated before the origin (possible when sessions after the last attended one were missed)
+    are ignored; patients with no usable follow-up are left out.
     Both are counted in the messages. A relapse is seen only at a follow-up, so its time is
     that visit's (the right end of the interval in which it happened); with visits at about
     3, 6 and 12 months the times are heavily tied and the Cox model is in effect a
@@ -98,6 +123,9 @@ Cox DR (1972). Regression models and life-tables. JRSS B 34:187-220.
 Efron B (1977). The efficiency of Cox's likelihood function for censored data. JASA 72:557.
 Frank E et al. (1990). Three-year outcomes for maintenance therapies in recurrent
 depression. Arch Gen Psychiatry 47:1093-1099.
+Frank E et al. (1991). Conceptualization and rationale for consensus definitions of terms
+in major depressive disorder: remission, recovery, relapse, and recurrence. Arch Gen
+Psychiatry 48:851-855.
 Grambsch PM, Therneau TM (1994). Proportional hazards tests and diagnostics based on
 weighted residuals. Biometrika 81:515-526.
 Heinze G, Schemper M (2001). A solution to the problem of monotone likelihood in Cox
@@ -131,13 +159,15 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from data_schemas.vocab import CONDITIONS, FORMATS, PROBLEM_AREAS
-from pipeline import relapse_plots
+from pipeline import rates, relapse_plots
 from pipeline.config import StudyConfig
+from pipeline.estimability import AnalysisRecord, NotEstimable, attempt, require
 
 __all__ = [
-    "CoxFit", "CoxSpec", "RelapseResult", "analyse", "at_risk_table", "cox_analysis",
-    "cumulative_incidence_table", "fit_cox", "kaplan_meier_table", "logrank_table",
-    "ph_test_table", "relapse_cohort", "rmst_table",
+    "CoxFit", "CoxSpec", "RelapseResult", "analyse", "at_risk_table", "cif_analysis",
+    "cox_analysis", "cumulative_incidence_table", "fit_cox", "kaplan_meier_table",
+    "km_analysis", "logrank_analysis", "logrank_table", "ph_test_table", "relapse_cohort",
+    "rmst_analysis", "rmst_table", "shared_cohort",
 ]
 
 logger = logging.getLogger(__name__)
@@ -194,18 +224,24 @@ class RelapseResult:
     Attributes
     ----------
     tables : dict of str to DataFrame
-        ``relapse_km``, ``relapse_km_at_risk``, ``relapse_logrank``, ``relapse_cox``,
-        ``relapse_ph_test``, ``relapse_rmst`` and ``relapse_cif`` (columns in the functions
-        that build them); the CLI writes each as ``tables/<key>.csv``.
+        ``relapse_cohort`` (:func:`shared_cohort`), ``relapse_km``, ``relapse_km_at_risk``,
+        ``relapse_logrank``, ``relapse_cox``, ``relapse_ph_test``, ``relapse_rmst`` and
+        ``relapse_cif`` (columns in the functions that build them), those estimable; the CLI
+        writes each as ``tables/<key>.csv`` (patient ids pseudonymised).
     figures : dict of str to Figure
         ``relapse_km``, ``relapse_cif`` and ``relapse_forest`` (:mod:`pipeline.relapse_plots`).
     messages : tuple of str
-        Plain-language notes for the report: who was excluded, smaller models, merged levels.
+        Plain-language notes for the report: who was excluded, smaller models, merged levels
+        (the reasons of analyses that were not estimable are in ``records``).
+    records : tuple of AnalysisRecord
+        One per analysis (cohort, km, logrank, cox, rmst, cif): done, not estimable (with
+        reason and remedy) or failed (:mod:`pipeline.estimability`).
     """
 
     tables: dict[str, pd.DataFrame]
     figures: dict[str, Figure]
     messages: tuple[str, ...]
+    records: tuple[AnalysisRecord, ...] = ()
 
 
 # --------------------------------------------------------------------------------------
@@ -226,21 +262,99 @@ def _instrument_and_threshold(config: StudyConfig) -> tuple[str, float | None, l
     return instrument, (None if threshold is None else float(threshold)), notes
 
 
+def _criterion_defined(config: StudyConfig, instrument: str, criterion: str) -> bool:
+    """Whether the instrument's rules define the at-risk outcome (``completed`` always)."""
+    rules = config.rules(instrument)
+    if criterion == "remission":
+        return rules.remission_below is not None or rules.remission_at_most is not None
+    if criterion == "response":
+        return rules.response_reduction is not None
+    return True
+
+
+def _require_criterion(config: StudyConfig, instrument: str, criterion: str) -> None:
+    """Raise :class:`NotEstimable` when ``relapse.at_risk`` names an outcome that the
+    instrument does not define (GAD-7 has no remission or response cut-off)."""
+    if _criterion_defined(config, instrument, criterion):
+        return
+    usable = [c for c in ("remission", "response") if _criterion_defined(config, instrument, c)]
+    raise NotEstimable(
+        f"{instrument} defines no {criterion}, so nobody can be at risk of relapse from "
+        f"{criterion} on it",
+        f"set relapse.at_risk: {' or '.join([*usable, 'completed'])}, or give "
+        f"instruments.{instrument} a {criterion} cut-off with its source, or choose another "
+        "relapse.instrument")
+
+
+def _met_at_end(
+    patient_outcomes: pd.DataFrame, instrument: str, criterion: str, threshold: float | None
+) -> tuple[npt.NDArray[np.bool_], list[str]]:
+    """Who met the at-risk criterion at the end of acute treatment (module docstring)."""
+    if criterion != "completed":
+        column = f"{instrument}_{criterion}"
+        if column not in patient_outcomes:
+            raise NotEstimable(f"no {column} outcome in patient_outcomes",
+                               f"scores on {instrument} in the sessions table")
+        met = patient_outcomes[column].astype("boolean").fillna(False).to_numpy(dtype=bool)
+        notes = []
+        if criterion == "response" and threshold is not None:
+            still = met & (patient_outcomes[f"{instrument}_endpoint"] >= threshold).to_numpy()
+            if still.any():
+                notes.append(f"{_n(int(still.sum()), 'responder')} ended treatment at or above "
+                             f"the relapse threshold ({instrument} >= {threshold:g}): a "
+                             "'relapse' at their first follow-up may be persisting symptoms")
+        return met, notes
+    completers = patient_outcomes["completers"].astype(bool).to_numpy()
+    if threshold is None:
+        return completers, []
+    endpoint = patient_outcomes[f"{instrument}_endpoint"].astype(float)
+    below = (endpoint < threshold).to_numpy()
+    notes = []
+    left = completers & ~below
+    if left.any():
+        unknown = int((completers & endpoint.isna().to_numpy()).sum())
+        notes.append(f"{_n(int(left.sum()), 'completer')} not counted as at risk: ended "
+                     f"treatment at or above the relapse threshold ({instrument} >= "
+                     f"{threshold:g}; nothing to relapse from) or without an end-of-treatment "
+                     f"score ({unknown})")
+    return completers & below, notes
+
+
 def _at_risk_ids(
-    patient_outcomes: pd.DataFrame, instrument: str, criterion: str
+    patient_outcomes: pd.DataFrame, instrument: str, criterion: str,
+    threshold: float | None = None,
 ) -> tuple[pd.Index, list[str]]:
-    """Patients who ended treatment having met the criterion on the instrument."""
-    column = f"{instrument}_{criterion}"
-    if column not in patient_outcomes or len(patient_outcomes) == 0:
-        return pd.Index([], dtype=object), [f"no {column} outcome: nobody is at risk of relapse"]
-    met = patient_outcomes[column].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    """Patients who ended treatment having met the criterion on the instrument.
+
+    Raises
+    ------
+    NotEstimable
+        When nobody is at risk (or the outcome column is missing).
+    """
+    if len(patient_outcomes) == 0:
+        raise NotEstimable("no patients", "patients with treatment sessions")
+    met, notes = _met_at_end(patient_outcomes, instrument, criterion, threshold)
     ended = patient_outcomes["ended"].astype(bool).to_numpy()
     ids = pd.Index(patient_outcomes.loc[met & ended, "patient_id"].astype(str))
-    note = (f"{_n(len(ids), 'patient')} at risk of relapse: treatment ended in {criterion} on "
-            f"{instrument}")
+    how = ("completed the acute course" if criterion == "completed"
+           else f"ended in {criterion} on {instrument}")
+    note = f"{_n(len(ids), 'patient')} at risk of relapse: treatment {how}"
     if (met & ~ended).any():
-        note += f" ({int((met & ~ended).sum())} in {criterion} but still in treatment not counted)"
-    return ids, [note]
+        still = int((met & ~ended).sum())
+        label = _n(still, "completer") if criterion == "completed" else f"{still} in {criterion}"
+        note += f" ({label} but still in treatment not counted)"
+    endpoint = f"{instrument}_endpoint"
+    if criterion != "completed" and endpoint in patient_outcomes \
+            and not patient_outcomes[endpoint].notna().any():
+        raise NotEstimable(f"no end-of-treatment {instrument} score in the data: nobody can "
+                           f"be known to have ended treatment in {criterion}",
+                           f"{instrument} scores during treatment, or a relapse.instrument "
+                           "that was scored")
+    if not len(ids):
+        raise NotEstimable(f"nobody is at risk of relapse: no patient's treatment {how}",
+                           "patients whose treatment ended in the at-risk state (see "
+                           "relapse.at_risk: remission, response or completed)")
+    return ids, [note, *notes]
 
 
 def _origins(sessions: pd.DataFrame, ids: pd.Index) -> pd.Series:
@@ -277,17 +391,18 @@ def _followup_status(
 
 
 def _usable_followups(status: pd.DataFrame, origins: pd.Series) -> tuple[pd.DataFrame, list[str]]:
-    """Follow-ups after the origin, up to and including each patient's first terminal one."""
+    """Follow-ups on or after the origin (time 0 included), up to and including each
+    patient's first terminal one."""
     notes = []
     status = status.loc[status["patient_id"].isin(origins.index)]
     undated = status["followup_date"].isna()
-    early = status["patient_id"].map(origins) >= status["followup_date"]
+    early = status["patient_id"].map(origins) > status["followup_date"]
     if undated.any():
         notes.append(f"{_n(int(undated.sum()), 'follow-up')} without a date ignored")
     if early.any():
         patients = status.loc[early, "patient_id"].nunique()
         notes.append(f"{_n(int(early.sum()), 'follow-up')} of {_n(patients, 'patient')} "
-                     "dated on or before the last acute-phase session ignored")
+                     "dated before the last attended acute-phase session ignored")
     status = status.loc[~undated & ~early].sort_values(["patient_id", "followup_date"],
                                                       kind="stable")
     terminal = status["relapse"] | status["competing"] | status["withdrew"]
@@ -367,18 +482,26 @@ def relapse_cohort(
         sex, site_id, therapist_id, group_id), ``residual_<instrument>`` (the endpoint score),
         maintenance (bool), origin_date, exit_date, time_weeks (float), event (0 censored, 1
         relapse, 2 competing); sorted by patient_id. And the messages.
+
+    Raises
+    ------
+    NotEstimable
+        No follow-up table; ``relapse.at_risk`` names an outcome the instrument does not
+        define (GAD-7 has no remission); nobody at risk; no patient at risk with a follow-up.
     """
     instrument, threshold, notes = _instrument_and_threshold(config)
-    ids, more = _at_risk_ids(patient_outcomes, instrument, config.relapse.at_risk)
+    if followups is None:
+        raise NotEstimable("no follow-up table: relapse after treatment needs assessments "
+                           "after the end of treatment",
+                           "a followups table (patient_id, followup_date, scores and/or "
+                           "clinician_relapse, event)")
+    _require_criterion(config, instrument, config.relapse.at_risk)
+    ids, more = _at_risk_ids(patient_outcomes, instrument, config.relapse.at_risk, threshold)
     notes += more
     origins = _origins(sessions, ids)
     if len(origins) < len(ids):
         notes.append(f"{_n(len(ids) - len(origins), 'patient')} at risk without an attended "
                      "acute-phase session left out")
-    if followups is None:
-        followups = pd.DataFrame({"patient_id": pd.Series(dtype=object),
-                                  "followup_date": pd.Series(dtype="datetime64[ns]")})
-        notes.append("no follow-up table: relapse cannot be analysed")
     status, more = _usable_followups(_followup_status(followups, instrument, threshold), origins)
     notes += more
     exits = _exits(status)
@@ -387,8 +510,11 @@ def relapse_cohort(
         notes.append(f"{_n(len(lost), 'patient')} at risk without any follow-up after the end of "
                      "treatment left out")
     if exits.empty:
-        notes.append("no patient at risk has a follow-up: relapse cannot be analysed")
-        return _empty_cohort(instrument), tuple(notes)
+        raise NotEstimable(f"none of the {_n(len(ids), 'patient')} at risk of relapse has a "
+                           "usable follow-up after the end of treatment",
+                           "follow-up assessments (a score on "
+                           f"{instrument}, a clinician's relapse judgement or an event) of "
+                           "patients at risk, dated on or after their last session")
     covariates, more = _covariates(patients, patient_outcomes, exits.index, instrument)
     notes += more
     cohort = covariates.join(origins).join(exits)
@@ -399,8 +525,29 @@ def relapse_cohort(
     notes.append(f"relapse cohort: {_n(len(cohort), 'patient')}, {int(counts.get(RELAPSE, 0))} "
                  f"relapses, {int(counts.get(COMPETING, 0))} competing events (died or other "
                  f"treatment), {int(counts.get(CENSORED, 0))} censored")
+    notes += _time_zero_notes(cohort)
     logger.info("relapse cohort of %d patients", len(cohort))
     return cohort.reset_index(drop=True), tuple(notes)
+
+
+def _time_zero_notes(cohort: pd.DataFrame) -> list[str]:
+    """Say how many left follow-up on the day treatment ended (time 0, see module docstring)."""
+    at_zero = cohort["time_weeks"] == 0
+    if not at_zero.any():
+        return []
+    relapsed = int((at_zero & (cohort["event"] == RELAPSE)).sum())
+    return [f"{_n(int(at_zero.sum()), 'patient')} left follow-up on the day treatment ended "
+            f"(time 0), {relapsed} of them with a relapse recorded that day (relapse-free "
+            "survival starts below 1; check those end-of-treatment assessments)"]
+
+
+def shared_cohort(cohort: pd.DataFrame) -> pd.DataFrame:
+    """The cohort as written to ``relapse_cohort.csv``: without origin and exit dates.
+
+    Exact dates of discharge and follow-up are quasi-identifiers; ``time_weeks`` carries
+    what the analyses use. ``patient_id`` is pseudonymised by the command line.
+    """
+    return cohort.drop(columns=["origin_date", "exit_date"])
 
 
 def _n(count: int, noun: str) -> str:
@@ -1003,7 +1150,10 @@ def _cluster_ids(data: pd.DataFrame, cluster: str) -> tuple[pd.DataFrame, str | 
             f"{count} clusters")
     if count < 30:
         note += " (fewer than 30: the robust standard errors may be too small)"
-    return data, source, [note]
+    notes = [note]
+    if cluster == "group":
+        notes += rates.missing_group_note(data.assign(group_id=ids), "each as its own cluster")
+    return data, source, notes
 
 
 def _candidate_model(
@@ -1071,8 +1221,9 @@ def _next_to_drop(spec: CoxSpec) -> str | None:
 
 def _reduce_for_events(
     data: pd.DataFrame, spec: CoxSpec, per_parameter: int
-) -> tuple[CoxSpec | None, list[str]]:
-    """Drop terms in :data:`DROP_ORDER` until there are enough events per parameter."""
+) -> tuple[CoxSpec, list[str]]:
+    """Drop terms in :data:`DROP_ORDER` until there are enough events per parameter
+    (:class:`NotEstimable` when no term is left)."""
     events = int((data["event"] == RELAPSE).sum())
     wanted = _n_parameters(data, spec)
     dropped = []
@@ -1086,9 +1237,13 @@ def _reduce_for_events(
         notes.append(f"only {events} relapses for {wanted} Cox parameters (at least "
                      f"{per_parameter} per parameter wanted): dropped {', '.join(dropped)}")
     if not spec.covariates:
-        notes.append("too few relapses for a Cox model: only the descriptive analyses "
-                     "(Kaplan-Meier, log-rank, RMST, cumulative incidence) are reported")
-        return None, notes
+        raise NotEstimable(
+            f"too few relapses for a Cox model: {events} relapses, fewer than "
+            f"{per_parameter} per parameter for even the smallest model (Peduzzi et al. "
+            "1995); the descriptive analyses (Kaplan-Meier, log-rank, RMST, cumulative "
+            "incidence) stand",
+            f"at least {per_parameter} relapses per model parameter (longer or larger "
+            "follow-up), or a lower relapse.min_events_per_parameter with its justification")
     if dropped:
         notes.append(f"the smaller Cox model has {', '.join(spec.covariates)}")
     return spec, notes
@@ -1109,8 +1264,9 @@ def _checked_fit(data: pd.DataFrame, spec: CoxSpec) -> CoxFit:
     return fit
 
 
-def _fit_reducing(data: pd.DataFrame, spec: CoxSpec) -> tuple[CoxFit | None, list[str]]:
-    """Fit the model; when it does not converge, drop terms in :data:`DROP_ORDER` and retry."""
+def _fit_reducing(data: pd.DataFrame, spec: CoxSpec) -> tuple[CoxFit, list[str]]:
+    """Fit the model; when it does not converge, drop terms in :data:`DROP_ORDER` and retry
+    (:class:`NotEstimable` when no term is left)."""
     notes: list[str] = []
     while spec.covariates:
         try:
@@ -1121,8 +1277,8 @@ def _fit_reducing(data: pd.DataFrame, spec: CoxSpec) -> tuple[CoxFit | None, lis
             reason = (str(error).strip() or "error").splitlines()[0].split(". ")[0]
             notes.append(f"Cox model did not converge ({reason}): dropped {variable}")
             spec = spec.without(variable)
-    notes.append("no Cox model could be fitted: only the descriptive analyses are reported")
-    return None, notes
+    raise NotEstimable("no Cox model could be fitted: " + "; ".join(notes),
+                       "more relapses, or fewer sparse covariate levels")
 
 
 def _stratum_column(data: pd.DataFrame, variable: str, spec: CoxSpec) -> tuple[pd.DataFrame, str]:
@@ -1179,21 +1335,23 @@ def cox_analysis(
         The ``relapse_cox`` table (columns of :func:`fit_cox`), the ``relapse_ph_test``
         table (term, test_statistic, p_value, violates_ph, tested_model: the unstratified
         model tested, reported_model: the model whose hazard ratios are in
-        ``relapse_cox``) and the messages. Both tables are empty when
-        no model is fitted; the messages say why.
+        ``relapse_cox``) and the messages.
+
+    Raises
+    ------
+    NotEstimable
+        No relapses, too few relapses per parameter for even one term, or no model that
+        converges.
     """
-    empty_cox = pd.DataFrame(columns=list(COX_COLUMNS))
-    empty_ph = pd.DataFrame(columns=list(PH_COLUMNS))
-    if len(cohort) == 0 or not (cohort["event"] == RELAPSE).any():
-        return empty_cox, empty_ph, ["no relapses: no Cox model"]
+    require(len(cohort) > 0 and bool((cohort["event"] == RELAPSE).any()),
+            "no relapses in the relapse cohort: no Cox model",
+            "longer follow-up of the patients at risk")
     data, spec, notes = _candidate_model(cohort, instrument, config.relapse.cluster)
     data, spec, more = _tidy_levels(data, spec)
     reduced, more2 = _reduce_for_events(data, spec, config.relapse.min_events_per_parameter)
     notes += more + more2
-    fit, more = _fit_reducing(data, reduced) if reduced is not None else (None, [])
+    fit, more = _fit_reducing(data, reduced)
     notes += more
-    if fit is None:
-        return empty_cox, empty_ph, notes
     ph = ph_test_table(fit)
     final, more = _stratify_on_violations(data, fit, ph)
     notes += more + [f"Cox model warning: {w}" for w in final.warnings]
@@ -1286,17 +1444,24 @@ def rmst_table(
 # --------------------------------------------------------------------------------------
 
 
-def _untied_times(times: pd.Series, events: pd.Series) -> pd.Series:
-    """Relapse times moved earlier by a deterministic ``epsilon`` (see module docstring).
+def _untied_times(times: pd.Series, events: pd.Series) -> tuple[pd.Series, float]:
+    """Relapse times moved earlier by a deterministic ``epsilon`` (see module docstring),
+    and the shift of the whole time axis that keeps them at or after 0.
 
     ``epsilon`` is 1/100 of the smallest gap between distinct times (and of the smallest
-    time), so no moved time reaches another; lifelines then finds no ties to jitter.
+    time), so no moved time reaches another; lifelines then finds no ties to jitter. A
+    relapse at time 0 (a follow-up on the day treatment ended) would move to or below 0,
+    where lifelines' Aalen-Johansen does not count it; then every time is moved
+    ``2 epsilon`` later (returned as the shift, to be added to the times at which the curve
+    is read, so each reading sees the same events as without the shift).
     """
     distinct = np.unique(times.to_numpy(dtype=float))
     gaps = np.diff(distinct)
     candidates = [*gaps[gaps > 0], *distinct[distinct > 0]]
     epsilon = (min(candidates) if candidates else 1.0) / 100.0
-    return times.astype(float) - np.where(events == RELAPSE, epsilon, 0.0)
+    relapse = (events == RELAPSE).to_numpy()
+    shift = 2 * epsilon if bool((times.to_numpy(dtype=float)[relapse] <= 0).any()) else 0.0
+    return times.astype(float) - np.where(relapse, epsilon, 0.0) + shift, shift
 
 
 def _aalen_johansen(sub: pd.DataFrame) -> pd.DataFrame:
@@ -1306,10 +1471,11 @@ def _aalen_johansen(sub: pd.DataFrame) -> pd.DataFrame:
     ajf = AalenJohansenFitter(calculate_variance=True, seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)  # log(0) in CI where CIF = 0
-        ajf.fit(_untied_times(times, events), events, event_of_interest=RELAPSE)
+        untied, shift = _untied_times(times, events)
+        ajf.fit(untied, events, event_of_interest=RELAPSE)
     curve = pd.concat([ajf.cumulative_density_, ajf.confidence_interval_], axis=1)
     grid = np.unique(np.append(0.0, times[events == RELAPSE].to_numpy()))
-    values = _step_values(curve, grid)
+    values = _step_values(curve, grid + shift)
     cif = values[:, 0]
     lower, upper = np.fmin(values[:, 1], values[:, 2]), np.fmax(values[:, 1], values[:, 2])
     zero = cif <= 0
@@ -1351,6 +1517,45 @@ def cumulative_incidence_table(
 # --------------------------------------------------------------------------------------
 
 
+def km_analysis(
+    cohort: pd.DataFrame, config: StudyConfig
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Kaplan-Meier tables (:func:`kaplan_meier_table`, :func:`at_risk_table`).
+
+    Estimable with no relapse (relapse-free survival then stays at 1, as the tables say);
+    :class:`NotEstimable` only for an empty cohort.
+    """
+    require(len(cohort) > 0, "the relapse cohort is empty", "patients at risk with follow-up")
+    km, notes = kaplan_meier_table(cohort, config.relapse.horizon_weeks)
+    return km, at_risk_table(cohort, config.relapse.horizon_weeks), notes
+
+
+def logrank_analysis(cohort: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Log-rank tests (:func:`logrank_table`); :class:`NotEstimable` without relapses or
+    without any variable with two levels."""
+    require(bool((cohort["event"] == RELAPSE).any()),
+            "no relapses in the relapse cohort: nothing for a log-rank test to compare",
+            "longer follow-up of the patients at risk")
+    table, notes = logrank_table(cohort)
+    require(len(table) > 0,
+            f"no variable of {', '.join(KM_STRATA)} has two levels in the relapse cohort",
+            "patients at risk in more than one format, condition or maintenance group")
+    return table, notes
+
+
+def rmst_analysis(cohort: pd.DataFrame, config: StudyConfig) -> tuple[pd.DataFrame, list[str]]:
+    """Restricted mean relapse-free time (:func:`rmst_table`); :class:`NotEstimable` for an
+    empty cohort (a curve without relapses gives RMST = tau, which is an estimate)."""
+    require(len(cohort) > 0, "the relapse cohort is empty", "patients at risk with follow-up")
+    return rmst_table(cohort, config.relapse.rmst_weeks)
+
+
+def cif_analysis(cohort: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Aalen-Johansen cumulative incidence (:func:`cumulative_incidence_table`)."""
+    require(len(cohort) > 0, "the relapse cohort is empty", "patients at risk with follow-up")
+    return cumulative_incidence_table(cohort)
+
+
 def analyse(
     patients: pd.DataFrame,
     sessions: pd.DataFrame,
@@ -1358,37 +1563,72 @@ def analyse(
     patient_outcomes: pd.DataFrame,
     config: StudyConfig,
 ) -> RelapseResult:
-    """Relapse after acute treatment: all tables, figures and messages.
+    """Relapse after acute treatment: every analysis at its own boundary.
+
+    Each analysis (``cohort`` :func:`relapse_cohort`, ``km`` :func:`km_analysis`,
+    ``logrank`` :func:`logrank_analysis`, ``cox`` :func:`cox_analysis`, ``rmst``
+    :func:`rmst_analysis`, ``cif`` :func:`cif_analysis`) runs through
+    :func:`pipeline.estimability.attempt`: one that the data cannot support is recorded as
+    *not estimable* with its reason and remedy (the report shows them in place) and leaves
+    no table; the others still run. Without a cohort nothing else runs.
 
     Parameters are those of :func:`relapse_cohort`.
 
     Returns
     -------
     RelapseResult
-        Tables ``relapse_km``, ``relapse_km_at_risk`` (:func:`kaplan_meier_table`,
-        :func:`at_risk_table`), ``relapse_logrank`` (:func:`logrank_table`),
-        ``relapse_cox`` and ``relapse_ph_test`` (:func:`cox_analysis`), ``relapse_rmst``
-        (:func:`rmst_table`), ``relapse_cif`` (:func:`cumulative_incidence_table`); figures
-        ``relapse_km``, ``relapse_cif``, ``relapse_forest``; the messages in order.
+        Tables ``relapse_cohort`` (:func:`shared_cohort`), ``relapse_km``,
+        ``relapse_km_at_risk``, ``relapse_logrank``, ``relapse_cox``, ``relapse_ph_test``,
+        ``relapse_rmst``, ``relapse_cif`` (those estimable); figures ``relapse_km``,
+        ``relapse_cif``, ``relapse_forest`` (those whose analysis was done); the messages in
+        order; the analysis records.
     """
-    cohort, messages = relapse_cohort(patients, sessions, followups, patient_outcomes, config)
-    instrument, _, _ = _instrument_and_threshold(config)
-    settings = config.relapse
-    notes = list(messages)
-    km, more = kaplan_meier_table(cohort, settings.horizon_weeks)
-    logrank, more2 = logrank_table(cohort)
-    cox, ph, more3 = cox_analysis(cohort, instrument, config)
-    rmst, more4 = rmst_table(cohort, settings.rmst_weeks)
-    cif, more5 = cumulative_incidence_table(cohort)
-    notes += more + more2 + more3 + more4 + more5
-    tables = {"relapse_km": km, "relapse_km_at_risk": at_risk_table(cohort, settings.horizon_weeks),
-              "relapse_logrank": logrank, "relapse_cox": cox, "relapse_ph_test": ph,
-              "relapse_rmst": rmst, "relapse_cif": cif}
-    figures = {
-        "relapse_km": relapse_plots.km_figure(cohort, ("format", "maintenance")),
-        "relapse_cif": relapse_plots.cif_figure(cif),
-        "relapse_forest": relapse_plots.forest_figure(cox),
-    }
+    records: list[AnalysisRecord] = []
+    tables: dict[str, pd.DataFrame] = {}
+    notes: list[str] = []
+    built = attempt("relapse", "cohort", lambda: relapse_cohort(
+        patients, sessions, followups, patient_outcomes, config), records)
+    if built is not None:
+        cohort, messages = built
+        notes += messages
+        tables["relapse_cohort"] = shared_cohort(cohort)
+        _run_on_cohort(cohort, config, tables, notes, records)
     for note in notes:
         logger.info("relapse: %s", note)
-    return RelapseResult(tables, figures, tuple(dict.fromkeys(notes)))
+    return RelapseResult(tables, _figures(tables, built), tuple(dict.fromkeys(notes)),
+                         tuple(records))
+
+
+def _run_on_cohort(cohort: pd.DataFrame, config: StudyConfig, tables: dict[str, pd.DataFrame],
+                   notes: list[str], records: list[AnalysisRecord]) -> None:
+    """The analyses of a cohort, each through ``attempt``; tables and notes filled in."""
+    instrument, _, _ = _instrument_and_threshold(config)
+    km = attempt("relapse", "km", lambda: km_analysis(cohort, config), records)
+    if km is not None:
+        tables["relapse_km"], tables["relapse_km_at_risk"], more = km
+        notes += more
+    steps: list[tuple[str, tuple[str, ...], Callable[[], Any]]] = [
+        ("logrank", ("relapse_logrank",), lambda: logrank_analysis(cohort)),
+        ("cox", ("relapse_cox", "relapse_ph_test"),
+         lambda: cox_analysis(cohort, instrument, config)),
+        ("rmst", ("relapse_rmst",), lambda: rmst_analysis(cohort, config)),
+        ("cif", ("relapse_cif",), lambda: cif_analysis(cohort)),
+    ]
+    for name, keys, run in steps:
+        result = attempt("relapse", name, run, records)
+        if result is not None:
+            tables.update(zip(keys, result[:-1], strict=True))
+            notes += result[-1]
+
+
+def _figures(tables: dict[str, pd.DataFrame],
+             built: tuple[pd.DataFrame, tuple[str, ...]] | None) -> dict[str, Figure]:
+    """The relapse figures of the analyses that were done (drawn from their tables)."""
+    figures: dict[str, Figure] = {}
+    if built is not None and "relapse_km" in tables:
+        figures["relapse_km"] = relapse_plots.km_figure(built[0], ("format", "maintenance"))
+    if "relapse_cif" in tables:
+        figures["relapse_cif"] = relapse_plots.cif_figure(tables["relapse_cif"])
+    if "relapse_cox" in tables:
+        figures["relapse_forest"] = relapse_plots.forest_figure(tables["relapse_cox"])
+    return figures

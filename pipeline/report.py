@@ -130,12 +130,13 @@ def summary_numbers(inputs: ReportInputs, primary: str) -> list[tuple[str, str]]
         numbers.append((f"{name} (valid / in)",
                         f"{counts['rows_valid']:,} / {counts['rows_in']:,}"))
     rates = tables.get("response_rates")
+    population = main_population(rates)
     for instrument, outcome in ((primary, "response"), ("phq9+gad7", "recovery")):
-        row = _filter(rates, population="finished_course", denominator="observed",
+        row = _filter(rates, population=population, denominator="observed",
                       instrument=instrument, outcome=outcome, condition="all", format="all")
         if not row.empty:
             r = row.iloc[0]
-            numbers.append((f"{outcome} ({instrument}, finished course)",
+            numbers.append((f"{outcome} ({instrument}, {population.replace('_', ' ')})",
                             f"{_pct(r['rate'])} (95% CI {_ci(r['ci_low'], r['ci_high'])}), "
                             f"{r['events']} of {r['n']}"))
     standardised = tables.get("response_standardised")
@@ -151,6 +152,14 @@ def summary_numbers(inputs: ReportInputs, primary: str) -> list[tuple[str, str]]
         numbers.append(("relapse-free at 52 weeks", f"{_pct(r['relapse_free_52w'])} (95% CI "
                         f"{_ci(r.get('ci_low_52w', ''), r.get('ci_high_52w', ''))})"))
     return numbers
+
+
+def main_population(rates: pd.DataFrame | None) -> str:
+    """``randomised`` when the rates are a trial's (``populations.definition: trial``), else
+    ``finished_course`` (``pipeline.outcomes.main_population``)."""
+    if rates is not None and "population" in rates and (rates["population"] == "randomised").any():
+        return "randomised"
+    return "finished_course"
 
 
 def _ci(low: Any, high: Any) -> str:
@@ -176,7 +185,7 @@ def rates_view(rates: pd.DataFrame, denominator: str,
     """Finished-course rates as condition x format rows and one column per outcome."""
     wanted = pd.Series(list(zip(rates["instrument"], rates["outcome"], strict=True)),
                        index=rates.index).isin(outcomes)
-    part = rates[(rates["population"] == "finished_course")
+    part = rates[(rates["population"] == main_population(rates))
                  & (rates["denominator"] == denominator) & wanted]
     if part.empty:
         return pd.DataFrame()
@@ -256,6 +265,9 @@ def render(inputs: ReportInputs, title: str = "IPT outcomes report") -> str:
         manifest_json=json.dumps(inputs.manifest.get("config", {}), indent=2, sort_keys=True),
         primary=primary,
         analyses=analysis_records(inputs.tables.get("analyses")),
+        population=("randomised patients (intention to treat)"
+                    if main_population(inputs.tables.get("response_rates")) == "randomised"
+                    else "finished courses"),
     )
 
 

@@ -114,14 +114,15 @@ def run_outcomes(
         return attempt("outcomes", name, func, records)
 
     built: dict[str, pd.DataFrame | None] = {}
-    rates = step("response_rates", lambda: outcome_tables.rate_table(patient_outcomes))
+    rates = step("response_rates", lambda: outcome_tables.rate_table(patient_outcomes, config))
     built["response_rates"] = rates
     if rates is not None:
         built["response_rates_main"] = step(
             "response_rates_main", lambda: outcome_tables.main_rates(rates, config))
         built["benchmark_comparison"] = step(
             "benchmark_comparison", lambda: rate_functions.benchmark_comparison(
-                rates, benchmarks, primary=config.primary_instrument))
+                rates, benchmarks, population=outcomes.main_population(config),
+                primary=config.primary_instrument))
     comparison = step("response_models",
                       lambda: outcome_tables.format_comparison(patient_outcomes, config))
     notes: tuple[str, ...] = ()
@@ -139,7 +140,7 @@ def run_outcomes(
     counts = outcome_plots.flow_counts(patient_outcomes, tables.get("followups"))
     return StageOutput(
         tables={"patient_outcomes": patient_outcomes, **shared},
-        figures=figures, messages=notes,
+        figures=figures, messages=(*outcomes.population_notes(patient_outcomes, config), *notes),
         rows={"patient_outcomes": len(patient_outcomes), **counts},
         records=tuple(records),
     )
@@ -156,7 +157,7 @@ def _outcome_figures(patient_outcomes: pd.DataFrame, tables: dict[str, pd.DataFr
                                        lambda: outcome_plots.flow_figure(counts, labels),
                                        records)}
     if rates is not None:
-        observed = rates[(rates["population"] == "finished_course")
+        observed = rates[(rates["population"] == outcomes.main_population(config))
                          & (rates["denominator"] == "observed")]
         figures["outcome_rates"] = attempt(
             "outcomes", "figure outcome_rates", lambda: outcome_plots.rates_figure(

@@ -360,6 +360,15 @@ def random_structure(frame: pd.DataFrame, time: str
         else:
             notes.append(f"therapy-group variance left out: fewer than {MIN_CLUSTERS} groups "
                          "with two or more patients")
+        no_group = frame.loc[frame["is_group"] & frame["group_id"].isna(), "patient_id"] \
+            if "group_id" in frame.columns else frame.loc[frame["is_group"], "patient_id"]
+        missing = no_group.nunique()
+        if missing:
+            notes.append(f"{missing} group-format patient{'s' if missing != 1 else ''} without "
+                         "a group_id: no therapy-group random effect; the correlation of "
+                         "outcomes within "
+                         "their groups is not modelled, so standard errors of format "
+                         "contrasts are likely too small")
     if "therapist_id" in frame.columns and frame["therapist_id"].notna().all() and \
             _clusters(frame, "therapist_id") >= MIN_CLUSTERS:
         components += [VarianceComponent("therapist_id"), VarianceComponent("therapist_id", time)]

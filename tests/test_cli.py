@@ -316,3 +316,23 @@ def test_the_writing_edge_refuses_paths_outside_out(tmp_path: Path) -> None:
         _emit(StageOutput({"rates": table}, folder="../.."), args, b"", "models")
     assert {p for p in _files(tmp_path) if out not in p.parents} == set()
     assert main(["report", "--out", str(out)]) == 2  # nothing written there either
+
+
+RELAPSE_COHORT_COLUMNS = [  # README, "Relapse after treatment"
+    "patient_id", "condition", "format", "problem_area", "age", "sex", "site_id",
+    "therapist_id", "group_id", "residual_phq9", "maintenance", "time_weeks", "event",
+]
+
+
+def test_relapse_command_writes_the_pseudonymised_cohort(demo_folder: Path,
+                                                         tmp_path: Path) -> None:
+    out = tmp_path / "relapse"
+    assert main(["relapse", str(demo_folder), "--out", str(out)]) == 0
+    cohort = pd.read_csv(out / "tables" / "relapse_cohort.csv")
+    assert list(cohort.columns) == RELAPSE_COHORT_COLUMNS
+    assert len(cohort) > 20 and set(cohort["event"]) <= {0, 1, 2}
+    assert cohort["patient_id"].str.fullmatch(r"p_[0-9a-f]{16}").all()
+    real = set(pd.read_csv(demo_folder / "patients.csv")["patient_id"])
+    assert not real & set(cohort["patient_id"])
+    km = pd.read_csv(out / "tables" / "relapse_km.csv")
+    assert km.loc[km["stratum_variable"] == "all", "n"].item() == len(cohort)

@@ -97,10 +97,7 @@ def find_faults(cohort: DemoCohort) -> set[Fault]:
     dup = ses.duplicated(["patient_id", "session_number"])
     found |= {("sessions", p, "session_number", "duplicate_session")
               for p in ses.loc[dup, "patient_id"]}
-    no_group = (pat["format"] == "group") & pat["group_id"].isna()
     extra_group = (pat["format"] != "group") & pat["group_id"].notna()
-    found |= {("patients", p, "group_id", "missing_group_id")
-              for p in pat.loc[no_group, "patient_id"]}
     found |= {("patients", p, "group_id", "unexpected_group_id")
               for p in pat.loc[extra_group, "patient_id"]}
     for col, allowed in CATEGORIES.items():
@@ -111,7 +108,7 @@ def find_faults(cohort: DemoCohort) -> set[Fault]:
     found |= {("sessions", p, "session_date", "session_after_end_date")
               for p in ses.loc[after, "patient_id"]}
     last = fol["patient_id"].map(ses.groupby("patient_id")["session_date"].max())
-    early = fol["followup_date"] <= last
+    early = fol["followup_date"] < last  # on the day of the last session is allowed
     found |= {("followups", p, "followup_date", "followup_before_last_session")
               for p in fol.loc[early, "patient_id"]}
     return found

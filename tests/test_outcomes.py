@@ -267,3 +267,79 @@ def test_instrument_never_measured_gives_missing_not_a_crash() -> None:
     table = outcomes.derive(patients, no_bdi, study_config.from_mapping(None))
     assert table["hamd17_baseline"].isna().all() and table["bdi2_response"].isna().all()
     assert table["phq9_baseline"].notna().any()
+
+
+# --------------------------------------------------------------------------- trial populations
+#: An assessment-only trial: PHQ-9 at baseline (session 0) and at weeks 8 and 16, recorded
+#: as session_number 8 and 16; no treatment sessions, no end of episode (end_reason empty).
+TRIAL: dict[str, tuple[str, dict[int, float | None]]] = {  # arm, {week: PHQ-9}
+    "R1": ("A", {0: 20, 8: 12, 16: 8}),      # 60% fall: response
+    "R2": ("A", {0: 15, 8: 6, 16: 4}),       # response and remission
+    "R3": ("B", {0: 18, 8: 16, 16: None}),   # week 16 missed: endpoint 16, no response
+    "R4": ("B", {0: 22}),                    # lost after baseline: not assessed
+    "R5": ("B", {}),                         # randomised, never assessed
+    "R6": ("A", {0: 12, 16: 6}),             # exactly 50%: response
+}
+
+
+def _trial() -> tuple[pd.DataFrame, pd.DataFrame]:
+    patients = pd.DataFrame([{
+        "patient_id": pid, "site_id": "S1", "therapist_id": None,
+        "condition": "major_depression", "format": "individual", "group_id": None,
+        "problem_area": "grief", "secondary_problem_area": None,
+        "referral_date": START - pd.Timedelta(days=14), "start_date": START,
+        "end_date": pd.NaT, "end_reason": None, "age": 40.0, "sex": "female", "arm": arm,
+    } for pid, (arm, _) in TRIAL.items()])
+    sessions = pd.DataFrame([{
+        "patient_id": pid, "session_number": float(week),
+        "session_date": START + pd.Timedelta(weeks=week),
+        "attendance": "did_not_attend" if phq9 is None else "attended",
+        "phq9": np.nan if phq9 is None else float(phq9), "gad7": np.nan,
+    } for pid, (_, weeks) in TRIAL.items() for week, phq9 in weeks.items()])
+    return patients, sessions
+
+
+def test_assessment_only_trial_gets_trial_populations() -> None:
+    """Service definitions find nobody who finished a course (and call the week-16
+    assessment a 'final phase' session); the trial definition has 6 randomised and 4
+    assessed (R1, R2, R3, R6). PHQ-9 response among the randomised: observed 3 of 4 (R1, R2,
+    R6 of those with an endpoint), itt 3 of 5 (R5 has no baseline, so is not eligible)."""
+    from pipeline import rates
+
+    patients, sessions = _trial()
+    service = outcomes.derive(patients, sessions, study_config.from_mapping(None))
+    assert not service["finished_course"].any() and "randomised" not in service
+    [note] = outcomes.population_notes(service, study_config.from_mapping(None))
+    assert note.startswith("no patient finished a course")
+    assert "set populations.definition: trial" in note
+    cfg = study_config.from_mapping({"populations": {"definition": "trial"}})
+    trial = outcomes.derive(patients, sessions, cfg).set_index("patient_id")
+    per_instrument_schema().validate(trial.reset_index(), lazy=True)
+    assert trial["randomised"].all()
+    assert trial.index[trial["assessed"]].tolist() == ["R1", "R2", "R3", "R6"]
+    assert trial["phq9_response"].astype(object).where(trial["phq9_response"].notna(), None)\
+        .tolist() == [True, True, False, None, None, True]
+    assert outcomes.main_population(cfg) == "randomised"
+    assert outcomes.population_columns(cfg)[:2] == ("randomised", "assessed")
+    assert outcomes.population_notes(trial.reset_index(), cfg) == [
+        "trial populations: 6 randomised (intention to treat, the main population), 4 "
+        "assessed after baseline on phq9"]
+    table = rates.response_rates(trial.reset_index(), ["phq9"],
+                                 populations=outcomes.population_columns(cfg))
+    cell = table.loc[(table["population"] == "randomised") & (table["instrument"] == "phq9")
+                     & (table["outcome"] == "response") & (table["condition"] == "all")
+                     & (table["format"] == "all")].set_index("denominator")
+    assert (cell.loc["observed", "n"], cell.loc["observed", "events"]) == (4, 3)
+    assert (cell.loc["itt", "n"], cell.loc["itt", "events"]) == (5, 3)
+
+
+def test_only_baseline_assessments_say_so() -> None:
+    """Only session 0 recorded: nobody started, and the note says how to fix it."""
+    patients, sessions = _trial()
+    baseline_only = sessions.loc[sessions["session_number"] == 0]
+    table = outcomes.derive(patients, baseline_only, study_config.from_mapping(None))
+    [note] = outcomes.population_notes(table, study_config.from_mapping(None))
+    assert note.startswith("no patient attended a treatment session (session_number >= 1)")
+    cfg = study_config.from_mapping({"populations": {"definition": "trial"}})
+    trial = outcomes.derive(patients, baseline_only, cfg)
+    assert trial["randomised"].all() and not trial["assessed"].any()

@@ -15,6 +15,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from data_schemas.outcomes import PAIRED, PER_INSTRUMENT, per_instrument_schema
 from data_schemas.vocab import INSTRUMENTS
+from pipeline import rates as rates_module
 from pipeline.estimability import NotEstimable
 from pipeline.rates import (
     adjusted_response,
@@ -562,3 +563,44 @@ def test_wilson_bounds_are_exact_at_zero_and_all(n: int) -> None:
     low, high = wilson_interval([0, n], [n, n])
     assert low[0] == 0.0 and high[1] == 1.0
     assert 0 < high[0] < 1 and 0 < low[1] < 1
+
+
+def test_cluster_ids_fall_back_for_group_patients_without_group_id() -> None:
+    """G1 patients cluster by group; a group patient without group_id falls back to the
+    therapist (P3) or to itself (P4); the note says the SEs ignore group clustering."""
+    data = pd.DataFrame({
+        "patient_id": ["P1", "P2", "P3", "P4", "P5"],
+        "format": ["group", "group", "group", "group", "individual"],
+        "group_id": ["G1", "G1", None, None, None],
+        "therapist_id": ["T1", "T1", "T1", None, "T2"],
+    })
+    ids, notes = rates_module._cluster_ids(data, "auto")
+    assert ids.tolist() == ["group:G1", "group:G1", "therapist:T1", "patient:P4",
+                            "therapist:T2"]
+    assert len(notes) == 1
+    assert notes[0].startswith("2 group-format patients without a group_id clustered by "
+                               "therapist")
+    assert "ignore clustering within therapy groups and are likely too small" in notes[0]
+    complete = data.assign(group_id=["G1", "G1", "G2", "G2", None])
+    assert rates_module._cluster_ids(complete, "auto")[1] == []
+
+
+def test_gee_notes_group_patients_without_group_id(
+    simulated: tuple[pd.DataFrame, float],
+) -> None:
+    frame = simulated[0].copy()
+    in_group = frame.index[frame["format"] == "group"]
+    frame.loc[in_group[:40], "group_id"] = None
+    result = adjusted_response(frame)
+    note = [n for n in result.notes if "without a group_id" in n]
+    assert note and note[0].startswith("40 group-format patients without a group_id")
+    assert "likely too small" in note[0]
+    assert not any("without a group_id" in n for n in adjusted_response(simulated[0]).notes)
+
+
+def test_gee_without_any_known_outcome_is_not_estimable(
+    simulated: tuple[pd.DataFrame, float],
+) -> None:
+    frame = simulated[0].assign(phq9_response=pd.array([pd.NA] * 3000, dtype="boolean"))
+    with pytest.raises(NotEstimable, match="no patient in the population has phq9_response"):
+        adjusted_response(frame)

@@ -17,7 +17,8 @@ fit the contract: ``tests/fixtures/real/SOURCE.md``; rebuilt by ``make_real.py``
     workshop whose group ids were not recorded (or a booklet), one post-baseline score each.
 ``smoking_relapse``
     asaur ``pharmacoSmoking``: time to relapse after a quit date, no symptom scores; twelve
-    relapses on day 0 give follow-ups on the last session's date, which are quarantined.
+    relapses on day 0 give follow-ups on the last session's date, which are valid (a
+    follow-up at discharge) and enter the relapse analysis at time 0.
 ``fireworks_ptsd``
     mice ``fdd``: EMDR or CBT for children's PTSD, parent and child PTSD-RI at three
     assessments, intermittent missed assessments, raw ``F``/``M`` sex codes, a child never
@@ -97,8 +98,7 @@ STUDIES = {
         RealStudy("beat_the_blues_followup", has_followups=True),
         RealStudy("anorexia"),
         RealStudy("jobs_ii"),
-        RealStudy("smoking_relapse", args=("--max-quarantine", "0.1"),
-                  quarantined=(("followups", 12),), has_followups=True),
+        RealStudy("smoking_relapse", has_followups=True),
         RealStudy("fireworks_ptsd"),
     )
 }

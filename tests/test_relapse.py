@@ -28,14 +28,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pipeline import config, demo, outcomes, relapse, relapse_plots
+from pipeline.estimability import NotEstimable
 from tests.conftest import GOLDEN_DIR
 
 GOLDEN: dict[str, Any] = json.loads((GOLDEN_DIR / "relapse_golden.json").read_text())
 #: Monte Carlo maintenance hazard ratio of the default endpoint in the demo
 #: (tests/golden/relapse_demo_estimand.py, 5 x 100,000 patients: 0.5907, range 0.577-0.605).
 DEMO_COX_ESTIMAND = 0.5907
-TABLE_KEYS = {"relapse_km", "relapse_km_at_risk", "relapse_logrank", "relapse_cox",
-              "relapse_ph_test", "relapse_rmst", "relapse_cif"}
+TABLE_KEYS = {"relapse_cohort", "relapse_km", "relapse_km_at_risk", "relapse_logrank",
+              "relapse_cox", "relapse_ph_test", "relapse_rmst", "relapse_cif"}
+ANALYSES = ["cohort", "km", "logrank", "cox", "rmst", "cif"]
 
 
 def _r(values: Any) -> np.ndarray[Any, np.dtype[np.float64]]:
@@ -311,19 +313,28 @@ def test_empty_cohort(demo_study: dict[str, Any]) -> None:
                                                                     dtype="boolean"))
     result = relapse.analyse(cohort.patients, cohort.sessions, cohort.followups, nobody,
                              config.from_mapping(None))
-    assert set(result.tables) == TABLE_KEYS
-    assert all(table.empty for table in result.tables.values())
-    assert "0 patients at risk of relapse" in result.messages[0]
-    assert any("relapse cannot be analysed" in m for m in result.messages)
-    assert set(result.figures) == {"relapse_km", "relapse_cif", "relapse_forest"}
+    assert result.tables == {} and result.figures == {}
+    [record] = result.records
+    assert (record.analysis, record.status) == ("cohort", "not estimable")
+    assert record.reason == ("nobody is at risk of relapse: no patient's treatment ended in "
+                             "remission on phq9")
+    assert "relapse.at_risk" in record.remedy
 
 
 def test_no_followups_at_all(demo_study: dict[str, Any]) -> None:
     cohort = demo_study["cohort"]
     result = relapse.analyse(cohort.patients, cohort.sessions, None, demo_study["outcomes"],
                              config.from_mapping(None))
-    assert result.tables["relapse_km"].empty
-    assert any("no follow-up table" in m for m in result.messages)
+    assert result.tables == {}
+    assert [(r.analysis, r.status) for r in result.records] == [("cohort", "not estimable")]
+    assert result.records[0].reason.startswith("no follow-up table")
+    assert "followups table" in result.records[0].remedy
+
+
+def test_demo_analyses_are_all_done(demo_study: dict[str, Any]) -> None:
+    result = demo_study["result"]
+    assert set(result.tables) == TABLE_KEYS
+    assert [(r.analysis, r.status) for r in result.records] == [(a, "done") for a in ANALYSES]
 
 
 def test_stratum_without_relapses(demo_cohort: pd.DataFrame) -> None:
@@ -377,9 +388,31 @@ def test_too_few_events_gives_a_smaller_model_then_none(demo_cohort: pd.DataFram
     assert ("only 50 relapses for 9 Cox parameters (at least 20 per parameter wanted): "
             "dropped condition, residual_phq9") in notes
     cfg = config.from_mapping({"relapse": {"min_events_per_parameter": 60}})
-    cox, ph, notes = relapse.cox_analysis(demo_cohort, "phq9", cfg)
-    assert cox.empty and ph.empty and list(cox.columns) == list(relapse.COX_COLUMNS)
-    assert any(n.startswith("too few relapses for a Cox model") for n in notes)
+    with pytest.raises(NotEstimable, match="too few relapses for a Cox model: 50 relapses"):
+        relapse.cox_analysis(demo_cohort, "phq9", cfg)
+
+
+def test_no_relapses_leaves_logrank_and_cox_not_estimable(demo_cohort: pd.DataFrame) -> None:
+    """KM, RMST and CIF of a cohort without relapses are estimates (S = 1, RMST = tau,
+    CIF = 0); a log-rank test or a Cox model has nothing to work with."""
+    frame = demo_cohort.assign(event=np.where(demo_cohort["event"] == 1, 0,
+                                              demo_cohort["event"]))
+    cfg = config.from_mapping(None)
+    with pytest.raises(NotEstimable, match="no relapses"):
+        relapse.logrank_analysis(frame)
+    with pytest.raises(NotEstimable, match="no relapses"):
+        relapse.cox_analysis(frame, "phq9", cfg)
+    km, _, _ = relapse.km_analysis(frame, cfg)
+    assert (km["relapse_free_52w"] == 1.0).all()
+    rmst, _ = relapse.rmst_analysis(frame, cfg)
+    assert rmst.loc[rmst["variable"] == "all", "rmst"].item() == pytest.approx(52.0)
+    cif, _ = relapse.cif_analysis(frame)
+    assert (cif["cif"] == 0.0).all()
+    for run in (lambda: relapse.km_analysis(frame.iloc[:0], cfg),
+                lambda: relapse.rmst_analysis(frame.iloc[:0], cfg),
+                lambda: relapse.cif_analysis(frame.iloc[:0])):
+        with pytest.raises(NotEstimable, match="the relapse cohort is empty"):
+            run()
 
 
 def _non_proportional(seed: int = 7, n: int = 400) -> pd.DataFrame:
@@ -475,3 +508,18 @@ def test_figures_of_nothing() -> None:
                    relapse_plots.cif_figure(pd.DataFrame(columns=list(relapse.CIF_COLUMNS))),
                    relapse_plots.forest_figure(pd.DataFrame(columns=list(relapse.COX_COLUMNS)))):
         assert isinstance(figure, Figure) and _png(figure)
+
+
+def test_cluster_by_group_notes_group_patients_without_group_id(
+    demo_cohort: pd.DataFrame,
+) -> None:
+    frame = demo_cohort.copy()
+    in_group = frame.index[frame["format"] == "group"]
+    frame.loc[in_group[:7], "group_id"] = None
+    cfg = config.from_mapping({"relapse": {"cluster": "group"}})
+    _, _, notes = relapse.cox_analysis(frame, "phq9", cfg)
+    assert any(n.startswith("7 group-format patients without a group_id clustered each as "
+                            "its own cluster: the standard errors ignore clustering within "
+                            "therapy groups and are likely too small") for n in notes)
+    _, _, notes = relapse.cox_analysis(demo_cohort, "phq9", cfg)
+    assert not any("without a group_id" in n for n in notes)

@@ -14,7 +14,7 @@ P03    8 w PHQ-9 8, clinician_relapse True, event relapse             8        1
 P04    13 w PHQ-9 3; 21 w event died                                  21       2
 P05    13 w PHQ-9 4; 17 w event withdrew (no scores)                  13       0
 P06    session 4 on 01-22 not attended (origin stays 01-15);          13       0
-       follow-ups on 01-10 (PHQ-9 14) and 01-15 (PHQ-9 11) are on or
+       follow-ups on 01-10 (PHQ-9 14) and 01-12 (PHQ-9 11) are
        before the origin and ignored; 13 w PHQ-9 3
 P07    no follow-up                                                   excluded
 P08    endpoint PHQ-9 9: not in remission                             not at risk
@@ -43,6 +43,7 @@ import pandas as pd
 import pytest
 
 from pipeline import config, outcomes, relapse
+from pipeline.estimability import NotEstimable
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "relapse_golden.json").read_text())
 NaT = pd.NaT
@@ -63,7 +64,7 @@ FOLLOWUPS = [  # patient_id, date, phq9, clinician_relapse, event
     ("P03", "2024-03-11", 8, True, "relapse"),
     ("P04", "2024-04-15", 3, False, "none"), ("P04", "2024-06-10", None, None, "died"),
     ("P05", "2024-04-15", 4, False, "none"), ("P05", "2024-05-13", None, None, "withdrew"),
-    ("P06", "2024-01-10", 14, False, "none"), ("P06", "2024-01-15", 11, False, "none"),
+    ("P06", "2024-01-10", 14, False, "none"), ("P06", "2024-01-12", 11, False, "none"),
     ("P06", "2024-04-15", 3, False, "none"),
     ("P08", "2024-04-15", 15, True, "relapse"),
     ("P10", "2024-02-12", None, None, "other_treatment"),
@@ -166,7 +167,8 @@ def test_messages_count_exclusions(study: dict[str, pd.DataFrame]) -> None:
     text = "\n".join(messages)
     assert ("10 patients at risk of relapse: treatment ended in remission on phq9 "
             "(1 in remission but still in treatment not counted)") in text
-    assert "2 follow-ups of 1 patient dated on or before the last acute-phase session" in text
+    assert ("2 follow-ups of 1 patient dated before the last attended acute-phase session "
+            "ignored") in text
     assert "1 patient at risk without any follow-up after the end of treatment left out" in text
     assert "P07" not in text  # ids never reach messages (the report is shared)
     assert "maintenance not recorded for 1 patient at risk" in text
@@ -199,10 +201,18 @@ def test_relapse_and_competing_on_one_followup_count_as_relapse(
     assert tuple(cohort.set_index("patient_id").loc["P04", ["time_weeks", "event"]]) == (21.0, 1)
 
 
-def test_no_followup_table_gives_an_empty_cohort(study: dict[str, pd.DataFrame]) -> None:
-    cohort, messages = _cohort(study, followups=None)
-    assert cohort.empty and "time_weeks" in cohort and "event" in cohort
-    assert any("no follow-up table" in m for m in messages)
+def test_no_followup_table_is_not_estimable(study: dict[str, pd.DataFrame]) -> None:
+    with pytest.raises(NotEstimable, match="no follow-up table") as verdict:
+        _cohort(study, followups=None)
+    assert "followups table" in verdict.value.remedy
+
+
+def test_no_followup_of_anyone_at_risk_is_not_estimable(study: dict[str, pd.DataFrame]) -> None:
+    """Only P08 (not at risk) and P07's absence: nobody at risk has a follow-up."""
+    followups = study["followups"].loc[study["followups"]["patient_id"] == "P08"]
+    with pytest.raises(NotEstimable, match="none of the 10 patients at risk of relapse has a "
+                                           "usable follow-up"):
+        _cohort(study, followups=followups)
 
 
 def test_followups_without_scores_or_event_columns(study: dict[str, pd.DataFrame]) -> None:
@@ -243,9 +253,131 @@ def test_analyse_with_three_relapses_is_descriptive_only(
 ) -> None:
     result = relapse.analyse(study["patients"], study["sessions"], study["followups"],
                              study["patient_outcomes"], config.from_mapping(None))
-    assert result.tables["relapse_cox"].empty
-    assert list(result.tables["relapse_cox"].columns) == list(relapse.COX_COLUMNS)
-    assert any("too few relapses for a Cox model" in m for m in result.messages)
-    assert set(result.figures) == {"relapse_km", "relapse_cif", "relapse_forest"}
+    assert "relapse_cox" not in result.tables and "relapse_ph_test" not in result.tables
+    status = {r.analysis: r.status for r in result.records}
+    assert status == {"cohort": "done", "km": "done", "logrank": "done",
+                      "cox": "not estimable", "rmst": "done", "cif": "done"}
+    cox = next(r for r in result.records if r.analysis == "cox")
+    assert cox.reason.startswith("too few relapses for a Cox model: 3 relapses")
+    assert "relapses per model parameter" in cox.remedy
+    assert set(result.figures) == {"relapse_km", "relapse_cif"}
     km = result.tables["relapse_km"]
     assert km.loc[km["stratum_variable"] == "all", "events"].item() == 3
+
+
+def test_response_at_risk_times_by_hand(study: dict[str, pd.DataFrame]) -> None:
+    """Every endpoint of 3 is a >= 50% fall from 15: the responders are the remitters, with
+    the same times and events; P08 (15 -> 9, 40%) is out."""
+    cohort, _ = _cohort(study, {"at_risk": "response"})
+    got = {row.patient_id: (row.time_weeks, row.event) for row in cohort.itertuples()}
+    assert got == EXPECTED
+
+
+def test_completed_at_risk_by_hand(study: dict[str, pd.DataFrame]) -> None:
+    """With completers at >= 3 sessions every ended patient completed (P09 is ongoing);
+    P08 (endpoint 9, below the threshold 10, not in remission) is now at risk and relapses
+    at 13 w (PHQ-9 15); P07 still has no follow-up. At threshold 9, P08 is out (nothing to
+    relapse from) and P02 (9 at 26 w) relapses."""
+    cfg_values: dict[str, Any] = {"populations": {"completer_min_sessions": 3},
+                                  "relapse": {"at_risk": "completed"}}
+    cfg = config.from_mapping(cfg_values)
+    po = outcomes.derive(study["patients"], study["sessions"], cfg)
+    assert po.loc[po["completers"], "patient_id"].tolist() == IDS  # P09 has not ended
+    cohort, messages = relapse.relapse_cohort(study["patients"], study["sessions"],
+                                              study["followups"], po, cfg)
+    got = {row.patient_id: (row.time_weeks, row.event) for row in cohort.itertuples()}
+    assert got == {**EXPECTED, "P08": (13.0, 1)}
+    assert ("11 patients at risk of relapse: treatment completed the acute course (1 "
+            "completer but still in treatment not counted)") in messages
+    cfg = config.from_mapping({**cfg_values, "relapse": {"at_risk": "completed",
+                                                         "threshold": 9}})
+    cohort, messages = relapse.relapse_cohort(study["patients"], study["sessions"],
+                                              study["followups"], po, cfg)
+    got = {row.patient_id: (row.time_weeks, row.event) for row in cohort.itertuples()}
+    assert got == {**EXPECTED, "P02": (26.0, 1)}
+    assert any(m.startswith("1 completer not counted as at risk: ended treatment at or above "
+                            "the relapse threshold (phq9 >= 9") for m in messages)
+
+
+def test_completed_without_completers_is_not_estimable(study: dict[str, pd.DataFrame]) -> None:
+    """Three sessions of a 12-16 session course: nobody completed it (default populations)."""
+    with pytest.raises(NotEstimable, match="nobody is at risk of relapse: no patient's "
+                                           "treatment completed the acute course"):
+        _cohort(study, {"at_risk": "completed"})
+
+
+def test_gad7_only_study_with_remission_at_risk_is_not_estimable(
+    study: dict[str, pd.DataFrame],
+) -> None:
+    """GAD-7 defines no remission (nor response): not estimable, with the way out."""
+    sessions = study["sessions"].drop(columns=["phq9", "hamd17", "bdi2"])
+    followups = study["followups"].drop(columns=["phq9", "hamd17", "bdi2"]).assign(gad7=3.0)
+    cfg = config.from_mapping({"primary_instrument": "gad7"})
+    po = outcomes.derive(study["patients"], sessions, cfg)
+    with pytest.raises(NotEstimable) as verdict:
+        relapse.relapse_cohort(study["patients"], sessions, followups, po, cfg)
+    assert verdict.value.reason.startswith("gad7 defines no remission")
+    assert verdict.value.remedy.startswith("set relapse.at_risk: completed")
+    result = relapse.analyse(study["patients"], sessions, followups, po, cfg)
+    assert result.tables == {}
+    assert [(r.analysis, r.status) for r in result.records] == [("cohort", "not estimable")]
+    with pytest.raises(NotEstimable, match="gad7 defines no response"):
+        relapse.relapse_cohort(study["patients"], sessions, followups, po,
+                               config.from_mapping({"primary_instrument": "gad7",
+                                                    "relapse": {"at_risk": "response"}}))
+
+
+def test_followup_on_the_day_treatment_ended_is_time_zero(
+    study: dict[str, pd.DataFrame],
+) -> None:
+    """P02's only follow-up is on 2024-01-15, the origin, with PHQ-9 12: a relapse at time 0.
+
+    By hand, KM: S(0) = 8/9; at 8 w 7 at risk, S = 8/9 * 6/7; at 13 w 6 at risk,
+    S(13) = 8/9 * 6/7 * 5/6 = 40/63; at 26 w 2 at risk, S(26) = 20/63. Aalen-Johansen:
+    CIF(0) = 1/9; P10's competing event at 4 w gives S = 7/9; CIF(8) = 1/9 + 7/9 * 1/7 =
+    2/9, S = 6/9; CIF(13) = 3/9, S = 5/9;
+    P04's competing event at 21 w (3 at risk) gives S = 10/27; CIF(26) = 1/3 + 10/27 * 1/2
+    = 14/27.
+    """
+    followups = study["followups"]
+    followups = pd.concat([
+        followups.loc[followups["patient_id"] != "P02"],
+        followups.loc[followups["patient_id"] == "P02"].iloc[:1].assign(
+            followup_date=pd.Timestamp("2024-01-15"), phq9=12.0)], ignore_index=True)
+    cohort, messages = _cohort(study, followups=followups)
+    got = {row.patient_id: (row.time_weeks, row.event) for row in cohort.itertuples()}
+    assert got == {**EXPECTED, "P02": (0.0, 1)}
+    assert any(m.startswith("1 patient left follow-up on the day treatment ended (time 0), "
+                            "1 of them with a relapse") for m in messages)
+    result = relapse.analyse(study["patients"], study["sessions"], followups,
+                             study["patient_outcomes"], config.from_mapping(None))
+    km = result.tables["relapse_km"].iloc[0]
+    assert km["relapse_free_26w"] == pytest.approx(40 / 63 / 2, abs=1e-12)  # 2 at risk at 26
+    cif = result.tables["relapse_cif"]
+    cif = cif.loc[cif["stratum_variable"] == "all"]
+    assert cif["time_weeks"].tolist() == [0.0, 8.0, 13.0, 26.0]
+    np.testing.assert_allclose(cif["cif"], [1 / 9, 2 / 9, 3 / 9, 14 / 27], atol=1e-12)
+    assert cif["at_risk"].tolist() == [9, 7, 6, 2]
+    rmst = result.tables["relapse_rmst"]
+    assert rmst.loc[rmst["variable"] == "all", "rmst"].item() < 52 * 8 / 9
+
+
+def test_relapse_cohort_table_leaves_dates_out(study: dict[str, pd.DataFrame]) -> None:
+    result = relapse.analyse(study["patients"], study["sessions"], study["followups"],
+                             study["patient_outcomes"], config.from_mapping(None))
+    table = result.tables["relapse_cohort"]
+    assert list(table.columns) == [
+        "patient_id", "condition", "format", "problem_area", "age", "sex", "site_id",
+        "therapist_id", "group_id", "residual_phq9", "maintenance", "time_weeks", "event"]
+    assert sorted(table["patient_id"]) == sorted(EXPECTED)
+
+
+def test_remission_on_an_instrument_never_scored_is_not_estimable(
+    study: dict[str, pd.DataFrame],
+) -> None:
+    """HAM-D-17 defines remission, but nobody has an end-of-treatment HAM-D-17 score."""
+    sessions = study["sessions"].assign(hamd17=np.nan)
+    cfg = config.from_mapping({"relapse": {"instrument": "hamd17"}})
+    po = outcomes.derive(study["patients"], sessions, cfg)
+    with pytest.raises(NotEstimable, match="no end-of-treatment hamd17 score in the data"):
+        relapse.relapse_cohort(study["patients"], sessions, study["followups"], po, cfg)

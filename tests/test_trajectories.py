@@ -131,6 +131,16 @@ def test_random_structure_needs_clusters() -> None:
     assert components == ()
     assert any("therapy-group variance left out" in n for n in notes)
     assert any("therapist variance left out" in n for n in notes)
+    assert not any("without a group_id" in n for n in notes)
+
+
+def test_random_structure_notes_group_patients_without_group_id() -> None:
+    """C (group format, no group_id; two rows) is one patient without a group effect."""
+    frame = pd.DataFrame({"patient_id": ["A", "B", "C", "C"], "is_group": [True] * 4,
+                          "group_id": ["G1", "G1", None, None], "therapist_id": "T1"})
+    _, notes = trajectories.random_structure(frame, "weeks")
+    assert any(n.startswith("1 group-format patient without a group_id: no "
+                            "therapy-group random effect") for n in notes)
 
 
 # --------------------------------------------------------------------------- demo cohort

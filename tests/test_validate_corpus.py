@@ -48,7 +48,6 @@ CORPUS = [
           _append({**base_patients()[0], "site_id": "S2"})),
     Fault("misspelt condition", "patients", 0, "condition", "depresion", "isin"),
     Fault("unknown format", "patients", 0, "format", "couple", "isin"),
-    Fault("group without group_id", "patients", 1, "group_id", "", "group_id_matches_format"),
     Fault("individual with group_id", "patients", 0, "group_id", "G9",
           "group_id_matches_format"),
     Fault("unknown problem area", "patients", 0, "problem_area", "loneliness", "isin"),
@@ -231,3 +230,27 @@ def test_date_format_option_parses_day_first(write_study: StudyWriter) -> None:
     result = validate.run(raw, date_format="%d/%m/%Y")
     assert result.failure_cases.empty, result.failure_cases.to_string()
     assert str(result.tables["patients"]["start_date"].iloc[0].date()) == "2024-01-10"
+
+
+def test_group_patient_without_group_id_is_valid(write_study: StudyWriter) -> None:
+    """Many services do not record the therapy group: accepted (analyses that cluster by
+    group say they could not); a group_id on an individual patient is still rejected."""
+    patients = base_patients()
+    patients[1]["group_id"] = ""  # P2, group format
+    result = _validate(write_study(patients=patients))
+    assert result.failure_cases.empty, result.failure_cases.to_string()
+    assert result.tables["patients"]["group_id"].isna().sum() == 2  # P1 (individual) and P2
+
+
+def test_followup_on_the_day_of_the_last_session_is_valid(write_study: StudyWriter) -> None:
+    """P1's last session is on 2024-01-24: a follow-up that day is kept, the day before is
+    quarantined."""
+    followups = base_followups()
+    followups[0]["followup_date"] = "2024-01-24"
+    result = _validate(write_study(followups=followups))
+    assert result.failure_cases.empty, result.failure_cases.to_string()
+    assert len(result.tables["followups"]) == 2
+    followups[0]["followup_date"] = "2024-01-23"
+    result = _validate(write_study(followups=followups, folder="day_before"))
+    assert set(result.failure_cases["check"]) == {"followup_after_last_session"}
+    assert result.quarantine["followups"]["line"].tolist() == [2]
