@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from data_schemas.vocab import INSTRUMENTS
+from data_schemas.outcomes import outcome_instruments
 from pipeline import rates
 from pipeline.config import StudyConfig
 from pipeline.estimability import require
@@ -34,9 +34,24 @@ def for_sharing(name: str, table: pd.DataFrame, suppress_below: int) -> pd.DataF
     )
 
 
-def rate_table(patient_outcomes: pd.DataFrame) -> pd.DataFrame:
-    """``response_rates``: every defined outcome of every instrument with a baseline."""
-    return rates.response_rates(patient_outcomes, list(INSTRUMENTS))
+def defined_outcomes(patient_outcomes: pd.DataFrame,
+                     config: StudyConfig) -> dict[str, tuple[str, ...]]:
+    """Instrument (with columns in ``patient_outcomes``: in force and in the data) -> the
+    rate outcomes its rules define; ``"phq9+gad7"`` -> the paired ones, when both paired
+    instruments are in the data."""
+    instruments = outcome_instruments(patient_outcomes)
+    defined = {name: config.defined_outcomes(name) for name in instruments}
+    both_paired = set(config.paired_instruments) <= set(instruments)
+    defined[rates.PAIRED_INSTRUMENT] = config.paired_outcomes_defined() if both_paired else ()
+    return defined
+
+
+def rate_table(patient_outcomes: pd.DataFrame, config: StudyConfig) -> pd.DataFrame:
+    """``response_rates``: every outcome that an instrument with a baseline defines (an
+    undefined outcome has no row, never 0%)."""
+    defined = defined_outcomes(patient_outcomes, config)
+    return rates.response_rates(patient_outcomes, outcome_instruments(patient_outcomes),
+                                defined=defined)
 
 
 def main_rates(response_rates: pd.DataFrame, config: StudyConfig) -> pd.DataFrame:
@@ -68,6 +83,10 @@ def format_comparison(patient_outcomes: pd.DataFrame,
     require(not finished.empty, "no patient finished a course of treatment",
             "patients who ended treatment after >= "
             f"{config.populations.finished_course_min_sessions} attended sessions")
+    require(comparison.outcome in defined_outcomes(patient_outcomes, config).get(primary, ()),
+            f"{comparison.outcome} is not defined for {primary} (or {primary} has no scores)",
+            f"an instrument whose catalogue entry defines {comparison.outcome} "
+            "(primary_instrument, or comparison.outcome, in the study config)")
     return rates.adjusted_response(
         finished,
         outcome=f"{primary}_{comparison.outcome}",

@@ -114,14 +114,15 @@ def run_outcomes(
         return attempt("outcomes", name, func, records)
 
     built: dict[str, pd.DataFrame | None] = {}
-    rates = step("response_rates", lambda: outcome_tables.rate_table(patient_outcomes))
+    rates = step("response_rates", lambda: outcome_tables.rate_table(patient_outcomes, config))
     built["response_rates"] = rates
     if rates is not None:
         built["response_rates_main"] = step(
             "response_rates_main", lambda: outcome_tables.main_rates(rates, config))
         built["benchmark_comparison"] = step(
             "benchmark_comparison", lambda: rate_functions.benchmark_comparison(
-                rates, benchmarks, primary=config.primary_instrument))
+                rates, benchmarks, primary=config.primary_instrument,
+                defined=outcome_tables.defined_outcomes(patient_outcomes, config)))
     comparison = step("response_models",
                       lambda: outcome_tables.format_comparison(patient_outcomes, config))
     notes: tuple[str, ...] = ()
