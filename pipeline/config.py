@@ -665,6 +665,8 @@ instruments:                        # the catalogue (data_schemas/instruments.cs
     remission_at_most: 7            # <= 7 (Frank et al. 1991)
   bdi2:
     caseness: 14                    # >= 14, mild or worse (Beck, Steer & Brown 1996)
+    response_reduction: 0.5         # >= 50% fall (Frank et al. 1991; Riedel et al. 2010)
+    remission_at_most: 13           # <= 13, minimal range (Beck et al. 1996; Riedel 2010)
     reliability: 0.92               # Jacobson-Truax RCI: r (Beck et al. 1996, outpatients)
     sd_pre: 12.75                   # SD of pre-treatment scores (Beck et al. 1996)
     clinical_mean: 22.45            # outpatients (Beck et al. 1996)
@@ -674,7 +676,6 @@ instruments:                        # the catalogue (data_schemas/instruments.cs
     jt_cutoff: c                    # a: 2 SD (clinical) beyond the clinical mean;
                                     # b: 2 SD (functional) within the functional mean;
                                     # c: SD-weighted midpoint; caseness: below caseness
-  # bdi2 also: response_reduction 0.5, remission_at_most 13 (Beck et al. 1996; Riedel 2010)
   # madrs: {response_reduction: 0.5, remission_below: 10}   # Hawley et al. 2002
   # core10: {caseness: 11, reliable_change: 6}              # Barkham et al. 2013
   # A study's own scale (a column `wellbeing` in sessions), declared here:
