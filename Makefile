@@ -18,7 +18,8 @@ DEMO_DEP := $(if $(filter data/demo,$(DATA)),data/demo/patients.csv)
 DATA_FILES := $(DEMO_DEP) $(filter-out $(DEMO_DEP),$(wildcard $(DATA)/*.csv $(DATA)/*.parquet))
 STAMPS := $(OUT)/.stamps
 CORE := pipeline/io.py pipeline/clean.py pipeline/validate.py pipeline/cli.py \
-        pipeline/config.py pipeline/outcomes.py pipeline/stages.py $(wildcard data_schemas/*.py)
+        pipeline/config.py pipeline/outcomes.py pipeline/stages.py $(wildcard data_schemas/*.py) \
+        data_schemas/instruments.csv
 OUTCOME_CODE := pipeline/rates.py pipeline/outcome_tables.py pipeline/outcome_plots.py \
         pipeline/privacy.py pipeline/figures.py
 MODEL_CODE := pipeline/trajectories.py pipeline/trajectory_plots.py $(wildcard pipeline/engines/*.py)
@@ -47,8 +48,8 @@ data/demo/patients.csv: | $(INSTALLED)
 
 demo: data/demo/patients.csv ## write the synthetic demo cohort to data/demo (if missing)
 
-$(STAMPS)/validate: $(INSTALLED) $(DATA_FILES) $(CORE)
-	$(BIN)/ipt-outcomes validate $(DATA) --out $(OUT)
+$(STAMPS)/validate: $(INSTALLED) $(DATA_FILES) $(CORE) $(CONFIG)
+	$(BIN)/ipt-outcomes validate $(DATA) --out $(OUT) $(CONFIG_ARG)
 	@mkdir -p $(@D) && touch $@
 
 $(STAMPS)/outcomes: $(STAMPS)/validate $(CONFIG) $(OUTCOME_CODE)

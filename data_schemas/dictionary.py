@@ -11,9 +11,13 @@ import inspect
 import pandas as pd
 import pandera.pandas as pa
 
-from data_schemas import CONTRACTS, TableContract
-from data_schemas.rules import rule_texts
-from data_schemas.vocab import INSTRUMENTS, SYNONYMS
+from data_schemas import CATALOGUE, CONTRACTS, TableContract
+from data_schemas.instruments import CATALOGUE_FILE, Instrument
+from data_schemas.vocab import SYNONYMS
+
+#: Score columns written into the CSV templates (a study adds a column per instrument it
+#: uses, named as in the catalogue).
+TEMPLATE_INSTRUMENTS = ("phq9", "gad7", "hamd17", "bdi2")
 
 TYPE_NAMES = {
     "str": "text",
@@ -64,7 +68,7 @@ def _table_section(contract: TableContract) -> list[str]:
         lines += ["", "(patient_id, session_number) is unique."]
     lines += ["", "Rules (check name: rule):", ""]
     lines += [
-        f"- `{name}`: {text}" for name, text in sorted(rule_texts(contract.in_context).items())
+        f"- `{name}`: {text}" for name, text in sorted(contract.rule_texts().items())
     ]
     return [*lines, ""]
 
@@ -116,7 +120,7 @@ def _outcomes_section() -> list[str]:
     from data_schemas.outcomes import PER_INSTRUMENT, per_instrument_schema
 
     schema = per_instrument_schema()
-    fixed = [c for c in schema.columns if not any(c.startswith(f"{i}_") for i in INSTRUMENTS)]
+    fixed = [c for c in schema.columns if not any(c.startswith(f"{i}_") for i in CATALOGUE)]
     lines = [
         "## `patient_outcomes` (output of `ipt-outcomes outcomes`)",
         "",
@@ -126,12 +130,62 @@ def _outcomes_section() -> list[str]:
         "",
         "Fixed columns: " + ", ".join(f"`{c}`" for c in fixed) + ".",
         "",
-        "Per instrument (`phq9`, `gad7`, `hamd17`, `bdi2`), prefixed with its name:",
+        "Per instrument in force and present in the sessions table, prefixed with its name "
+        "(`phq9_response`); an outcome the instrument does not define is missing for every "
+        "patient and has no row in the rate tables:",
         "",
         "| column | meaning |",
         "|---|---|",
     ]
     lines += [f"| `<instrument>_{name}` | {OUTCOME_MEANINGS[name]} |" for name in PER_INSTRUMENT]
+    return [*lines, ""]
+
+
+def _definitions(instrument: Instrument) -> str:
+    """The outcomes an instrument defines, in words ("-" for none)."""
+    i, parts = instrument, []
+    sign = ">=" if i.lower_is_better else "<="
+    if i.caseness is not None:
+        parts.append(f"caseness {sign} {i.caseness:g}")
+    if i.response_reduction is not None:
+        parts.append(f"response: fall >= {i.response_reduction:.0%}")
+    if i.remission_below is not None:
+        parts.append(f"remission < {i.remission_below:g}")
+    if i.remission_at_most is not None:
+        parts.append(f"remission <= {i.remission_at_most:g}")
+    if i.reliable_change is not None:
+        parts.append(f"reliable change {i.reliable_change:g} points")
+    elif i.reliability is not None and i.sd_pre is not None:
+        parts.append(f"reliable change: JT RCI (r = {i.reliability:g}, SD = {i.sd_pre:g})")
+    if i.jt_cutoff != "caseness":
+        parts.append(f"JT cut-off {i.jt_cutoff}")
+    return "; ".join(parts) or "-"
+
+
+def _sources(instrument: Instrument) -> str:
+    """The distinct sources of an instrument's values."""
+    texts = dict.fromkeys(t for t in instrument.sources.values() if t)
+    return " / ".join(t.replace("|", "\\|") for t in texts)
+
+
+def _catalogue_section() -> list[str]:
+    lines = [
+        "## Instrument catalogue",
+        "",
+        f"Score columns of `sessions` and `followups`, from `data_schemas/{CATALOGUE_FILE}`. "
+        "Name the column as in the first column below (case does not matter); only the "
+        "instruments present in a file are checked. A study config can override thresholds "
+        "or declare its own instruments (`instruments:`; `ipt-outcomes config --example`). "
+        "An empty definition means the outcome is not defined for that instrument.",
+        "",
+        "| column | instrument | range | whole numbers | better | definitions | sources |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for i in CATALOGUE.values():
+        lines.append(
+            f"| `{i.name}` | {i.label} | {i.range_text()} | {'yes' if i.whole else 'no'} "
+            f"| {'lower' if i.lower_is_better else 'higher'} | {_definitions(i)} "
+            f"| {_sources(i)} |")
     return [*lines, ""]
 
 
@@ -147,6 +201,7 @@ def render_dictionary() -> str:
     for contract in CONTRACTS.values():
         lines += _table_section(contract)
     lines += _synonyms_section()
+    lines += _catalogue_section()
     lines += _outcomes_section()
     return "\n".join(lines)
 
@@ -154,6 +209,7 @@ def render_dictionary() -> str:
 def template_frames() -> dict[str, pd.DataFrame]:
     """An empty frame per table with every contract column, for clinics to fill in."""
     return {
-        name: pd.DataFrame(columns=list(contract.schema().columns))
+        name: pd.DataFrame(columns=list(
+            contract.for_columns(TEMPLATE_INSTRUMENTS).schema().columns))
         for name, contract in CONTRACTS.items()
     }

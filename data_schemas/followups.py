@@ -6,12 +6,15 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from data_schemas.sessions import SCORE_COLUMNS, _whole
 from data_schemas.vocab import FOLLOWUP_EVENTS
 
 
 class Followups(pa.DataFrameModel):
-    """One row per post-treatment follow-up assessment."""
+    """One row per post-treatment follow-up assessment.
+
+    Score columns (one per instrument of the catalogue or the study config) are added by
+    ``data_schemas.scores``, as for sessions.
+    """
 
     patient_id: Series[str] = pa.Field(
         str_length={"min_value": 1}, description="Patient id; must exist in patients."
@@ -20,10 +23,6 @@ class Followups(pa.DataFrameModel):
         description="Date of the follow-up (ISO); on or after the day of the patient's last "
                     "session (a follow-up on the day of discharge is allowed)."
     )
-    phq9: Series[float] | None = pa.Field(ge=0, le=27, nullable=True, description="PHQ-9.")
-    gad7: Series[float] | None = pa.Field(ge=0, le=21, nullable=True, description="GAD-7.")
-    hamd17: Series[float] | None = pa.Field(ge=0, le=52, nullable=True, description="HAM-D-17.")
-    bdi2: Series[float] | None = pa.Field(ge=0, le=63, nullable=True, description="BDI-II.")
     clinician_relapse: Series[pd.BooleanDtype] | None = pa.Field(
         nullable=True, description="Clinician-recorded relapse at this follow-up."
     )
@@ -34,11 +33,6 @@ class Followups(pa.DataFrameModel):
     class Config:
         strict = False
         name = "followups"
-
-    @pa.check("phq9", "gad7", "bdi2")
-    def whole_score(cls, s: Series[float]) -> Series[bool]:
-        """This score must be a whole number."""
-        return _whole(s)
 
 
 class FollowupsInContext(Followups):
@@ -63,4 +57,4 @@ RULE_COLUMNS: dict[str, str] = {
     "patient_exists": "patient_id",
     "followup_after_last_session": "followup_date",
 }
-__all__ = ["SCORE_COLUMNS", "Followups", "FollowupsInContext"]
+__all__ = ["Followups", "FollowupsInContext"]

@@ -1,16 +1,22 @@
 """Contract for ``patient_outcomes``: one row per patient, written by ``pipeline.outcomes``.
 
 Outcome columns are nullable booleans: missing means *not known* (no paired scores, or not
-defined for this patient), never False.
+defined for this patient or instrument), never False. Per-instrument columns exist for the
+instruments in force (``data_schemas.instruments``, plus the study's own) whose column is
+in the sessions table.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from data_schemas.vocab import CONDITIONS, FORMATS, INSTRUMENTS, PROBLEM_AREAS
+from data_schemas.instruments import CATALOGUE, Instrument
+from data_schemas.vocab import CONDITIONS, FORMATS, PROBLEM_AREAS
 
 JT_CLASSES = ("recovered", "improved", "unchanged", "deteriorated")
 POPULATIONS = ("started", "finished_course", "completers")
@@ -79,22 +85,42 @@ class PatientOutcomes(pa.DataFrameModel):
         return ~df["finished_course"] | df["started"]
 
 
-def per_instrument_schema() -> pa.DataFrameSchema:
-    """``PatientOutcomes`` plus the typed per-instrument columns of every instrument."""
+def _optional(dtype: Any, check: pa.Check | None = None) -> pa.Column:
+    """A nullable column that a table has only when its instrument is in the data."""
+    return pa.Column(dtype, check, nullable=True, required=False)
+
+
+def per_instrument_schema(
+    instruments: Iterable[Instrument] | None = None, conditions: Sequence[str] = CONDITIONS
+) -> pa.DataFrameSchema:
+    """``PatientOutcomes`` plus the typed per-instrument columns.
+
+    Parameters
+    ----------
+    instruments : iterable of Instrument, optional
+        The instruments in force (default: the catalogue). Their columns are optional: a
+        table has the columns of the instruments present in the study's data.
+    conditions : sequence of str
+        Allowed condition codes (the built-in ones plus any a study config declares).
+    """
     columns: dict[str, pa.Column] = {}
-    for instrument, (low, high, _whole) in INSTRUMENTS.items():
+    for instrument in CATALOGUE.values() if instruments is None else instruments:
+        name, low, high = instrument.name, instrument.min, instrument.max
         span = float(high - low)
-        columns[f"{instrument}_baseline"] = pa.Column(float, pa.Check.in_range(low, high),
-                                                      nullable=True)
-        columns[f"{instrument}_endpoint"] = pa.Column(float, pa.Check.in_range(low, high),
-                                                      nullable=True)
-        columns[f"{instrument}_change"] = pa.Column(float, pa.Check.in_range(-span, span),
-                                                    nullable=True)
-        columns[f"{instrument}_pct_change"] = pa.Column(float, nullable=True)
+        columns[f"{name}_baseline"] = _optional(float, pa.Check.in_range(low, high))
+        columns[f"{name}_endpoint"] = _optional(float, pa.Check.in_range(low, high))
+        columns[f"{name}_change"] = _optional(float, pa.Check.in_range(-span, span))
+        columns[f"{name}_pct_change"] = _optional(float)
         for flag in ("response", "remission", "reliable_improvement", "reliable_deterioration"):
-            columns[f"{instrument}_{flag}"] = pa.Column("boolean", nullable=True)
-        columns[f"{instrument}_jt_class"] = pa.Column(str, pa.Check.isin(JT_CLASSES),
-                                                      nullable=True)
-    return PatientOutcomes.to_schema().add_columns(columns)
+            columns[f"{name}_{flag}"] = _optional("boolean")
+        columns[f"{name}_jt_class"] = _optional(str, pa.Check.isin(JT_CLASSES))
+    schema = PatientOutcomes.to_schema().add_columns(columns)
+    if tuple(conditions) != CONDITIONS:
+        schema = schema.update_column("condition", checks=[pa.Check.isin(list(conditions))])
+    return schema
 
 
+def outcome_instruments(patient_outcomes: pd.DataFrame) -> list[str]:
+    """The instruments with per-instrument columns in a ``patient_outcomes`` table."""
+    suffix = "_baseline"
+    return [c[: -len(suffix)] for c in patient_outcomes.columns if str(c).endswith(suffix)]

@@ -6,9 +6,8 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from data_schemas.vocab import ATTENDANCE, INSTRUMENTS
+from data_schemas.vocab import ATTENDANCE
 
-SCORE_COLUMNS = tuple(INSTRUMENTS)
 #: How far before start_date a pre-treatment assessment may lie.
 ASSESSMENT_WINDOW_DAYS = 90
 
@@ -18,7 +17,12 @@ def _whole(s: pd.Series) -> pd.Series:
 
 
 class Sessions(pa.DataFrameModel):
-    """One row per scheduled session (session 0 = pre-treatment assessment)."""
+    """One row per scheduled session (session 0 = pre-treatment assessment).
+
+    Score columns are not written here: they are the instruments of the catalogue
+    (``data_schemas/instruments.csv``) and of the study config, one column per instrument
+    named as in the catalogue (``phq9``, ``madrs`` ...), added by ``data_schemas.scores``.
+    """
 
     patient_id: Series[str] = pa.Field(
         str_length={"min_value": 1}, description="Patient id; must exist in patients."
@@ -28,18 +32,6 @@ class Sessions(pa.DataFrameModel):
     )
     session_date: Series[pa.DateTime] = pa.Field(description="Date of the session (ISO).")
     attendance: Series[str] = pa.Field(isin=ATTENDANCE, description="What happened.")
-    phq9: Series[float] | None = pa.Field(
-        ge=0, le=27, nullable=True, description="PHQ-9 total, 0-27, whole number."
-    )
-    gad7: Series[float] | None = pa.Field(
-        ge=0, le=21, nullable=True, description="GAD-7 total, 0-21, whole number."
-    )
-    hamd17: Series[float] | None = pa.Field(
-        ge=0, le=52, nullable=True, description="HAM-D-17 total, 0-52."
-    )
-    bdi2: Series[float] | None = pa.Field(
-        ge=0, le=63, nullable=True, description="BDI-II total, 0-63, whole number."
-    )
 
     class Config:
         strict = False
@@ -51,18 +43,6 @@ class Sessions(pa.DataFrameModel):
         """session_number must be a whole number."""
         return _whole(s)
 
-    @pa.check("phq9", "gad7", "bdi2")
-    def whole_score(cls, s: Series[float]) -> Series[bool]:
-        """This score must be a whole number."""
-        return _whole(s)
-
-    @pa.dataframe_check
-    def no_score_on_missed_session(cls, df: pd.DataFrame) -> Series[bool]:
-        """A session that was not attended cannot carry a score."""
-        present = [c for c in SCORE_COLUMNS if c in df.columns]
-        any_score = df[present].notna().any(axis=1)
-        missed = df["attendance"].isin([a for a in ATTENDANCE if a != "attended"])
-        return ~(any_score & missed)
 
 
 class SessionsInContext(Sessions):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from data_schemas.instruments import CATALOGUE
+
 CONDITIONS: Final = (
     "major_depression",
     "dysthymia",
@@ -24,12 +26,13 @@ END_REASONS: Final = ("completed", "dropped_out", "transferred", "ongoing", "oth
 ATTENDANCE: Final = ("attended", "did_not_attend", "cancelled_by_patient", "cancelled_by_service")
 FOLLOWUP_EVENTS: Final = ("none", "relapse", "died", "other_treatment", "withdrew")
 
-#: Score columns: instrument -> (minimum, maximum, whole numbers only).
-INSTRUMENTS: Final[dict[str, tuple[int, int, bool]]] = {
-    "phq9": (0, 27, True),
-    "gad7": (0, 21, True),
-    "hamd17": (0, 52, False),
-    "bdi2": (0, 63, True),
+#: The four core instruments: name -> (minimum, maximum, whole numbers only), read from the
+#: catalogue (``data_schemas/instruments.csv``, which holds every instrument and its
+#: outcome definitions). Kept for the demo and test generators; the pipeline itself takes
+#: its instruments from the catalogue in force (``StudyConfig.catalogue``).
+INSTRUMENTS: Final[dict[str, tuple[float, float, bool]]] = {
+    name: (CATALOGUE[name].min, CATALOGUE[name].max, CATALOGUE[name].whole)
+    for name in ("phq9", "gad7", "hamd17", "bdi2")
 }
 
 #: Alternative spellings accepted per column (after case-folding) -> canonical value.

@@ -222,7 +222,7 @@ def _validated(args: argparse.Namespace, key: bytes) -> tuple[ValidationResult, 
     from pipeline import validate
 
     raw = io.read_study(args.data_dir, validate.TABLE_ORDER, validate.REQUIRED_TABLES)
-    result = validate.run(raw, date_format=args.date_format)
+    result = validate.run(raw, date_format=args.date_format, config=_config(args))
     inputs = {t.path.name: io.file_sha256(t.path) for t in raw.values()}
     folder = _write_validation(result, args, key, inputs)
     folder = getattr(args, "final_out", args.out) / folder.relative_to(args.out)  # as shown
@@ -388,10 +388,9 @@ def _run_stages(args: argparse.Namespace, stages: Sequence[str], render: bool) -
 def _resolve_primary(study: StudyConfig, sessions: pd.DataFrame
                      ) -> tuple[StudyConfig, list[str]]:
     """The study config with a primary instrument that the data score, and notes."""
-    from data_schemas.vocab import INSTRUMENTS
     from pipeline import config
 
-    scored = [i for i in INSTRUMENTS if i in sessions.columns and sessions[i].notna().any()]
+    scored = [i for i in study.instruments_in(sessions.columns) if sessions[i].notna().any()]
     resolved, notes = config.for_data(study, scored)
     for note in notes:
         log.warning("%s", note)
@@ -567,6 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a study folder against the data contract",
                        description=cmd_validate.__doc__)
     _add_data_options(p)
+    p.add_argument("--config", type=Path, default=None, help="study config YAML: its "
+                   "instruments and conditions extend the contract (default: the catalogue)")
     p.set_defaults(func=cmd_validate)
     _analysis_parser(sub, "outcomes", cmd_outcomes, "per-patient outcomes, response rates, "
                      "adjusted comparison, benchmarks and attendance")

@@ -4,7 +4,15 @@ A study config is a YAML file (read with ``yaml.safe_load``); any key left out t
 default below, an unknown key or a bad value is a ``ConfigError`` that names it. Each default
 carries its source in ``SOURCES``, which the report's methods section prints.
 
-Definitions (for an instrument where a lower score is better):
+Instruments come from the shipped catalogue (``data_schemas/instruments.csv``, loaded by
+``data_schemas.instruments``): ``DEFAULT_RULES`` and the instrument entries of ``SOURCES``
+are read from it. A config's ``instruments:`` section overrides a catalogued instrument's
+thresholds or declares a new one (``min``, ``max`` and ``direction`` required); its
+``conditions:`` list adds condition codes to the built-in ones.
+
+Definitions (for an instrument where a lower score is better; for a ``higher_is_better``
+scale improvement is a rise, caseness is a score at or below ``caseness`` and response by
+percentage reduction and remission are not defined):
 
 - caseness: baseline score >= ``caseness``;
 - response: reduction from baseline of at least ``response_reduction`` (0.5 = 50%), i.e.
@@ -27,13 +35,25 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from data_schemas.vocab import INSTRUMENTS
+from data_schemas.instruments import CATALOGUE, THRESHOLDS, Instrument
+from data_schemas.vocab import CONDITIONS
+
+#: Lower-case column names: what an instrument or condition code may be called.
+CODE = re.compile(r"^[a-z][a-z0-9_]*$")
+#: Columns of the input tables that an instrument cannot be named after.
+RESERVED_COLUMNS = frozenset({
+    "patient_id", "session_number", "session_date", "attendance", "followup_date",
+    "clinician_relapse", "event", "site_id", "therapist_id", "group_id", "condition",
+    "format", "problem_area", "secondary_problem_area", "referral_date", "start_date",
+    "end_date", "end_reason", "age", "sex", "maintenance", "arm",
+})
 
 
 class ConfigError(ValueError):
@@ -42,8 +62,14 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class InstrumentRules:
-    """Thresholds of one instrument; ``None`` means the outcome is not defined for it."""
+    """Scale and thresholds of one instrument; a threshold of ``None`` means the outcome is
+    not defined for it (see ``data_schemas.instruments`` for the definitions)."""
 
+    label: str | None = None
+    min: float | None = None
+    max: float | None = None
+    whole: bool = True
+    direction: Literal["lower_is_better", "higher_is_better"] = "lower_is_better"
     caseness: float | None = None
     response_reduction: float | None = None
     remission_below: float | None = None
@@ -56,6 +82,36 @@ class InstrumentRules:
     functional_mean: float | None = None
     functional_sd: float | None = None
     jt_cutoff: Literal["a", "b", "c", "caseness"] = "caseness"
+
+    @property
+    def lower_is_better(self) -> bool:
+        """True when a fall in score is an improvement."""
+        return self.direction == "lower_is_better"
+
+    def defines(self, outcome: str) -> bool:
+        """Whether these rules define ``outcome`` (response, remission,
+        reliable_improvement, reliable_deterioration, caseness)."""
+        if outcome == "response":
+            return self.response_reduction is not None and self.lower_is_better
+        if outcome == "remission":
+            return self.lower_is_better and (
+                self.remission_below is not None or self.remission_at_most is not None)
+        if outcome in ("reliable_improvement", "reliable_deterioration"):
+            return self.reliable_change is not None or (
+                self.reliability is not None and self.sd_pre is not None)
+        if outcome == "caseness":
+            return self.caseness is not None
+        raise ValueError(f"unknown outcome {outcome!r}")
+
+
+def rules_from(instrument: Instrument) -> InstrumentRules:
+    """A catalogued instrument's scale and thresholds as config rules."""
+    return InstrumentRules(
+        label=instrument.label, min=instrument.min, max=instrument.max,
+        whole=instrument.whole, direction=instrument.direction,
+        jt_cutoff=instrument.jt_cutoff,
+        **{name: getattr(instrument, name) for name in THRESHOLDS},
+    )
 
 
 @dataclass(frozen=True)
@@ -174,36 +230,79 @@ class StudyConfig:
     trajectories: Trajectories = field(default_factory=Trajectories)
     relapse: Relapse = field(default_factory=Relapse)
     audit: Audit = field(default_factory=Audit)
+    conditions: tuple[str, ...] = ()
 
     def rules(self, instrument: str) -> InstrumentRules:
         """The rules of one instrument (empty rules for an unconfigured one)."""
         return self.instruments.get(instrument, InstrumentRules())
 
+    def instrument(self, name: str) -> Instrument:
+        """One instrument in force (catalogue plus config), with the source of each value:
+        the catalogue's where the value is the catalogue's, else ``study config``."""
+        rules = self.rules(name)
+        if rules.min is None or rules.max is None:
+            raise KeyError(f"instrument {name!r} is neither catalogued nor declared")
+        base = CATALOGUE.get(name)
+        values = {key: getattr(rules, key) for key in (*THRESHOLDS, "jt_cutoff", "whole",
+                                                        "direction", "min", "max")}
+        sources = {key: (base.sources.get(key, "") if base is not None
+                         and getattr(base, key) == value else "study config")
+                   for key, value in values.items()
+                   if value is not None and not (key == "jt_cutoff" and value == "caseness")}
+        return Instrument(name=name, label=rules.label or name, sources=sources, **values)
 
+    def catalogue(self) -> dict[str, Instrument]:
+        """Every instrument in force: the catalogue's, overridden or extended by the config."""
+        return {name: self.instrument(name) for name in self.instruments}
+
+    def instruments_in(self, columns: Iterable[str]) -> list[str]:
+        """The instruments in force that have a column among ``columns`` (exact names, as
+        in a validated table), in catalogue order."""
+        present = set(columns)
+        return [name for name in self.instruments if name in present]
+
+    def condition_codes(self) -> tuple[str, ...]:
+        """The allowed condition codes: the built-in ones and the config's."""
+        return tuple(dict.fromkeys((*CONDITIONS, *self.conditions)))
+
+    def defined_outcomes(self, instrument: str) -> tuple[str, ...]:
+        """The per-instrument rate outcomes the instrument's rules define."""
+        rules = self.rules(instrument)
+        return tuple(o for o in ("response", "remission", "reliable_improvement")
+                     if rules.defines(o))
+
+    def paired_outcomes_defined(self) -> tuple[str, ...]:
+        """The NHS Talking Therapies paired outcomes the paired instruments define:
+        reliable improvement needs reliable change on both, recovery caseness on both."""
+        first, second = (self.rules(name) for name in self.paired_instruments)
+        reliable = first.defines("reliable_improvement") and \
+            second.defines("reliable_improvement")
+        caseness = first.defines("caseness") and second.defines("caseness")
+        return tuple(name for name, ok in (("reliable_improvement", reliable),
+                                           ("recovery", caseness),
+                                           ("reliable_recovery", reliable and caseness))
+                     if ok)
+
+
+#: Defaults of every catalogued instrument (``data_schemas/instruments.csv``).
 DEFAULT_RULES: dict[str, InstrumentRules] = {
-    "phq9": InstrumentRules(caseness=10, response_reduction=0.5, remission_below=5,
-                            reliable_change=6),
-    "gad7": InstrumentRules(caseness=8, reliable_change=4),
-    "hamd17": InstrumentRules(response_reduction=0.5, remission_at_most=7),
-    "bdi2": InstrumentRules(caseness=14, reliability=0.92, sd_pre=12.75, clinical_mean=22.45,
-                            clinical_sd=12.75, functional_mean=12.56, functional_sd=9.93,
-                            jt_cutoff="c"),
+    name: rules_from(instrument) for name, instrument in CATALOGUE.items()
 }
 
+
+def _catalogue_sources() -> dict[str, str]:
+    """``instruments.<name>.<value>`` -> source, for every value the catalogue sets."""
+    sources: dict[str, str] = {}
+    for name, instrument in CATALOGUE.items():
+        for key in (*THRESHOLDS, "jt_cutoff"):
+            value = getattr(instrument, key)
+            if value is not None and not (key == "jt_cutoff" and value == "caseness"):
+                sources[f"instruments.{name}.{key}"] = instrument.sources[key]
+    return sources
+
+
 SOURCES: dict[str, str] = {
-    "instruments.phq9.caseness": "PHQ-9 >= 10: Kroenke et al. 2001; NHS Talking Therapies",
-    "instruments.phq9.response_reduction": "50% reduction: Frank et al. 1991 convention",
-    "instruments.phq9.remission_below": "PHQ-9 < 5: Kroenke et al. 2001 (minimal symptoms)",
-    "instruments.phq9.reliable_change": "6 points: NHS Talking Therapies reliable change",
-    "instruments.gad7.caseness": "GAD-7 >= 8: NHS Talking Therapies caseness",
-    "instruments.gad7.reliable_change": "4 points: NHS Talking Therapies reliable change",
-    "instruments.hamd17.response_reduction": "50% reduction: Frank et al. 1991 convention",
-    "instruments.hamd17.remission_at_most": "HAM-D-17 <= 7: Frank et al. 1991",
-    "instruments.bdi2.caseness": "BDI-II >= 14: Beck, Steer & Brown 1996 (mild or worse)",
-    "instruments.bdi2.reliability": "r = 0.92 (alpha, outpatients): Beck et al. 1996",
-    "instruments.bdi2.sd_pre": "outpatient SD 12.75: Beck et al. 1996",
-    "instruments.bdi2.functional_mean": "students mean 12.56, SD 9.93: Beck et al. 1996",
-    "instruments.bdi2.jt_cutoff": "cut-off c: Jacobson & Truax 1991",
+    **_catalogue_sources(),
     "populations.finished_course_min_sessions": "2 sessions: NHS Talking Therapies",
     "relapse.at_risk": "relapse after remission or response: Frank et al. 1991; after the "
                        "completed acute course: maintenance IPT trials, Frank et al. 1990",
@@ -326,17 +425,27 @@ def _typed_item(kind: str, item: Any, where: str) -> Any:
 
 
 def _instruments(value: Any, where: str) -> dict[str, InstrumentRules]:
+    """The catalogue's rules, overridden and extended by the config's ``instruments:``."""
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a mapping of instruments")
     rules = dict(DEFAULT_RULES)
     for instrument, overrides in value.items():
-        if instrument not in INSTRUMENTS:
-            raise ConfigError(
-                f"{where}: unknown instrument {instrument!r}; known: {', '.join(INSTRUMENTS)}"
-            )
+        key = f"{where}.{instrument}"
+        if not isinstance(instrument, str) or not CODE.match(instrument):
+            raise ConfigError(f"{key}: an instrument name is its column name in lower case "
+                              "(letters, digits, underscores), e.g. my_scale")
+        if instrument in RESERVED_COLUMNS:
+            raise ConfigError(f"{key}: {instrument!r} is a column of the input tables")
+        given = overrides or {}
+        built = _build(InstrumentRules, given, key)
+        if instrument not in rules:
+            missing = [k for k in ("min", "max", "direction") if k not in given]
+            if missing:
+                raise ConfigError(
+                    f"{key}: {instrument!r} is not in the catalogue; declaring it needs "
+                    f"{', '.join(missing)} (catalogued: {', '.join(DEFAULT_RULES)})")
         base = dataclasses.asdict(rules.get(instrument, InstrumentRules()))
-        built = _build(InstrumentRules, overrides or {}, f"{where}.{instrument}")
-        explicit = {k: getattr(built, k) for k in (overrides or {})}
+        explicit = {k: getattr(built, k) for k in given}
         rules[instrument] = InstrumentRules(**{**base, **explicit})
     return rules
 
@@ -372,10 +481,59 @@ def _check_custom(models: tuple[ModelSpec, ...]) -> None:
             raise ConfigError(f"{where}.formula: {exc}") from exc
 
 
+def _check_instrument(name: str, rules: InstrumentRules) -> None:
+    """The rules of one instrument must make sense together."""
+    key = f"instruments.{name}"
+    if rules.min is None or rules.max is None or not rules.min < rules.max:
+        raise ConfigError(f"{key}.max: must be above min")
+    if rules.remission_below is not None and rules.remission_at_most is not None:
+        raise ConfigError(f"{key}: set remission_below or remission_at_most")
+    if rules.response_reduction is not None and not 0 < rules.response_reduction <= 1:
+        raise ConfigError(f"{key}.response_reduction: a share in (0, 1]")
+    if rules.reliability is not None and not 0 <= rules.reliability < 1:
+        raise ConfigError(f"{key}.reliability: a value in [0, 1)")
+    if (rules.reliability is None) != (rules.sd_pre is None) and rules.reliable_change is None:
+        raise ConfigError(f"{key}: a Jacobson-Truax reliable change needs both reliability "
+                          "and sd_pre (or give reliable_change in points)")
+    if rules.reliable_change is not None and rules.reliable_change <= 0:
+        raise ConfigError(f"{key}.reliable_change: a positive number of points")
+    if rules.sd_pre is not None and rules.sd_pre <= 0:
+        raise ConfigError(f"{key}.sd_pre: a positive standard deviation")
+    if rules.jt_cutoff not in ("a", "b", "c", "caseness"):
+        raise ConfigError(f"{key}.jt_cutoff: use a, b, c or caseness")
+    if not rules.lower_is_better:
+        for field_name in ("response_reduction", "remission_below", "remission_at_most"):
+            if getattr(rules, field_name) is not None:
+                raise ConfigError(f"{key}.{field_name}: response and remission are defined "
+                                  "only for lower_is_better scales")
+    for field_name in ("caseness", "remission_below", "remission_at_most"):
+        value = getattr(rules, field_name)
+        if value is not None and not rules.min <= value <= rules.max:
+            raise ConfigError(f"{key}.{field_name}: {value} is outside the range "
+                              f"{rules.min}-{rules.max}")
+
+
+def _check_names(config: StudyConfig) -> None:
+    """Instrument references and condition codes must be known and well formed."""
+    if config.primary_instrument not in config.instruments:
+        raise ConfigError(f"primary_instrument: unknown instrument {config.primary_instrument!r}")
+    for i, name in enumerate(config.paired_instruments):
+        if name not in config.instruments:
+            raise ConfigError(f"paired_instruments[{i}]: unknown instrument {name!r}")
+    for key, section in (("trajectories.instrument", config.trajectories.instrument),
+                         ("relapse.instrument", config.relapse.instrument),
+                         ("audit.instrument", config.audit.instrument)):
+        if section is not None and section not in config.instruments:
+            raise ConfigError(f"{key}: unknown instrument {section!r}")
+    for i, code in enumerate(config.conditions):
+        if not isinstance(code, str) or not CODE.match(code):
+            raise ConfigError(f"conditions[{i}]: a condition code is lower-case letters, "
+                              f"digits and underscores, e.g. social_anxiety; got {code!r}")
+
+
 def _check(config: StudyConfig) -> StudyConfig:
     """Cross-field rules that a type check cannot see."""
-    if config.primary_instrument not in INSTRUMENTS:
-        raise ConfigError(f"primary_instrument: unknown instrument {config.primary_instrument!r}")
+    _check_names(config)
     if config.baseline_rule not in ("assessment_else_first", "first_treatment"):
         raise ConfigError("baseline_rule: use assessment_else_first or first_treatment")
     if config.endpoint.rule not in ("last", "week"):
@@ -383,23 +541,13 @@ def _check(config: StudyConfig) -> StudyConfig:
     if config.endpoint.rule == "week" and config.endpoint.week is None:
         raise ConfigError("endpoint.week: required when endpoint.rule is week")
     for name, rules in config.instruments.items():
-        if rules.remission_below is not None and rules.remission_at_most is not None:
-            raise ConfigError(f"instruments.{name}: set remission_below or remission_at_most")
-        if rules.response_reduction is not None and not 0 < rules.response_reduction <= 1:
-            raise ConfigError(f"instruments.{name}.response_reduction: a share in (0, 1]")
-        if rules.reliability is not None and not 0 <= rules.reliability < 1:
-            raise ConfigError(f"instruments.{name}.reliability: a value in [0, 1)")
-        if rules.jt_cutoff not in ("a", "b", "c", "caseness"):
-            raise ConfigError(f"instruments.{name}.jt_cutoff: use a, b, c or caseness")
+        _check_instrument(name, rules)
     _check_custom(config.trajectories.custom)
     known_models = set(BUILTIN_MODELS)
     unknown = set(config.trajectories.models) - known_models
     if unknown:
         raise ConfigError(f"trajectories.models: unknown {', '.join(sorted(unknown))}; "
                           f"known: {', '.join(sorted(known_models))}")
-    for section in (config.trajectories.instrument, config.relapse.instrument):
-        if section is not None and section not in INSTRUMENTS:
-            raise ConfigError(f"unknown instrument {section!r} in trajectories or relapse")
     if config.trajectories.max_patients is not None and (
             not isinstance(config.trajectories.max_patients, int)
             or config.trajectories.max_patients < 100):
@@ -446,9 +594,9 @@ def _check_lists(config: StudyConfig) -> None:
     """Ranges of the values inside lists (their types are checked on loading)."""
     first, second = config.paired_instruments
     for i, name in enumerate(config.paired_instruments):
-        if name not in INSTRUMENTS:
+        if name not in config.instruments:
             raise ConfigError(f"paired_instruments[{i}]: unknown instrument {name!r}; "
-                              f"known: {', '.join(INSTRUMENTS)}")
+                              f"known: {', '.join(config.instruments)}")
     if first == second:
         raise ConfigError("paired_instruments: two different instruments")
     for i, level in enumerate(config.audit.funnel_levels):
@@ -526,7 +674,7 @@ EXAMPLE = """\
 # IPT outcomes: study configuration. Every key is optional; the values shown are the
 # defaults, each with its source. Unknown keys are errors.
 
-primary_instrument: phq9            # phq9 | gad7 | hamd17 | bdi2
+primary_instrument: phq9            # any instrument of the catalogue or declared below
 baseline_rule: assessment_else_first  # session 0 if scored, else the first treatment session
                                     # (first_treatment: ignore session 0)
 endpoint:
@@ -544,7 +692,13 @@ populations:
   dropout_gap_weeks: 4.0            # dropout: ended before the final phase, dropped_out or a
                                     # gap of more than this many weeks before the end
 paired_instruments: [phq9, gad7]    # recovery and reliable improvement (NHS TT)
-instruments:
+conditions: []                      # condition codes beyond the built-in ones, e.g.
+                                    # [social_anxiety, ptsd] (lower case, underscores)
+instruments:                        # the catalogue (data_schemas/instruments.csv: phq9, gad7,
+                                    # hamd17, bdi2, madrs, qids_sr16, hama, epds, wsas, core10,
+                                    # pdss, spin, pcl5, ocir, hai, iesr, mi) with its published
+                                    # values; give a key to override it. An empty threshold
+                                    # means the outcome is not defined (no rate is reported).
   phq9:
     caseness: 10                    # >= 10 (Kroenke et al. 2001; NHS TT)
     response_reduction: 0.5         # >= 50% fall from baseline (Frank et al. 1991)
@@ -558,6 +712,8 @@ instruments:
     remission_at_most: 7            # <= 7 (Frank et al. 1991)
   bdi2:
     caseness: 14                    # >= 14, mild or worse (Beck, Steer & Brown 1996)
+    response_reduction: 0.5         # >= 50% fall (Frank et al. 1991; Riedel et al. 2010)
+    remission_at_most: 13           # <= 13, minimal range (Beck et al. 1996; Riedel 2010)
     reliability: 0.92               # Jacobson-Truax RCI: r (Beck et al. 1996, outpatients)
     sd_pre: 12.75                   # SD of pre-treatment scores (Beck et al. 1996)
     clinical_mean: 22.45            # outpatients (Beck et al. 1996)
@@ -567,6 +723,17 @@ instruments:
     jt_cutoff: c                    # a: 2 SD (clinical) beyond the clinical mean;
                                     # b: 2 SD (functional) within the functional mean;
                                     # c: SD-weighted midpoint; caseness: below caseness
+  # madrs: {response_reduction: 0.5, remission_below: 10}   # Hawley et al. 2002
+  # core10: {caseness: 11, reliable_change: 6}              # Barkham et al. 2013
+  # A study's own scale (a column `wellbeing` in sessions), declared here:
+  # wellbeing:
+  #   label: Wellbeing scale
+  #   min: 14                       # required
+  #   max: 70                       # required
+  #   direction: higher_is_better   # required: lower_is_better | higher_is_better
+  #   whole: true                   # optional (default true)
+  #   caseness: 40                  # optional; at or below this is caseness here
+  #   reliable_change: 8            # points, or reliability + sd_pre for the JT RCI
 comparison:
   outcome: response                 # of the primary instrument, logistic GEE
   cluster: auto                     # auto: therapy group for group IPT, else therapist

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from data_schemas.vocab import INSTRUMENTS
+from data_schemas.outcomes import outcome_instruments
 from pipeline import outcomes, rates
 from pipeline.config import StudyConfig
 from pipeline.estimability import require
@@ -34,13 +34,26 @@ def for_sharing(name: str, table: pd.DataFrame, suppress_below: int) -> pd.DataF
     )
 
 
-def rate_table(patient_outcomes: pd.DataFrame,
-               config: StudyConfig | None = None) -> pd.DataFrame:
-    """``response_rates``: every defined outcome of every instrument with a baseline, for
-    the populations of the study (``outcomes.population_columns``: a trial's first)."""
-    populations = (outcomes.population_columns(config) if config is not None
-                   else rates.POPULATIONS)
-    return rates.response_rates(patient_outcomes, list(INSTRUMENTS), populations=populations)
+def defined_outcomes(patient_outcomes: pd.DataFrame,
+                     config: StudyConfig) -> dict[str, tuple[str, ...]]:
+    """Instrument (with columns in ``patient_outcomes``: in force and in the data) -> the
+    rate outcomes its rules define; ``"phq9+gad7"`` -> the paired ones, when both paired
+    instruments are in the data."""
+    instruments = outcome_instruments(patient_outcomes)
+    defined = {name: config.defined_outcomes(name) for name in instruments}
+    both_paired = set(config.paired_instruments) <= set(instruments)
+    defined[rates.PAIRED_INSTRUMENT] = config.paired_outcomes_defined() if both_paired else ()
+    return defined
+
+
+def rate_table(patient_outcomes: pd.DataFrame, config: StudyConfig) -> pd.DataFrame:
+    """``response_rates``: every outcome that an instrument with a baseline defines (an
+    undefined outcome has no row, never 0%), for the populations of the study
+    (``outcomes.population_columns``: a trial's first)."""
+    defined = defined_outcomes(patient_outcomes, config)
+    return rates.response_rates(patient_outcomes, outcome_instruments(patient_outcomes),
+                                populations=outcomes.population_columns(config),
+                                defined=defined)
 
 
 def main_rates(response_rates: pd.DataFrame, config: StudyConfig) -> pd.DataFrame:
@@ -75,6 +88,10 @@ def format_comparison(patient_outcomes: pd.DataFrame,
     finished = patient_outcomes[patient_outcomes[population].astype(bool)]
     require(not finished.empty, f"nobody in the main population ({population})",
             _main_population_remedy(config))
+    require(comparison.outcome in defined_outcomes(patient_outcomes, config).get(primary, ()),
+            f"{comparison.outcome} is not defined for {primary} (or {primary} has no scores)",
+            f"an instrument whose catalogue entry defines {comparison.outcome} "
+            "(primary_instrument, or comparison.outcome, in the study config)")
     return rates.adjusted_response(
         finished,
         outcome=f"{primary}_{comparison.outcome}",

@@ -1,6 +1,11 @@
 """Per-patient outcomes: attendance, populations, and response, remission, reliable change
 and recovery per instrument and for the paired PHQ-9 + GAD-7 measures.
 
+The instruments are those in force (the catalogue, ``data_schemas/instruments.csv``, plus
+any the config declares) that have a column in the sessions table; an outcome whose
+threshold the instrument does not define is missing (not known) for every patient, and the
+paired measures are missing unless both paired instruments are present.
+
 Every rule is read from the ``StudyConfig`` (``pipeline.config``), whose docstring gives
 the formulas and sources. Conventions used here:
 
@@ -14,12 +19,17 @@ the formulas and sources. Conventions used here:
 - Outcomes are three-valued: a missing value means not known (no paired scores, or not
   defined), never False. Paired measures follow Kleene logic: reliable deterioration is
   True when either measure deteriorated even if the other is missing.
+- Direction: for a ``higher_is_better`` scale improvement is a rise, so reliable
+  improvement is a rise of at least the reliable change, caseness is a score at or below
+  ``caseness``, and response (a percentage fall) and remission are not defined.
 - Jacobson & Truax (1991) classes, for scales where lower is better: *deteriorated*
   (reliable deterioration), *recovered* (reliable improvement and moved from the
   dysfunctional to the functional side of the cut-off), *improved* (reliable improvement
   otherwise), *unchanged*. Cut-offs: a = M_clin - 2 SD_clin (clinical SD);
   b = M_func + 2 SD_func (functional SD); c = (SD_clin M_func + SD_func M_clin) /
-  (SD_clin + SD_func) (both SDs); ``caseness``: below the caseness threshold.
+  (SD_clin + SD_func) (both SDs); ``caseness``: below the caseness threshold. For a
+  higher-is-better scale a = M_clin + 2 SD_clin, b = M_func - 2 SD_func, and recovery is a
+  move from at or below the cut-off to above it.
 """
 
 from __future__ import annotations
@@ -29,8 +39,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from data_schemas.outcomes import instrument_columns
-from data_schemas.vocab import INSTRUMENTS
+from data_schemas.outcomes import PAIRED, instrument_columns
 from pipeline.config import InstrumentRules, StudyConfig
 
 RCI_CRITICAL = 1.96
@@ -234,13 +243,20 @@ def jt_cutoff(rules: InstrumentRules) -> float | None:
         return rules.caseness
     m_c, s_c, m_f, s_f = (rules.clinical_mean, rules.clinical_sd, rules.functional_mean,
                           rules.functional_sd)
+    toward_health = -1 if rules.lower_is_better else 1
     if rules.jt_cutoff == "a" and m_c is not None and s_c is not None:
-        return m_c - 2 * s_c
+        return m_c + toward_health * 2 * s_c
     if rules.jt_cutoff == "b" and m_f is not None and s_f is not None:
-        return m_f + 2 * s_f
+        return m_f - toward_health * 2 * s_f
     if rules.jt_cutoff == "c" and None not in (m_c, s_c, m_f, s_f):
         return (s_c * m_f + s_f * m_c) / (s_c + s_f)  # type: ignore[operator]
     return None
+
+
+def clinical(scores: pd.Series, threshold: float, rules: InstrumentRules) -> pd.Series:
+    """Scores on the clinical side of ``threshold``: >= for lower-is-better scales, <= for
+    higher-is-better ones (missing scores give False)."""
+    return scores >= threshold if rules.lower_is_better else scores <= threshold
 
 
 def reliable_change_index(change: pd.Series, rules: InstrumentRules) -> pd.Series:
@@ -252,14 +268,16 @@ def reliable_change_index(change: pd.Series, rules: InstrumentRules) -> pd.Serie
 
 
 def _reliable(change: pd.Series, rules: InstrumentRules) -> tuple[pd.Series, pd.Series]:
-    """(reliable improvement, reliable deterioration) as nullable booleans."""
+    """(reliable improvement, reliable deterioration) as nullable booleans; ``change`` is
+    endpoint - baseline, turned round for higher-is-better scales."""
     known = change.notna()
+    gain = -change if rules.lower_is_better else change
     if rules.reliable_change is not None:
-        improved = change <= -rules.reliable_change + EPSILON
-        worse = change >= rules.reliable_change - EPSILON
+        improved = gain >= rules.reliable_change - EPSILON
+        worse = gain <= -rules.reliable_change + EPSILON
     elif rules.reliability is not None and rules.sd_pre is not None:
-        rci = reliable_change_index(change, rules)
-        improved, worse = rci < -RCI_CRITICAL, rci > RCI_CRITICAL
+        rci = reliable_change_index(gain, rules)
+        improved, worse = rci > RCI_CRITICAL, rci < -RCI_CRITICAL
     else:
         known = pd.Series(False, index=change.index)
         improved = worse = pd.Series(False, index=change.index)
@@ -274,30 +292,31 @@ def instrument_outcomes(scores: pd.DataFrame, rules: InstrumentRules) -> pd.Data
     out = pd.DataFrame(index=scores.index)
     out["baseline"], out["endpoint"], out["change"] = base, end, change
     out["pct_change"] = 100 * change / base.where(base > 0)
-    if rules.response_reduction is not None:
+    if rules.defines("response") and rules.response_reduction is not None:
         out["response"] = _known(-change >= rules.response_reduction * base - EPSILON,
                                  paired & (base > 0))
     else:
         out["response"] = _unknown(scores.index)
-    if rules.remission_below is not None:
+    if rules.defines("remission") and rules.remission_below is not None:
         out["remission"] = _known(end < rules.remission_below, paired)
-    elif rules.remission_at_most is not None:
+    elif rules.defines("remission") and rules.remission_at_most is not None:
         out["remission"] = _known(end <= rules.remission_at_most, paired)
     else:
         out["remission"] = _unknown(scores.index)
     improved, worse = _reliable(change, rules)
     out["reliable_improvement"], out["reliable_deterioration"] = improved, worse
-    out["jt_class"] = _jt_class(base, end, improved, worse, jt_cutoff(rules))
+    out["jt_class"] = _jt_class(base, end, improved, worse, rules)
     return out
 
 
 def _jt_class(base: pd.Series, end: pd.Series, improved: pd.Series, worse: pd.Series,
-              cutoff: float | None) -> pd.Series:
+              rules: InstrumentRules) -> pd.Series:
     known = improved.notna()
-    recovered = (
-        improved.fillna(False) & (end < cutoff) & (base >= cutoff)
-        if cutoff is not None else pd.Series(False, index=base.index)
-    )
+    cutoff = jt_cutoff(rules)
+    recovered = pd.Series(False, index=base.index)
+    if cutoff is not None:
+        crossed = clinical(base, cutoff, rules) & ~clinical(end, cutoff, rules)
+        recovered = improved.fillna(False).astype(bool) & crossed.astype(bool)
     labels = np.select(
         [worse.fillna(False).to_numpy(bool), recovered.to_numpy(bool),
          improved.fillna(False).to_numpy(bool)],
@@ -307,7 +326,8 @@ def _jt_class(base: pd.Series, end: pd.Series, improved: pd.Series, worse: pd.Se
     return pd.Series(labels, index=base.index, dtype=object).where(known, None)
 
 
-def paired_outcomes(per_instrument: dict[str, pd.DataFrame], config: StudyConfig) -> pd.DataFrame:
+def paired_outcomes(per_instrument: dict[str, pd.DataFrame], config: StudyConfig,
+                    index: pd.Index | None = None) -> pd.DataFrame:
     """NHS Talking Therapies paired measures from the two paired instruments.
 
     caseness_at_start: either baseline at caseness (missing when neither is at caseness and
@@ -315,23 +335,39 @@ def paired_outcomes(per_instrument: dict[str, pd.DataFrame], config: StudyConfig
     (missing for patients not at caseness at start); reliable improvement: reliable
     improvement on either with reliable deterioration on neither (both must be paired);
     reliable deterioration: on either; reliable recovery: recovery and reliable improvement.
+
+    A measure is missing for everyone when the paired instruments are not both in
+    ``per_instrument`` (not in the data) or their rules do not define it (recovery needs
+    caseness on both, reliable improvement a reliable change on both).
     """
     first, second = config.paired_instruments
+    if index is None:
+        index = next(iter(per_instrument.values())).index
+    out = pd.DataFrame({name: _unknown(index) for name in PAIRED}, index=index)
+    if first not in per_instrument or second not in per_instrument:
+        return out
     a, b = per_instrument[first], per_instrument[second]
     ra, rb = config.rules(first), config.rules(second)
-    out = pd.DataFrame(index=a.index)
-    case_a = _known(a["baseline"] >= (ra.caseness or 0), a["baseline"].notna())
-    case_b = _known(b["baseline"] >= (rb.caseness or 0), b["baseline"].notna())
-    out["caseness_at_start"] = case_a | case_b
+    defined = config.paired_outcomes_defined()
+    if ra.caseness is not None and rb.caseness is not None:
+        case_a = _known(clinical(a["baseline"], ra.caseness, ra), a["baseline"].notna())
+        case_b = _known(clinical(b["baseline"], rb.caseness, rb), b["baseline"].notna())
+        out["caseness_at_start"] = case_a | case_b
     both_paired = a["change"].notna() & b["change"].notna()
-    deteriorated = a["reliable_deterioration"] | b["reliable_deterioration"]
-    improved_any = a["reliable_improvement"] | b["reliable_improvement"]
-    improvement = improved_any.fillna(False) & ~deteriorated.fillna(True)
-    out["reliable_improvement"] = _known(improvement, both_paired)
-    out["reliable_deterioration"] = deteriorated
-    below_both = (a["endpoint"] < (ra.caseness or 0)) & (b["endpoint"] < (rb.caseness or 0))
+    if "reliable_improvement" in defined:
+        deteriorated = a["reliable_deterioration"] | b["reliable_deterioration"]
+        improved_any = a["reliable_improvement"] | b["reliable_improvement"]
+        improvement = improved_any.fillna(False) & ~deteriorated.fillna(True)
+        out["reliable_improvement"] = _known(improvement, both_paired)
+        out["reliable_deterioration"] = deteriorated
+    if "recovery" not in defined or ra.caseness is None or rb.caseness is None:
+        return out
+    below_both = ~clinical(a["endpoint"], ra.caseness, ra) & \
+        ~clinical(b["endpoint"], rb.caseness, rb)
     at_caseness = out["caseness_at_start"].fillna(False).astype(bool)
     out["recovery"] = _known(below_both, at_caseness & both_paired)
+    if "reliable_recovery" not in defined:
+        return out
     out["reliable_recovery"] = out["recovery"] & out["reliable_improvement"]
     out["reliable_recovery"] = out["reliable_recovery"].mask(out["recovery"].isna())
     return out
@@ -365,7 +401,8 @@ def derive(patients: pd.DataFrame, sessions: pd.DataFrame, config: StudyConfig) 
     # categorical (each comparison with a text code was a pass over Python strings).
     ids = pd.Index(patients["patient_id"], name="patient_id")
     by_position = patients.assign(patient_id=np.arange(len(ids)))
-    used = {name: sessions[name] for name in ("session_number", "session_date", *INSTRUMENTS)
+    instruments = config.instruments_in(sessions.columns)
+    used = {name: sessions[name] for name in ("session_number", "session_date", *instruments)
             if name in sessions.columns}
     sessions = pd.DataFrame({"patient_id": ids.get_indexer(sessions["patient_id"]),
                              "attendance": sessions["attendance"].astype("category"), **used},
@@ -378,7 +415,7 @@ def derive(patients: pd.DataFrame, sessions: pd.DataFrame, config: StudyConfig) 
         name: instrument_outcomes(
             baseline_and_endpoint(by_position, sessions, name, config), config.rules(name)
         )
-        for name in INSTRUMENTS
+        for name in instruments
     }
     columns = [c for c in PATIENT_COLUMNS if c in patients.columns]
     table = by_position[columns].set_index("patient_id")
@@ -387,6 +424,6 @@ def derive(patients: pd.DataFrame, sessions: pd.DataFrame, config: StudyConfig) 
     parts = [table, visits[counts], flags]
     for name, values in per_instrument.items():
         parts.append(values.set_axis(instrument_columns(name), axis=1))
-    parts.append(paired_outcomes(per_instrument, config))
+    parts.append(paired_outcomes(per_instrument, config, flags.index))
     derived = pd.concat(parts, axis=1)
     return derived.set_axis(ids[derived.index.to_numpy()], axis=0).reset_index()

@@ -43,7 +43,7 @@ NHS England (2024). NHS Talking Therapies for anxiety and depression manual, v7.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -183,15 +183,21 @@ def _has_baseline(outcomes: pd.DataFrame, instrument: str) -> bool:
 
 
 def _outcome_specs(
-    outcomes: pd.DataFrame, instruments: Sequence[str]
+    outcomes: pd.DataFrame, instruments: Sequence[str],
+    defined: Mapping[str, Sequence[str]] | None = None,
 ) -> list[tuple[str, str, pd.Series, BoolArray]]:
     """(instrument, outcome, outcome column, baseline eligibility) for every rate to report.
 
     Eligibility at baseline: response needs a baseline score above 0 (a percentage change
     is undefined from 0); remission and reliable improvement need a baseline score;
     paired reliable improvement needs PHQ-9 and GAD-7 at baseline; recovery and reliable
-    recovery need caseness at the start (NHS Talking Therapies manual).
+    recovery need caseness at the start (NHS Talking Therapies manual). With ``defined``
+    (instrument, or ``"phq9+gad7"`` for the paired measures -> outcomes its rules define)
+    an outcome not listed is left out: it is not defined, so it has no rate, not 0%.
     """
+    def wanted(instrument: str, outcome: str) -> bool:
+        return defined is None or outcome in defined.get(instrument, ())
+
     specs: list[tuple[str, str, pd.Series, BoolArray]] = []
     for instrument in instruments:
         if not _has_baseline(outcomes, instrument):
@@ -199,7 +205,7 @@ def _outcome_specs(
         baseline = outcomes[f"{instrument}_baseline"]
         measured = baseline.notna().to_numpy(dtype=bool)
         positive = (baseline.fillna(0) > 0).to_numpy(dtype=bool)
-        for outcome in INSTRUMENT_OUTCOMES:
+        for outcome in (o for o in INSTRUMENT_OUTCOMES if wanted(instrument, o)):
             eligible = positive if outcome == "response" else measured
             specs.append((instrument, outcome, outcomes[f"{instrument}_{outcome}"], eligible))
     if _has_baseline(outcomes, "phq9") and _has_baseline(outcomes, "gad7"):
@@ -208,19 +214,20 @@ def _outcome_specs(
         ).to_numpy(dtype=bool)
         caseness = (outcomes["caseness_at_start"] == True).fillna(False)  # noqa: E712
         at_caseness = caseness.to_numpy(dtype=bool)
-        for outcome in PAIRED_OUTCOMES:
+        for outcome in (o for o in PAIRED_OUTCOMES if wanted(PAIRED_INSTRUMENT, o)):
             eligible = paired if outcome == "reliable_improvement" else at_caseness
             specs.append((PAIRED_INSTRUMENT, outcome, outcomes[outcome], eligible))
     return specs
 
 
 def _indicator_frame(
-    outcomes: pd.DataFrame, instruments: Sequence[str], populations: Sequence[str]
+    outcomes: pd.DataFrame, instruments: Sequence[str], populations: Sequence[str],
+    defined: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[pd.DataFrame, list[tuple[str, str, str, str]]]:
     """Per-patient 0/1 columns ``(key, "n")`` and ``(key, "events")`` for every rate cell."""
     columns: dict[tuple[str, ...], BoolArray] = {}
     keys: list[tuple[str, str, str, str]] = []
-    specs = _outcome_specs(outcomes, instruments)
+    specs = _outcome_specs(outcomes, instruments, defined)
     for population in populations:
         in_population = outcomes[population].to_numpy(dtype=bool)
         for instrument, outcome, values, eligible in specs:
@@ -260,6 +267,7 @@ def response_rates(
     outcomes: pd.DataFrame,
     instruments: Sequence[str],
     populations: Sequence[str] = POPULATIONS,
+    defined: Mapping[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """Response, remission, reliable improvement and recovery rates with Wilson intervals.
 
@@ -276,8 +284,9 @@ def response_rates(
 
     ``rate = events / n`` (NaN when ``n == 0``) with a 95% Wilson interval, by condition x
     format with ``"all"`` margins. Instruments without any baseline score in the data are
-    left out rather than reported as zeros, and so are ITT cells where nobody's outcome was
-    observed (their rate would be imputation alone). Rates keep full precision.
+    left out rather than reported as zeros, and so is every outcome an instrument does not
+    define (``defined``) and every ITT cell where nobody's outcome was observed (its rate
+    would be imputation alone). Rates keep full precision.
 
     Parameters
     ----------
@@ -287,6 +296,9 @@ def response_rates(
         Instruments to report, e.g. ``("phq9", "gad7", "hamd17", "bdi2")``.
     populations : sequence of str
         Boolean population columns, reported in this order.
+    defined : mapping of str to sequence of str, optional
+        The outcomes each instrument's rules define (``"phq9+gad7"``: the paired ones;
+        ``StudyConfig.defined_outcomes``); ``None`` reports every outcome.
 
     Returns
     -------
@@ -295,7 +307,7 @@ def response_rates(
         rate, ci_low, ci_high; sorted by population, instrument, outcome, denominator (in
         the order above) and then condition and format (vocabulary order, ``"all"`` last).
     """
-    indicators, keys = _indicator_frame(outcomes, instruments, populations)
+    indicators, keys = _indicator_frame(outcomes, instruments, populations, defined)
     require(bool(keys), "no patient has a baseline score on any instrument that defines an "
             "outcome", "baseline and end-of-treatment scores on a catalogued instrument")
     cells = indicators.groupby(["condition", "format"], sort=False).sum().reset_index()
@@ -745,6 +757,7 @@ def benchmark_comparison(
     population: str = "finished_course",
     denominator: str = "observed",
     primary: str = "phq9",
+    defined: Mapping[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """Compare observed rates with external benchmarks.
 
@@ -754,7 +767,9 @@ def benchmark_comparison(
     outcomes (recovery, reliable_improvement, reliable_recovery) or ``primary`` otherwise.
     The verdict compares the benchmark with the 95% Wilson interval: ``"above"`` when
     ``ci_low > benchmark``, ``"below"`` when ``ci_high < benchmark``, ``"around"`` when the
-    interval contains it and ``"no data"`` when there is no matching rate.
+    interval contains it and ``"no data"`` when there is no matching rate. A benchmark for
+    an outcome the instrument does not define (``defined``, as in :func:`response_rates`)
+    is left out.
 
     Returns
     -------
@@ -768,6 +783,10 @@ def benchmark_comparison(
     ].reset_index(drop=True)
     wanted["instrument"] = [PAIRED_INSTRUMENT if o in paired else primary
                             for o in wanted["outcome"]]
+    if defined is not None:
+        keep = [o in defined.get(i, ()) for i, o in zip(wanted["instrument"],
+                                                         wanted["outcome"], strict=True)]
+        wanted = wanted.loc[keep].reset_index(drop=True)
     chosen = rates.loc[
         (rates["population"] == population)
         & (rates["denominator"] == denominator)

@@ -366,9 +366,11 @@ def _origins(sessions: pd.DataFrame, ids: pd.Index) -> pd.Series:
 
 
 def _followup_status(
-    followups: pd.DataFrame, instrument: str, threshold: float | None
+    followups: pd.DataFrame, instrument: str, threshold: float | None,
+    lower_is_better: bool = True,
 ) -> pd.DataFrame:
-    """Per follow-up: relapse, competing event, withdrawal, and relapse-free assessment."""
+    """Per follow-up: relapse, competing event, withdrawal, and relapse-free assessment
+    (a relapse score is at or beyond the threshold: <= it on a higher-is-better scale)."""
     n = len(followups)
     index = followups.index
     missing = pd.Series(np.nan, index=index)
@@ -377,7 +379,8 @@ def _followup_status(
                  if "clinician_relapse" in followups else pd.Series(pd.NA, index, "boolean"))
     event = (followups["event"].astype(object) if "event" in followups
              else pd.Series([None] * n, index=index, dtype=object))
-    crossed = (score >= threshold) if threshold is not None else pd.Series(False, index=index)
+    crossed = ((score >= threshold if lower_is_better else score <= threshold)
+               if threshold is not None else pd.Series(False, index=index))
     relapse = crossed | clinician.fillna(False).astype(bool) | (event == "relapse")
     competing = ~relapse & event.isin(COMPETING_EVENTS)
     return pd.DataFrame({
@@ -502,7 +505,8 @@ def relapse_cohort(
     if len(origins) < len(ids):
         notes.append(f"{_n(len(ids) - len(origins), 'patient')} at risk without an attended "
                      "acute-phase session left out")
-    status, more = _usable_followups(_followup_status(followups, instrument, threshold), origins)
+    status, more = _usable_followups(_followup_status(
+        followups, instrument, threshold, config.rules(instrument).lower_is_better), origins)
     notes += more
     exits = _exits(status)
     lost = origins.index.difference(exits.index)

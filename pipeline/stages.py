@@ -122,7 +122,8 @@ def run_outcomes(
         built["benchmark_comparison"] = step(
             "benchmark_comparison", lambda: rate_functions.benchmark_comparison(
                 rates, benchmarks, population=outcomes.main_population(config),
-                primary=config.primary_instrument))
+                primary=config.primary_instrument,
+                defined=outcome_tables.defined_outcomes(patient_outcomes, config)))
     comparison = step("response_models",
                       lambda: outcome_tables.format_comparison(patient_outcomes, config))
     notes: tuple[str, ...] = ()

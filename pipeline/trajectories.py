@@ -100,7 +100,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
-from data_schemas.vocab import CONDITIONS, FORMATS, INSTRUMENTS
+from data_schemas.outcomes import outcome_instruments
+from data_schemas.vocab import CONDITIONS, FORMATS
 from pipeline import engines
 from pipeline.config import ModelSpec, StudyConfig
 from pipeline.engines import MixedFit, MixedSpec, RandomEffect, VarianceComponent
@@ -233,12 +234,12 @@ def long_scores(patients: pd.DataFrame, sessions: pd.DataFrame,
     Raises
     ------
     ValueError
-        For an unknown time scale or an instrument missing from ``sessions``.
+        For an unknown time scale (an instrument missing from ``sessions`` has no scores).
     """
     if time not in TIME_SCALES:
         raise ValueError(f"time must be one of {', '.join(TIME_SCALES)}; got {time!r}")
-    if instrument not in sessions.columns:
-        raise ValueError(f"no {instrument} column in the sessions table")
+    if instrument not in sessions.columns:  # the contract adds only the score columns a
+        sessions = sessions.assign(**{instrument: np.nan})  # file has: none scored
     scored = sessions.loc[(sessions["attendance"] == "attended") & sessions[instrument].notna()]
     long = scored.drop(columns=["attendance"]).merge(patients, on="patient_id", how="inner")
     long["session_number"] = long["session_number"].astype(float)
@@ -249,10 +250,9 @@ def long_scores(patients: pd.DataFrame, sessions: pd.DataFrame,
     long = long.sort_values(["patient_id", "session_number"], kind="stable")
     long["is_baseline"] = ~long["patient_id"].duplicated()
     outcomes = patient_outcomes.set_index("patient_id")
-    for name in INSTRUMENTS:
+    for name in outcome_instruments(outcomes):  # the instruments in force and in the data
         column = f"{name}_baseline"
-        if column in outcomes.columns:
-            long[f"baseline_{name}"] = long["patient_id"].map(outcomes[column]).astype(float)
+        long[f"baseline_{name}"] = long["patient_id"].map(outcomes[column]).astype(float)
     for flag in FLAGS:
         if flag in outcomes.columns:
             long[flag] = long["patient_id"].map(outcomes[flag]).fillna(False).astype(bool)

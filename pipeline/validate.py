@@ -10,6 +10,10 @@ Steps, for each table in order (patients, sessions, follow-ups):
 
 A row with any failure is quarantined, unchanged, with the reasons; the others are valid.
 For every table ``rows_in == rows_valid + rows_quarantined``.
+
+The contract is the study's (``data_schemas.build_contracts``): the score columns are the
+instruments of the catalogue and of the study config whose column is in the file (matched
+case-insensitively), with their ranges; the allowed conditions include the config's.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
-from data_schemas import CONTRACTS, TableContract
-from data_schemas.rules import rule_texts
+from data_schemas import CONTRACTS, TableContract, build_contracts
 from pipeline.clean import FAILURE_COLUMNS, CleanTable, normalise
+from pipeline.config import StudyConfig
 from pipeline.io import InputError, RawTable
 
 TABLE_ORDER = ("patients", "sessions", "followups")
@@ -98,9 +102,8 @@ def schema_failures(
     frame: pd.DataFrame, raw: pd.DataFrame, contract: TableContract
 ) -> pd.DataFrame:
     """Validate ``frame`` lazily with the table's in-context model; readable failure cases."""
-    model = contract.in_context
     try:
-        model.validate(frame, lazy=True)
+        contract.in_context_schema().validate(frame, lazy=True)
     except pa.errors.SchemaErrors as errors:
         cases = errors.failure_cases
     else:
@@ -111,7 +114,8 @@ def schema_failures(
             f"{contract.name}: table-level schema failure the cleaner should have prevented: "
             f"{table_level[['column', 'check']].to_dict('records')}"
         )
-    messages = rule_texts(model)
+    messages = contract.rule_texts()
+    scales = {instrument.name: instrument for instrument in contract.scores}
     whole_row = cases["schema_context"] == "DataFrameSchema"
     cases = cases.assign(column=cases["column"].where(~whole_row, None))
     rows = []
@@ -122,6 +126,9 @@ def schema_failures(
         target = str(column) if isinstance(column, str) else contract.rule_columns.get(name, "")
         value = _raw_value(raw, int(line), target)
         message = messages.get(name) or _builtin_message(name, target, value)
+        scale = scales.get(target)
+        if scale is not None and name.startswith(("greater_than", "less_than")):
+            message = f"{message} ({scale.label} scores range {scale.range_text()})"
         rows.append(
             {"table": contract.name, "line": int(line), "column": target, "value": value,
              "check": short_check_name(name), "message": message}
@@ -225,13 +232,14 @@ def _combine(parts: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _table_failures(
-    name: str,
+    contract: TableContract,
     cleaned: dict[str, CleanTable],
     raw: pd.DataFrame,
     valid: dict[str, pd.DataFrame],
     rejected_patients: dict[str, str],
 ) -> pd.DataFrame:
     """Every fault of one table: parse failures, schema and cross-table rules, cascade."""
+    name = contract.name
     frame = cleaned[name].frame
     context = frame
     if name == "sessions":
@@ -239,7 +247,7 @@ def _table_failures(
     if name == "followups":
         context = _followup_context(frame, cleaned["patients"].frame, valid["sessions"])
     parse_failures = cleaned[name].parse_failures
-    schema = _not_parse_duplicates(schema_failures(context, raw, CONTRACTS[name]), parse_failures)
+    schema = _not_parse_duplicates(schema_failures(context, raw, contract), parse_failures)
     parts = [parse_failures, schema]
     if name != "patients":
         parts.append(_cascade(frame, name, rejected_patients))
@@ -255,25 +263,49 @@ def _rejected_patients(patients: pd.DataFrame, bad_lines: set[int]) -> dict[str,
     return {pid: ", ".join(map(str, sorted(found))) for pid, found in lines.items()}
 
 
-def run(raw_tables: dict[str, RawTable], date_format: str | None = None) -> ValidationResult:
+def study_contracts(
+    raw_tables: dict[str, RawTable], config: StudyConfig | None = None
+) -> dict[str, TableContract]:
+    """The contract of each table: the config's instruments (catalogue plus declared) with
+    a column in the file, and the config's conditions (``None``: the defaults)."""
+    config = config or StudyConfig()
+    contracts = build_contracts(config.catalogue().values(), config.condition_codes())
+    return {name: contracts[name].for_columns([str(c) for c in table.frame.columns])
+            for name, table in raw_tables.items()}
+
+
+def run(raw_tables: dict[str, RawTable], date_format: str | None = None,
+        config: StudyConfig | None = None) -> ValidationResult:
     """Validate the raw tables of a study; see the module docstring for the steps.
+
+    Parameters
+    ----------
+    raw_tables : dict of str to RawTable
+        The tables as read (``pipeline.io.read_study``).
+    date_format : str, optional
+        ``strftime`` format of non-ISO dates.
+    config : StudyConfig, optional
+        The study config: its instruments and conditions extend the contract (``None``:
+        the catalogue and the built-in conditions).
 
     Raises
     ------
     InputError
         When a required column is missing (the table cannot be checked at all).
     """
+    contracts = study_contracts(raw_tables, config)
     for name, table in raw_tables.items():
-        check_required_columns(table, CONTRACTS[name])
+        check_required_columns(table, contracts[name])
     cleaned = {
-        name: normalise(table.frame, CONTRACTS[name], date_format)
+        name: normalise(table.frame, contracts[name], date_format)
         for name, table in raw_tables.items()
     }
     failures: dict[str, pd.DataFrame] = {}
     valid: dict[str, pd.DataFrame] = {}
     rejected: dict[str, str] = {}
     for name in [n for n in TABLE_ORDER if n in cleaned]:
-        failures[name] = _table_failures(name, cleaned, raw_tables[name].frame, valid, rejected)
+        failures[name] = _table_failures(contracts[name], cleaned, raw_tables[name].frame,
+                                         valid, rejected)
         bad_lines = set(failures[name]["line"])
         frame = cleaned[name].frame
         valid[name] = frame.loc[~frame.index.isin(bad_lines)]

@@ -42,7 +42,8 @@ def test_every_default_threshold_has_a_source() -> None:
     [
         ({"primary_instrumnet": "phq9"}, "unknown key\\(s\\) primary_instrumnet"),
         ({"instruments": {"phq9": {"casenes": 10}}}, "instruments.phq9: unknown key"),
-        ({"instruments": {"madrs": {}}}, "unknown instrument 'madrs'"),
+        ({"instruments": {"myscale": {}}}, "instruments.myscale: 'myscale' is not in the "
+                                           "catalogue; declaring it needs min, max, direction"),
         ({"instruments": {"phq9": {"caseness": "ten"}}}, "instruments.phq9.caseness: expected"),
         ({"instruments": {"phq9": {"response_reduction": 50}}}, "a share in"),
         ({"instruments": {"hamd17": {"remission_below": 8}}}, "remission_below or"),
@@ -225,3 +226,95 @@ def test_custom_model_names_are_safe_file_names(name: str) -> None:
 def test_custom_formula_needs_a_random_term_on_load() -> None:
     with pytest.raises(config.ConfigError, match=r"custom\[0\]\.formula: no random term"):
         config.from_mapping({"trajectories": {"custom": [{"formula": "phq9 ~ weeks"}]}})
+
+
+# ------------------------------------------------------------------ catalogue in the config
+
+
+def test_defaults_come_from_the_catalogue() -> None:
+    from data_schemas.instruments import CATALOGUE
+
+    c = config.from_mapping(None)
+    assert list(c.instruments) == list(CATALOGUE)
+    assert c.rules("madrs").remission_below == 10
+    assert config.SOURCES["instruments.madrs.remission_below"].startswith("MADRS < 10")
+    assert c.defined_outcomes("gad7") == ("reliable_improvement",)
+    assert c.defined_outcomes("bdi2") == ("response", "remission", "reliable_improvement")
+    assert c.defined_outcomes("wsas") == ()
+
+
+def test_override_keeps_the_other_catalogue_values() -> None:
+    c = config.from_mapping({"instruments": {"madrs": {"remission_below": 12}}})
+    madrs = c.instrument("madrs")
+    assert (madrs.remission_below, madrs.response_reduction, madrs.max) == (12, 0.5, 60)
+    assert madrs.sources["remission_below"] == "study config"
+    assert madrs.sources["response_reduction"].startswith("fall of >= 50%")
+
+
+def test_declared_generic_scale() -> None:
+    c = config.from_mapping({"instruments": {"wellbeing": {
+        "label": "Wellbeing", "min": 14, "max": 70, "direction": "higher_is_better",
+        "caseness": 40, "reliable_change": 8}}})
+    scale = c.instrument("wellbeing")
+    assert (scale.min, scale.max, scale.whole, scale.lower_is_better) == (14, 70, True, False)
+    assert c.defined_outcomes("wellbeing") == ("reliable_improvement",)
+    assert "wellbeing" in c.catalogue()
+    assert c.instruments_in(["patient_id", "wellbeing", "phq9"]) == ["phq9", "wellbeing"]
+
+
+def test_declared_scale_with_jacobson_truax_values() -> None:
+    c = config.from_mapping({"instruments": {"own": {
+        "min": 0, "max": 50, "direction": "lower_is_better", "whole": False,
+        "reliability": 0.85, "sd_pre": 7.5}}})
+    assert c.defined_outcomes("own") == ("reliable_improvement",)
+    assert c.instrument("own").whole is False
+
+
+def test_extra_conditions_extend_the_built_in_ones() -> None:
+    c = config.from_mapping({"conditions": ["social_anxiety", "ptsd"]})
+    assert c.condition_codes()[-2:] == ("social_anxiety", "ptsd")
+    assert "major_depression" in c.condition_codes()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"instruments": {"myscale": {"min": 0, "max": "x", "direction": "lower_is_better"}}},
+         "instruments.myscale.max: expected a number"),
+        ({"instruments": {"myscale": {"min": 0, "max": 10}}},
+         "instruments.myscale: .* needs direction"),
+        ({"instruments": {"myscale": {"min": 0, "max": 10, "direction": "up"}}},
+         "instruments.myscale.direction: use one of lower_is_better, higher_is_better"),
+        ({"instruments": {"myscale": {"min": 10, "max": 0, "direction": "lower_is_better"}}},
+         "instruments.myscale.max: must be above min"),
+        ({"instruments": {"myscale": {"min": 0, "max": 10, "direction": "higher_is_better",
+                                      "response_reduction": 0.5}}},
+         "instruments.myscale.response_reduction: .*only for lower_is_better"),
+        ({"instruments": {"myscale": {"min": 0, "max": 10, "direction": "lower_is_better",
+                                      "reliability": 0.9}}},
+         "instruments.myscale: a Jacobson-Truax reliable change needs both"),
+        ({"instruments": {"myscale": {"min": 0, "max": 10, "direction": "lower_is_better",
+                                      "caseness": 12}}},
+         "instruments.myscale.caseness: 12 is outside the range"),
+        ({"instruments": {"My Scale": {"min": 0, "max": 10}}}, "instruments.My Scale: an "
+                                                                "instrument name"),
+        ({"instruments": {"attendance": {"min": 0, "max": 10}}}, "instruments.attendance: "),
+        ({"instruments": {"myscale": {"min": 0, "max": 10, "direction": "lower_is_better",
+                                      "whole": "yes"}}},
+         "instruments.myscale.whole: expected true or false"),
+        ({"conditions": ["Social Anxiety"]}, "conditions\\[0\\]: a condition code"),
+        ({"conditions": "ptsd"}, "conditions: expected a list"),
+        ({"primary_instrument": "nosuch"}, "primary_instrument: unknown instrument"),
+        ({"paired_instruments": ["phq9", "nosuch"]}, "paired_instruments\\[1\\]"),
+        ({"relapse": {"instrument": "nosuch"}}, "relapse.instrument: unknown instrument"),
+    ],
+)
+def test_bad_instrument_config_names_the_key(values: object, message: str) -> None:
+    with pytest.raises(config.ConfigError, match=message):
+        config.from_mapping(values)  # type: ignore[arg-type]
+
+
+def test_declared_instrument_can_be_primary() -> None:
+    c = config.from_mapping({"primary_instrument": "own", "instruments": {"own": {
+        "min": 0, "max": 10, "direction": "lower_is_better", "reliable_change": 2}}})
+    assert c.primary_instrument == "own"

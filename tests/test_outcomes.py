@@ -2,8 +2,9 @@
 
 Each patient below is one boundary case; the expected values are written by hand from the
 published rules (PHQ-9 caseness >= 10, remission < 5, response >= 50% fall, reliable change
->= 6; GAD-7 caseness >= 8, reliable change >= 4; HAM-D-17 remission <= 7; BDI-II
-Jacobson-Truax with r = 0.92, SD = 12.75: S_diff = sqrt(2) * 12.75 * sqrt(0.08) = 5.1).
+>= 6; GAD-7 caseness >= 8, reliable change >= 4; HAM-D-17 remission <= 7; BDI-II response
+>= 50% fall, remission <= 13 and Jacobson-Truax with r = 0.92, SD = 12.75:
+S_diff = sqrt(2) * 12.75 * sqrt(0.08) = 5.1).
 """
 
 from __future__ import annotations
@@ -197,6 +198,9 @@ EXPECTED: list[tuple[str, str, Any]] = [
     ("V_bdi_unchanged", "bdi2_reliable_improvement", False),
     ("V_bdi_unchanged", "bdi2_jt_class", "unchanged"),
     ("V_bdi_unchanged", "phq9_jt_class", None),
+    # BDI-II response (fall >= 50%) and remission (<= 13) from the catalogue
+    ("U_bdi_recovered", "bdi2_response", True), ("U_bdi_recovered", "bdi2_remission", True),
+    ("V_bdi_unchanged", "bdi2_response", False), ("V_bdi_unchanged", "bdi2_remission", True),
 ]
 
 
@@ -265,7 +269,8 @@ def test_instrument_never_measured_gives_missing_not_a_crash() -> None:
     sessions["hamd17"] = np.nan
     no_bdi = sessions.drop(columns=["bdi2"])
     table = outcomes.derive(patients, no_bdi, study_config.from_mapping(None))
-    assert table["hamd17_baseline"].isna().all() and table["bdi2_response"].isna().all()
+    assert table["hamd17_baseline"].isna().all()
+    assert not any(c.startswith("bdi2_") for c in table.columns)  # no column, no outcomes
     assert table["phq9_baseline"].notna().any()
 
 
