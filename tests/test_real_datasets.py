@@ -228,12 +228,16 @@ def test_every_analysis_done_or_not_estimable_with_reason(run: Run) -> None:
     assert unexplained.empty, unexplained.to_string()
 
 
-def test_relapse_is_recorded_when_there_are_followups(run: Run) -> None:
-    if not run.study.has_followups:
-        pytest.skip("no follow-ups in this study")
+def test_relapse_is_recorded_for_every_study(run: Run) -> None:
+    """With follow-ups the relapse analyses leave records (done or not estimable); without,
+    one not-estimable record says there are no follow-ups."""
     assert run.has_table("analyses"), "no tables/analyses.csv"
     analyses = run.table("analyses")
-    assert analyses["stage"].str.contains("relapse").any(), analyses.to_string()
+    relapse = analyses.loc[analyses["stage"] == "relapse"]
+    assert not relapse.empty, analyses.to_string()
+    if not run.study.has_followups:
+        assert relapse["status"].tolist() == ["not estimable"], relapse.to_string()
+        assert relapse["reason"].str.contains("follow-up").all(), relapse.to_string()
 
 
 # --------------------------------------------------------------------------- against lme4
