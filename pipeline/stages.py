@@ -137,8 +137,8 @@ def run_outcomes(
     built["completeness"] = step("completeness", lambda: completeness(patient_outcomes, config))
     shared = {name: _shared(name, table, config, sharing)
               for name, table in built.items() if table is not None}
-    figures = _outcome_figures(patient_outcomes, tables, rates, config, sharing, records)
     counts = outcome_plots.flow_counts(patient_outcomes, tables.get("followups"))
+    figures = _outcome_figures(counts, rates, config, sharing, records)
     return StageOutput(
         tables={"patient_outcomes": patient_outcomes, **shared},
         figures=figures, messages=(*outcomes.population_notes(patient_outcomes, config), *notes),
@@ -147,11 +147,10 @@ def run_outcomes(
     )
 
 
-def _outcome_figures(patient_outcomes: pd.DataFrame, tables: dict[str, pd.DataFrame],
-                     rates: pd.DataFrame | None, config: StudyConfig, sharing: SharingOptions,
+def _outcome_figures(counts: dict[str, int], rates: pd.DataFrame | None, config: StudyConfig,
+                     sharing: SharingOptions,
                      records: list[AnalysisRecord]) -> dict[str, Figure]:
-    """The patient flow and the rates figure (each a recorded analysis)."""
-    counts = outcome_plots.flow_counts(patient_outcomes, tables.get("followups"))
+    """The patient flow (from its ``counts``) and the rates figure, each a recorded analysis."""
     labels = {k: (f"<{config.suppress_below}" if 0 < v < config.suppress_below
                   and not sharing.no_suppress else f"{v:,}") for k, v in counts.items()}
     figures = {"patient_flow": attempt("outcomes", "figure patient_flow",
@@ -194,7 +193,7 @@ def _relapse(tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame,
     cohort = result.tables.get("relapse_cohort", pd.DataFrame())
     return StageOutput(dict(result.tables), dict(result.figures), tuple(result.messages),
                        rows={"relapse_cohort": len(cohort)},
-                       records=tuple(getattr(result, "records", ())))
+                       records=result.records)
 
 
 def run_relapse(
@@ -224,7 +223,7 @@ def _audit(tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame,
                           options)
     return StageOutput(dict(result.tables), dict(result.figures), tuple(result.messages),
                        rows={"audit_sites": len(result.tables.get("audit_sites", []))},
-                       folder="audit", records=tuple(getattr(result, "records", ())))
+                       folder="audit", records=result.records)
 
 
 def run_audit(
