@@ -20,6 +20,7 @@ from pipeline import outcome_plots, outcome_tables, outcomes
 from pipeline import rates as rate_functions
 from pipeline.config import StudyConfig
 from pipeline.estimability import AnalysisRecord, NotEstimable, attempt, require
+from pipeline.sharing import outcome_tables as shared_outcomes
 
 T = TypeVar("T")
 
@@ -94,15 +95,6 @@ def derive_outcomes(tables: dict[str, pd.DataFrame], config: StudyConfig) -> pd.
     return outcomes.derive(tables["patients"], tables["sessions"], config)
 
 
-def _shared(name: str, table: pd.DataFrame, config: StudyConfig,
-            sharing: SharingOptions) -> pd.DataFrame:
-    if sharing.no_suppress:
-        return table
-    return outcome_tables.for_sharing(
-        "response_rates" if name == "response_rates_main" else name, table,
-        config.suppress_below)
-
-
 def run_outcomes(
     tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame, config: StudyConfig,
     benchmarks: pd.DataFrame, sharing: SharingOptions,
@@ -135,8 +127,9 @@ def run_outcomes(
     built["attendance"] = step("attendance",
                                lambda: rate_functions.attendance_summary(patient_outcomes))
     built["completeness"] = step("completeness", lambda: completeness(patient_outcomes, config))
-    shared = {name: _shared(name, table, config, sharing)
-              for name, table in built.items() if table is not None}
+    tables_built = {name: table for name, table in built.items() if table is not None}
+    shared = tables_built if sharing.no_suppress else shared_outcomes.share(
+        tables_built, config.suppress_below - 1, config.primary_instrument)[0]
     counts = outcome_plots.flow_counts(patient_outcomes, tables.get("followups"))
     figures = _outcome_figures(counts, rates, config, sharing, records)
     return StageOutput(
