@@ -15,6 +15,7 @@ from pipeline import outcomes, rates
 from pipeline.config import StudyConfig
 from pipeline.estimability import require
 
+
 def defined_outcomes(patient_outcomes: pd.DataFrame,
                      config: StudyConfig) -> dict[str, tuple[str, ...]]:
     """Instrument (with columns in ``patient_outcomes``: in force and in the data) -> the

@@ -171,8 +171,45 @@ def _same_patients(ids: dict[tuple[str, str], list[int | None]],
     return equations
 
 
+def _merge_equal(cells: _Cells, equations: Sequence[list[tuple[int, float]]]
+                 ) -> tuple[list[int], list[list[tuple[int, float]]]]:
+    """Cells tied by ``a - b = 0`` become one (the reader substitutes one for the other):
+    the root of every cell, its bounds narrowed to the intersection (a shown cell fixes
+    its root), and the other equations over roots, without repeats."""
+    parent = list(range(len(cells.truth)))
+
+    def root(c: int) -> int:
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    for equation in equations:
+        if len(equation) == 2 and sorted(w for _c, w in equation) == [-1.0, 1.0]:
+            first, second = root(equation[0][0]), root(equation[1][0])
+            if first != second:
+                parent[second] = first
+    roots = [root(c) for c in range(len(cells.truth))]
+    for c, r in enumerate(roots):
+        cells.low[r] = max(cells.low[r], cells.low[c])
+        cells.top[r] = min(cells.top[r], cells.top[c])
+        cells.hidden[r] = cells.hidden[r] and cells.hidden[c]
+    merged: dict[tuple[tuple[int, float], ...], list[tuple[int, float]]] = {}
+    for equation in equations:
+        terms: dict[int, float] = {}
+        for c, w in equation:
+            terms[roots[c]] = terms.get(roots[c], 0.0) + w
+        kept = tuple(sorted((c, w) for c, w in terms.items() if w != 0.0))
+        if kept:
+            merged[kept] = list(kept)
+    return roots, list(merged.values())
+
+
 def _range(target: int, cells: _Cells, equations: Sequence[list[tuple[int, float]]],
            of_cell: dict[int, list[int]]) -> tuple[float, float]:
+    """The smallest and largest values of ``target`` consistent with what is published
+    (linear programming over the equations reachable through hidden cells); the largest
+    is sought only when the smallest is the truth (else two whole numbers are left)."""
     hidden = cells.hidden
     reached, frontier, touched = {target}, [target], set()
     while frontier:
@@ -205,6 +242,8 @@ def _range(target: int, cells: _Cells, equations: Sequence[list[tuple[int, float
                                b_eq=rhs if rows else None, bounds=bounds, method="highs")
         assert fit.status in (0, 3), f"the published numbers are inconsistent: {fit.message}"
         ends.append(sign * fit.fun if fit.status == 0 else sign * math.inf)
+        if math.ceil(ends[0] - 1e-6) < cells.truth[target]:
+            return ends[0], cells.truth[target]
     return ends[0], ends[1]
 
 
@@ -236,18 +275,19 @@ def attack(published: Path, truth: Path, primary: str = "phq9") -> Attack:
         den, num = COUNTS[name]
         equations.append([(ids[(name, num)][int(p)] or 0, 1.0), (c, 1.0),
                           (ids[(name, den)][int(p)] or 0, -1.0)])
+    latent = set(complements)
+    hidden = [c for c in range(len(cells.truth)) if cells.hidden[c] and c not in latent]
+    small = [c for c in complements if 1 <= cells.truth[c] <= 4]
+    roots, equations = _merge_equal(cells, equations)
     of_cell: dict[int, list[int]] = {}
     for i, equation in enumerate(equations):
         for c, _w in equation:
             of_cell.setdefault(c, []).append(i)
-    latent = set(complements)
-    hidden = [c for c in range(len(cells.truth)) if cells.hidden[c] and c not in latent]
-    small = [c for c in complements if 1 <= cells.truth[c] <= 4]
-    pinned = []
-    for c in [*hidden, *small]:
-        low, top = _range(c, cells, equations, of_cell)
-        if math.floor(top + 1e-6) - math.ceil(low - 1e-6) < 1:
-            pinned.append(c)
+    exposed: dict[int, bool] = {}
+    for r in sorted({roots[c] for c in [*hidden, *small]}):
+        low, top = _range(r, cells, equations, of_cell) if cells.hidden[r] else (0.0, 0.0)
+        exposed[r] = math.floor(top + 1e-6) - math.ceil(low - 1e-6) < 1
+    pinned = [c for c in [*hidden, *small] if exposed[roots[c]]]
     tiny = {c for c in hidden if 1 <= cells.truth[c] <= 4}
     return Attack(len(hidden), sum(c not in latent for c in pinned), len(tiny),
                   len(tiny & set(pinned)), len(small),

@@ -8,18 +8,20 @@ of 362 hidden counts (and 334 of 343 small complements ``n - events``); now none
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
 
 from pipeline import config, demo, io, stages, validate
 from pipeline.cli import BENCHMARK_EXAMPLE
 from pipeline.sharing import suppression
 from pipeline.sharing.suppression import CountTable, margin_relations, protect_tables
 from tests.attacker import attack
-from tests.study_shapes import StudyShape, write_study
+from tests.study_shapes import StudyShape, currently_valid, study_shapes, write_study
 
 GRID = CountTable("n", "events", ("rate",), margins=("condition", "format"))
 
@@ -155,3 +157,15 @@ def test_attacker_recovers_no_hidden_count_of_small_studies(shape: StudyShape,
     assert result.small > 0
     assert result.small_recovered == 0, result.recovered_cells
     assert result.complements_recovered == 0, result.recovered_cells
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shape=study_shapes())
+def test_attacker_recovers_no_hidden_count_of_generated_studies(shape: StudyShape) -> None:
+    assume(currently_valid(shape))
+    with tempfile.TemporaryDirectory() as tmp:
+        write_study(shape, Path(tmp) / "data")
+        shared, truth = _shared_tables(Path(tmp) / "data", Path(tmp))
+        result = attack(shared, truth)
+    assert result.small_recovered == 0, (shape, result.recovered_cells)
+    assert result.complements_recovered == 0, (shape, result.recovered_cells)

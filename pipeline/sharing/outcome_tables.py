@@ -74,7 +74,7 @@ def share_benchmark(benchmark: pd.DataFrame, shared_rates: pd.DataFrame,
     shared = benchmark.copy()
     for column in _COPIED[:-1]:
         shared[column] = merged[column].to_numpy()
-    hidden = merged["suppressed"].fillna(False).to_numpy(dtype=bool)
+    hidden = merged["suppressed"].astype("boolean").fillna(False).to_numpy(dtype=bool)
     shared["verdict"] = shared["verdict"].where(~hidden, "suppressed")
     shared["suppressed"] = hidden
     return shared

@@ -47,7 +47,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy import optimize
+from scipy import optimize, sparse
+from scipy.sparse import csgraph
 
 log = logging.getLogger(__name__)
 
@@ -450,23 +451,39 @@ def _link_repeated(system: _System, labels: Sequence[tuple[str, ...]]) -> list[R
     return links
 
 
-def _components(slice_of: IntArray, relations: Sequence[Relation]) -> IntArray:
-    """Connected groups of slices (union-find over the relations' cells)."""
-    parent = list(range(int(slice_of.max()) + 1 if len(slice_of) else 0))
+def _components(size: int, relations: Sequence[Relation]) -> IntArray:
+    """Connected groups of cells: two cells are connected when a relation holds both."""
+    rows = [np.full(len(r.members), r.total, dtype=np.intp) for r in relations]
+    cols = [r.members for r in relations]
+    edges = np.concatenate(rows) if rows else np.zeros(0, dtype=np.intp)
+    ends = np.concatenate(cols) if cols else np.zeros(0, dtype=np.intp)
+    graph = sparse.coo_matrix((np.ones(len(edges)), (edges, ends)), shape=(size, size))
+    return np.asarray(csgraph.connected_components(graph, directed=False)[1], dtype=np.intp)
 
-    def root(s: int) -> int:
-        while parent[s] != s:
-            parent[s] = parent[parent[s]]
-            s = parent[s]
-        return s
 
+def _collapse(size: int, relations: Sequence[Relation],
+              latent: BoolArray) -> tuple[IntArray, list[Relation], BoolArray]:
+    """Cells that stand for one quantity (tied by an equality, a relation with one member)
+    become one cell: the canonical index of every cell, the other relations over canonical
+    cells without repeats, and which canonical cells are latent (only when all of their
+    cells are: a quantity shown anywhere is shown)."""
+    equalities = [r for r in relations if len(r.members) == 1]
+    same = _components(size, equalities)
+    _first, canonical = np.unique(same, return_inverse=True)
+    canonical = np.asarray(canonical, dtype=np.intp)
+    count = int(canonical.max()) + 1 if size else 0
+    shown = np.zeros(count, dtype=bool)
+    np.logical_or.at(shown, canonical, ~latent)
+    seen: set[tuple[tuple[int, ...], int]] = set()
+    mapped: list[Relation] = []
     for relation in relations:
-        first = root(int(slice_of[relation.total]))
-        for member in relation.members:
-            other = root(int(slice_of[member]))
-            if other != first:
-                parent[other] = first
-    return np.array([root(int(s)) for s in slice_of], dtype=np.intp)
+        members = tuple(sorted(int(m) for m in canonical[relation.members]))
+        key = (members, int(canonical[relation.total]))
+        if len(relation.members) == 1 or key in seen:
+            continue
+        seen.add(key)
+        mapped.append(Relation(np.array(members, dtype=np.intp), key[1]))
+    return canonical, mapped, ~shown
 
 
 @dataclass(frozen=True)
@@ -491,25 +508,30 @@ def _solve(values: FloatArray, latent: BoolArray, relations: Sequence[Relation],
 
 
 def _hidden_cells(system: _System, high: int) -> tuple[BoolArray, int]:
+    """Which cells to hide: equal cells collapsed (:func:`_collapse`), then each connected
+    group of quantities solved on its own (:func:`_solve`)."""
     values = np.concatenate(system.values)
     latent = np.concatenate(system.latent)
     if len(values) == 0:
         return latent, 0
-    group = _components(np.concatenate(system.slice_of), system.relations)
-    hidden = latent.copy()
+    canonical, relations, unseen = _collapse(len(values), system.relations, latent)
+    quantities = np.zeros(len(unseen))
+    quantities[canonical] = values
+    group = _components(len(unseen), relations)
+    hidden = unseen.copy()
     pinned = 0
     by_group: dict[int, list[Relation]] = {}
-    for relation in system.relations:
+    for relation in relations:
         by_group.setdefault(int(group[relation.total]), []).append(relation)
-    local = np.zeros(len(values), dtype=np.intp)
+    local = np.zeros(len(unseen), dtype=np.intp)
     for g in np.unique(group):
         cells = np.flatnonzero(group == g)
         local[cells] = np.arange(len(cells))
         mapped = [Relation(local[r.members], int(local[r.total]))
                   for r in by_group.get(int(g), [])]
-        hidden[cells], left = _solve(values[cells], latent[cells], mapped, high)
+        hidden[cells], left = _solve(quantities[cells], unseen[cells], mapped, high)
         pinned += left
-    return hidden, pinned
+    return hidden[canonical] | latent, pinned
 
 
 def _blank(column: pd.Series, rows: BoolArray) -> pd.Series:
