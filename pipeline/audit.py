@@ -78,7 +78,7 @@ Patients not on track (``not_on_track``)
     patient is flagged when the score lies above it.
 
 Privacy by default
-    Patient ids are replaced by keyed pseudonyms (``pipeline.privacy``: HMAC-SHA-256),
+    Patient ids are replaced by keyed pseudonyms (``pipeline.sharing.pseudonyms``: HMAC-SHA-256),
     therapist ids too unless ``pseudonymise_therapists=False``; rows are ordered by the
     pseudonyms so the order of the raw ids does not show. Counts of 1-4 are shown as
     ``"<5"`` with their rates blanked (primary suppression, reusing
@@ -135,9 +135,10 @@ import statsmodels.api as sm
 from matplotlib.figure import Figure
 from scipy import stats
 
-from pipeline import audit_plots, funnel, privacy, rates
+from pipeline import audit_plots, funnel, rates
 from pipeline.config import Audit, StudyConfig
 from pipeline.estimability import AnalysisRecord, NotEstimable, attempt, require
+from pipeline.sharing import pseudonyms as privacy
 from pipeline.sharing.suppression import SECONDARY, Relation, _secondary, audit_column
 from pipeline.sharing.suppression import protect_cells as protect_cells
 

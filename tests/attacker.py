@@ -9,7 +9,7 @@ reasonable reader does:
 * cells that tables repeat: ``response_rates_main`` rows and ``benchmark_comparison`` rows
   are rows of ``response_rates``; and slices that count the same patients (an oracle: any
   two slices, in any table, whose whole count grids are equal, and the completeness counts
-  equal to an ``all`` x ``all`` cell);
+  and the patient-flow counts equal to an ``all`` x ``all`` cell);
 * what the labels mean: ``"<5"`` is 1..4; ``"*"`` is 5 or more (secondary suppression
   hides only shown non-zero counts, so the strongest reader assumes this); counts >= 0.
 
@@ -36,12 +36,14 @@ from scipy import optimize
 
 from pipeline.sharing.suppression import margin_relations
 
-COUNTS = {"response_rates": ("n", "events"), "response_rates_main": ("n", "events"),
-          "benchmark_comparison": ("n", "events"), "attendance": ("patients", "dropouts"),
-          "completeness": ("finished_courses", "paired")}
+COUNTS: dict[str, tuple[str, str | None]] = {
+    "response_rates": ("n", "events"), "response_rates_main": ("n", "events"),
+    "benchmark_comparison": ("n", "events"), "attendance": ("patients", "dropouts"),
+    "completeness": ("finished_courses", "paired"), "patient_flow": ("patients", None)}
 KEYS = {"response_rates": ("population", "instrument", "outcome", "denominator"),
         "response_rates_main": ("population", "instrument", "outcome", "denominator"),
-        "benchmark_comparison": ("outcome",), "attendance": (), "completeness": ()}
+        "benchmark_comparison": ("outcome",), "attendance": (), "completeness": (),
+        "patient_flow": ("step",)}
 MARGINS = ("condition", "format")
 PAIRED = ("reliable_improvement", "recovery", "reliable_recovery")
 
@@ -105,7 +107,7 @@ def _relations(cells: _Cells, ids: dict[tuple[str, str], list[int | None]],
         if not set(MARGINS) <= set(frame.columns):
             continue
         for relation in margin_relations(frame, KEYS[name], MARGINS):
-            for column in COUNTS[name]:
+            for column in (c for c in COUNTS[name] if c is not None):
                 cell = ids[(name, column)]
                 members = [cell[int(m)] for m in relation.members]
                 total = cell[relation.total]
@@ -150,7 +152,7 @@ def _same_patients(ids: dict[tuple[str, str], list[int | None]],
         groups = (frame.groupby(list(KEYS[name]), sort=False).indices.values()
                   if KEYS[name] else [np.arange(len(frame))])
         for rows in groups:
-            for column in COUNTS[name]:
+            for column in (c for c in COUNTS[name] if c is not None):
                 cell = [ids[(name, column)][int(r)] for r in rows]
                 if any(c is None for c in cell):
                     continue
@@ -163,8 +165,9 @@ def _same_patients(ids: dict[tuple[str, str], list[int | None]],
                     grids.setdefault(key, []).append(chosen)
     equations = [[(a, 1.0), (b, -1.0)] for same in grids.values() for first in same[1:]
                  for a, b in zip(same[0], first, strict=True)]
-    for column in COUNTS["completeness"]:
-        for c in ids.get(("completeness", column), []):
+    for name, column in (("completeness", "finished_courses"), ("completeness", "paired"),
+                         ("patient_flow", "patients")):
+        for c in ids.get((name, column), []):
             if c is not None:
                 equations.extend([(c, 1.0), (o, -1.0)] for o in corners
                                  if values[o] == values[c])
@@ -258,14 +261,14 @@ def attack(published: Path, truth: Path, primary: str = "phq9") -> Attack:
         if shown is None or real is None:
             continue
         true_tables[name] = real
-        for column in (den, num):
+        for column in (c for c in (den, num) if c is not None):
             ids[(name, column)] = [
                 None if real[column].iloc[p] == "" else
                 cells.add(f"{name}:{p}:{column}", float(real[column].iloc[p]),
                           shown[column].iloc[p])
                 for p in range(len(real))]
-        for p in range(len(real)):
-            d, n = ids[(name, den)][p], ids[(name, num)][p]
+        for p in range(len(real) if num is not None else 0):
+            d, n = ids[(name, den)][p], ids[(name, str(num))][p]
             if d is not None and n is not None:
                 complements.append(cells.add(f"{name}:{p}:complement",
                                              cells.truth[d] - cells.truth[n], None))
@@ -273,7 +276,7 @@ def attack(published: Path, truth: Path, primary: str = "phq9") -> Attack:
     for c in complements:  # numerator + complement = denominator
         name, p, _ = cells.names[c].split(":")
         den, num = COUNTS[name]
-        equations.append([(ids[(name, num)][int(p)] or 0, 1.0), (c, 1.0),
+        equations.append([(ids[(name, str(num))][int(p)] or 0, 1.0), (c, 1.0),
                           (ids[(name, den)][int(p)] or 0, -1.0)])
     latent = set(complements)
     hidden = [c for c in range(len(cells.truth)) if cells.hidden[c] and c not in latent]

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from pipeline import config, demo, io, stages, validate
 from pipeline.cli import BENCHMARK_EXAMPLE
 from pipeline.sharing import suppression
+from pipeline.sharing.publish import SharingOptions
 from pipeline.sharing.suppression import CountTable, margin_relations, protect_tables
 from tests.attacker import attack
 from tests.study_shapes import StudyShape, currently_valid, study_shapes, write_study
@@ -109,7 +110,7 @@ def _shared_tables(data: Path, out: Path) -> tuple[Path, Path]:
     folders = []
     for sub, no_suppress in (("shared", False), ("truth", True)):
         output = stages.run_outcomes(tables, patient_outcomes, study, benchmarks,
-                                     stages.SharingOptions(no_suppress=no_suppress))
+                                     SharingOptions(no_suppress=no_suppress))
         folder = out / sub
         folder.mkdir(parents=True)
         for name, table in output.tables.items():

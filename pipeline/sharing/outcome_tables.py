@@ -10,7 +10,10 @@ tables that publish their own counts:
   with margins. Its patients repeat the ``n`` of the started population wherever every
   started patient counts (e.g. an intention-to-treat denominator with everyone eligible);
 * ``completeness``: ``finished_courses`` and ``paired`` (one row, the grand totals, which
-  may repeat the ``all`` x ``all`` cell of finished-course slices).
+  may repeat the ``all`` x ``all`` cell of finished-course slices);
+* ``patient_flow``: the patients at each step of the CONSORT-style flow (:func:`flow_table`),
+  which repeat ``all`` x ``all`` cells of the other tables (the flow figure shows these
+  labels).
 
 Slices that repeat the same counts, within a table (e.g. the events of one outcome over
 its observed and intention-to-treat denominators) or across tables, are tied by
@@ -27,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+import numpy as np
 import pandas as pd
 
 from pipeline.rates import ALL, PAIRED_INSTRUMENT, PAIRED_OUTCOMES
@@ -44,12 +48,24 @@ PROTECTED: Final[dict[str, CountTable]] = {
                              margins=MARGINS),
     "completeness": CountTable("finished_courses", "paired", ("share_paired",
                                                               "meets_standard")),
+    "patient_flow": CountTable("patients", keys=("step",)),
 }
 
 #: The population and denominator of ``rates.benchmark_comparison`` (its defaults).
 BENCHMARK_POPULATION: Final = "finished_course"
 BENCHMARK_DENOMINATOR: Final = "observed"
 _COPIED: Final = ("n", "events", "rate", "ci_low", "ci_high", "suppressed")
+
+
+def flow_table(counts: Mapping[str, int]) -> pd.DataFrame:
+    """The patient flow (``outcome_plots.flow_counts``) as a table: ``step``, ``patients``."""
+    return pd.DataFrame({"step": list(counts), "patients": list(counts.values())})
+
+
+def flow_labels(flow: pd.DataFrame) -> dict[str, str]:
+    """Each step's count as the flow figure shows it (``"<5"``, ``"*"`` or ``1,234``)."""
+    return {str(step): f"{count:,}" if isinstance(count, int | np.integer) else str(count)
+            for step, count in zip(flow["step"], flow["patients"], strict=True)}
 
 
 def copy_rows(subset: pd.DataFrame, shared_rates: pd.DataFrame) -> pd.DataFrame:
