@@ -2,7 +2,8 @@
 
 Pure: each function takes ``patient_outcomes`` (and the config) and returns one table, or
 raises ``NotEstimable`` when the data cannot support it (``pipeline.stages`` runs each at its
-own boundary). Writing and small-number suppression happen at the edge (``pipeline.cli``).
+own boundary). Small-number suppression of the shared versions is ``pipeline.sharing``;
+writing happens at the edge (``pipeline.cli``).
 """
 
 from __future__ import annotations
@@ -13,25 +14,6 @@ from data_schemas.outcomes import outcome_instruments
 from pipeline import outcomes, rates
 from pipeline.config import StudyConfig
 from pipeline.estimability import require
-
-#: Tables meant for sharing and how to suppress them: (count columns, rate columns); the
-#: first count column is the denominator.
-SUPPRESSION: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "response_rates": (("n", "events"), ("rate", "ci_low", "ci_high")),
-    "benchmark_comparison": (("n", "events"), ("rate", "ci_low", "ci_high")),
-    "attendance": (("patients", "dropouts"), ("dropout_rate", "dropout_ci_low",
-                                              "dropout_ci_high")),
-}
-
-
-def for_sharing(name: str, table: pd.DataFrame, suppress_below: int) -> pd.DataFrame:
-    """The table with counts in 1..suppress_below-1 shown as ``<N`` (see ``rates``)."""
-    if name not in SUPPRESSION:
-        return table
-    counts, rate_columns = SUPPRESSION[name]
-    return rates.suppress_small_counts(
-        table, count_columns=counts, high=suppress_below - 1, rate_columns=rate_columns
-    )
 
 
 def defined_outcomes(patient_outcomes: pd.DataFrame,
