@@ -7,8 +7,11 @@ tables that publish their own counts:
   population x instrument x outcome x denominator slice, with the condition x format grid
   and its ``"all"`` margins;
 * ``attendance``: ``patients`` (started patients) and ``dropouts`` by condition x format
-  with margins. Its patients repeat the ``n`` of the started population wherever every
-  started patient counts (e.g. an intention-to-treat denominator with everyone eligible);
+  with margins; every statistic of a row with a hidden count is blanked (a shown mean
+  times its hidden ``patients`` would add one more equation), and the session totals are
+  left out (:data:`SESSION_TOTALS`). Its patients repeat the ``n`` of the started
+  population wherever every started patient counts (e.g. an intention-to-treat
+  denominator with everyone eligible);
 * ``completeness``: ``finished_courses`` and ``paired`` (one row, the grand totals, which
   may repeat the ``all`` x ``all`` cell of finished-course slices);
 * ``patient_flow``: the patients at each step of the CONSORT-style flow (:func:`flow_table`),
@@ -44,12 +47,18 @@ PROTECTED: Final[dict[str, CountTable]] = {
     "response_rates": CountTable("n", "events", ("rate", "ci_low", "ci_high"),
                                  keys=RATE_KEYS, margins=MARGINS),
     "attendance": CountTable("patients", "dropouts",
-                             ("dropout_rate", "dropout_ci_low", "dropout_ci_high"),
-                             margins=MARGINS),
+                             ("sessions_attended_mean", "sessions_attended_ci_low",
+                              "sessions_attended_ci_high", "dna_rate", "dna_ci_low",
+                              "dna_ci_high", "dropout_rate", "dropout_ci_low",
+                              "dropout_ci_high"), margins=MARGINS),
     "completeness": CountTable("finished_courses", "paired", ("share_paired",
                                                               "meets_standard")),
     "patient_flow": CountTable("patients", keys=("step",)),
 }
+
+#: Session totals of ``attendance``, left out of its shared version: about 14 scheduled
+#: sessions a patient, they would tell a hidden patient count roughly.
+SESSION_TOTALS: Final = ("dna_sessions", "scheduled_sessions")
 
 #: The population and denominator of ``rates.benchmark_comparison`` (its defaults).
 BENCHMARK_POPULATION: Final = "finished_course"
@@ -111,6 +120,9 @@ def share(built: Mapping[str, pd.DataFrame], high: int,
     """
     protected = {name: table for name, table in built.items() if name in PROTECTED}
     shared, summary = protect_tables(protected, {n: PROTECTED[n] for n in protected}, high)
+    if "attendance" in shared:
+        shared["attendance"] = shared["attendance"].drop(columns=list(SESSION_TOTALS),
+                                                         errors="ignore")
     rates = shared.get("response_rates")
     if rates is not None and "response_rates_main" in built:
         shared["response_rates_main"] = copy_rows(built["response_rates_main"], rates)
