@@ -1,19 +1,18 @@
-"""The one privacy layer between the analyses and anything shared outside the service.
+"""The one privacy layer between the analyses and anything that leaves a run.
 
-Its job: whatever leaves a run for sharing passes through here. Today it holds
-small-number suppression (:mod:`pipeline.sharing.suppression`: primary suppression of
-counts 1..high, complementary (secondary) suppression across every published additive
-relation -- table margins, and cells that tables repeat -- checked by linear programming)
-and its application to the shared tables of the outcomes stage
-(:mod:`pipeline.sharing.outcome_tables`). Pseudonyms (``pipeline.privacy``) and declared
-columns are to move here as well.
-
-Public functions
-----------------
-``suppression.protect_cells``, ``suppression.audit_column``, ``suppression.Relation``
-    The general engine (also used by the clinic audit).
-``suppression.margin_relations``, ``suppression.protect_tables``
-    Relations of tidy tables with ``"all"`` margins, and their joint suppression.
-``outcome_tables.share``
-    The shared versions of the outcomes stage's tables.
+Modules
+-------
+``pseudonyms``
+    Keyed pseudonyms (HMAC-SHA-256) for patient and therapist ids.
+``publish``
+    ``SharingOptions`` and what every table the CLI writes, every quarantine file and the
+    validation failure cases pass through (``table``, ``failures``): ids pseudonymised
+    (messages carry ids only as their own field). Cells and headers are defused when any
+    CSV is written (``pipeline.io.write_csv``); validation writes declared columns only.
+``suppression``
+    Small-number suppression: primary (counts 1..high shown as ``<N``) and complementary
+    (secondary, ``*``) across every published additive relation -- table margins, and
+    cells that tables repeat -- checked by linear programming. Also used by the audit.
+``outcome_tables``
+    Its application to the outcomes stage's shared tables and the patient flow.
 """
