@@ -15,6 +15,37 @@ from pipeline import outcomes, rates
 from pipeline.config import StudyConfig
 from pipeline.estimability import require
 
+#: The steps of the patient flow, each a subset of the one before, and their labels.
+FLOW_STEPS = (
+    ("referred", "Referred (valid records)"),
+    ("started", "Started (>= 1 attended treatment session)"),
+    ("finished_course", "Finished a course (ended, >= 2 sessions)"),
+    ("completed_course", "Of them, completed (final phase or >= 12 sessions)"),
+    ("followed_up", "Of them, followed up after treatment"),
+)
+
+
+def flow_counts(patient_outcomes: pd.DataFrame,
+                followups: pd.DataFrame | None) -> dict[str, int]:
+    """Patients at each step of the CONSORT-style flow (:data:`FLOW_STEPS`).
+
+    Each step counts the patients of the step before who also meet its condition, so no
+    arrow leads to a larger box: ``completed_course`` is the finished courses that were
+    completed (the ``completers`` population also holds patients still in treatment), and
+    ``followed_up`` those of them with a follow-up.
+    """
+    followed = pd.Series(False, index=patient_outcomes.index)
+    if followups is not None and not followups.empty:
+        followed = patient_outcomes["patient_id"].isin(set(followups["patient_id"]))
+    steps = [pd.Series(True, index=patient_outcomes.index), patient_outcomes["started"],
+             patient_outcomes["finished_course"], patient_outcomes["completers"], followed]
+    within = pd.Series(True, index=patient_outcomes.index)
+    counts = {}
+    for (name, _label), condition in zip(FLOW_STEPS, steps, strict=True):
+        within &= condition.astype(bool)
+        counts[name] = int(within.sum())
+    return counts
+
 
 def defined_outcomes(patient_outcomes: pd.DataFrame,
                      config: StudyConfig) -> dict[str, tuple[str, ...]]:

@@ -123,7 +123,7 @@ def run_outcomes(
     built["attendance"] = step("attendance",
                                lambda: rate_functions.attendance_summary(patient_outcomes))
     built["completeness"] = step("completeness", lambda: completeness(patient_outcomes, config))
-    counts = outcome_plots.flow_counts(patient_outcomes, tables.get("followups"))
+    counts = outcome_tables.flow_counts(patient_outcomes, tables.get("followups"))
     built["patient_flow"] = shared_outcomes.flow_table(counts)
     tables_built = {name: table for name, table in built.items() if table is not None}
     shared = tables_built if sharing.no_suppress else shared_outcomes.share(
