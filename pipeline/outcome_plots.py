@@ -9,6 +9,7 @@ from matplotlib.patches import FancyBboxPatch
 
 from pipeline.estimability import require
 from pipeline.figures import FORMAT_COLOURS, new_figure
+from pipeline.findings import instrument_label
 from pipeline.outcome_tables import FLOW_STEPS
 
 
@@ -65,4 +66,47 @@ def rates_figure(rates: pd.DataFrame, outcomes: tuple[tuple[str, str], ...]) -> 
         axes.set_xlabel(f"{instrument} {outcome} rate (95% Wilson CI)")
         axes.grid(axis="x", alpha=0.3)
     panels[0].legend(loc="lower right", fontsize=8)
+    return figure
+
+
+def headline_figure(rates: pd.DataFrame, benchmarks: pd.DataFrame | None,
+                    instrument: str, outcome: str = "response") -> Figure:
+    """The first screen's figure: one outcome by condition (rows) and format (colours), in
+    %, with 95% Wilson CIs and each condition's benchmark (a black bar) where one is set.
+
+    ``rates`` is the shared ``response_rates`` of one population and denominator (a
+    suppressed rate is blank and not drawn); ``benchmarks`` is ``benchmark_comparison``.
+    """
+    cells = rates[(rates["instrument"] == instrument) & (rates["outcome"] == outcome)]
+    require(not cells.empty, f"no {instrument} {outcome} rate to plot",
+            "finished courses with baseline and end-of-treatment scores")
+    conditions = [c for c in dict.fromkeys(cells["condition"]) if c != "all"] + ["all"]
+    figure = new_figure(7.5, 0.8 + 0.28 * len(conditions))
+    axes = figure.add_subplot()
+    for k, fmt in enumerate(("individual", "group", "all")):
+        part = cells[cells["format"] == fmt].set_index("condition").reindex(conditions)
+        y = np.arange(len(conditions)) + (k - 1) * 0.25
+        rate = 100 * pd.to_numeric(part["rate"], errors="coerce").to_numpy(float)
+        low = 100 * pd.to_numeric(part["ci_low"], errors="coerce").to_numpy(float)
+        high = 100 * pd.to_numeric(part["ci_high"], errors="coerce").to_numpy(float)
+        axes.errorbar(rate, y, xerr=[np.clip(rate - low, 0, None), np.clip(high - rate, 0, None)],
+                      fmt="o", ms=4, color=FORMAT_COLOURS[fmt], capsize=2,
+                      label={"all": "both formats"}.get(fmt, f"{fmt} IPT"))
+    if benchmarks is not None and not benchmarks.empty:
+        marks = benchmarks[benchmarks["outcome"] == outcome]
+        for row, condition in enumerate(conditions):
+            value = marks.loc[marks["condition"] == condition, "benchmark_rate"]
+            if not value.empty:
+                x = 100 * float(value.iloc[0])
+                axes.plot([x, x], [row - 0.4, row + 0.4], color="black", lw=2,
+                          label="benchmark" if "benchmark" not in
+                          axes.get_legend_handles_labels()[1] else None)
+    axes.set_yticks(np.arange(len(conditions)),
+                    [c.replace("_", " ").capitalize() if c != "all" else "All conditions"
+                     for c in conditions])
+    axes.invert_yaxis()
+    axes.set_xlim(0, 100)
+    axes.set_xlabel(f"{instrument_label(instrument)} {outcome} (%), 95% Wilson CI")
+    axes.grid(axis="x", alpha=0.3)
+    figure.legend(loc="outside upper center", fontsize=8, ncols=4, frameon=False)
     return figure

@@ -20,6 +20,7 @@ import jinja2
 import pandas as pd
 
 from pipeline import io
+from pipeline.findings import first_screen, percent
 
 TEMPLATES = Path(__file__).parent / "templates"
 DASH, EN_DASH, MINUS = "\u2013", "\u2013", "\u2212"
@@ -128,48 +129,6 @@ def _table_rows(frame: pd.DataFrame, name: str, limit: int | None = None) -> dic
             "source": VIEW_SOURCES.get(name, f"{name}.csv")}
 
 
-def _filter(frame: pd.DataFrame | None, **equal: str) -> pd.DataFrame:
-    if frame is None:
-        return pd.DataFrame()
-    keep = pd.Series(True, index=frame.index)
-    for column, value in equal.items():
-        if column in frame.columns:
-            keep &= frame[column] == value
-    return frame.loc[keep]
-
-
-def summary_numbers(inputs: ReportInputs, primary: str) -> list[tuple[str, str]]:
-    """The few numbers a reader wants first, as (label, text) pairs."""
-    tables = inputs.tables
-    numbers: list[tuple[str, str]] = []
-    for name, counts in inputs.validation.get("tables", {}).items():
-        numbers.append((f"{name} (valid / in)",
-                        f"{counts['rows_valid']:,} / {counts['rows_in']:,}"))
-    rates = tables.get("response_rates")
-    population = main_population(rates)
-    for instrument, outcome in ((primary, "response"), ("phq9+gad7", "recovery")):
-        row = _filter(rates, population=population, denominator="observed",
-                      instrument=instrument, outcome=outcome, condition="all", format="all")
-        if not row.empty:
-            r = row.iloc[0]
-            numbers.append((f"{outcome} ({instrument}, {population.replace('_', ' ')})",
-                            f"{_pct(r['rate'])} (95% CI {_ci(r['ci_low'], r['ci_high'])}), "
-                            f"{r['events']} of {r['n']}"))
-    standardised = tables.get("response_standardised")
-    row = _filter(standardised, quantity="risk_difference")
-    if not row.empty:
-        r = row.iloc[0]
-        numbers.append((f"group {MINUS} individual response (standardised)",
-                        f"{_pct(r['estimate'])} (95% CI {_pct(r['ci_low'])} to "
-                        f"{_pct(r['ci_high'])})"))
-    km = _filter(tables.get("relapse_km"), stratum_variable="all")
-    if not km.empty and "relapse_free_52w" in km.columns:
-        r = km.iloc[0]
-        numbers.append(("relapse-free at 52 weeks", f"{_pct(r['relapse_free_52w'])} (95% CI "
-                        f"{_ci(r.get('ci_low_52w', ''), r.get('ci_high_52w', ''))})"))
-    return numbers
-
-
 def main_population(rates: pd.DataFrame | None) -> str:
     """``randomised`` when the rates are a trial's (``populations.definition: trial``), else
     ``finished_course`` (``pipeline.outcomes.main_population``)."""
@@ -179,21 +138,14 @@ def main_population(rates: pd.DataFrame | None) -> str:
 
 
 def _ci(low: Any, high: Any) -> str:
-    return f"{_pct(low)}{EN_DASH}{_pct(high)}"
-
-
-def _pct(value: Any) -> str:
-    try:
-        return f"{100 * float(value):.1f}%"
-    except (TypeError, ValueError):
-        return str(value) if value not in ("", None) else DASH
+    return f"{percent(low)}{EN_DASH}{percent(high)}"
 
 
 def _rate_text(row: pd.Series, rate: str = "rate", low: str = "ci_low",
                high: str = "ci_high") -> str:
     if row.get(rate, "") in ("", None):
         return "suppressed" if str(row.get("suppressed", "")) == "True" else DASH
-    return f"{_pct(row[rate])} ({_ci(row[low], row[high])})"
+    return f"{percent(row[rate])} ({_ci(row[low], row[high])})"
 
 
 def rates_view(rates: pd.DataFrame, denominator: str,
@@ -272,7 +224,9 @@ def render(inputs: ReportInputs, title: str = "IPT outcomes report") -> str:
     return _environment().get_template("report.html.j2").render(
         title=title,
         sections=SECTIONS,
-        summary=summary_numbers(inputs, primary),
+        findings=first_screen(inputs.tables, main_population(inputs.tables.get("response_rates")),
+                              primary),
+        synthetic=inputs.manifest.get("seeds", {}).get("demo_generator") is not None,
         tables=tables,
         figures=inputs.figures,
         messages=inputs.messages,

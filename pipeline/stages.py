@@ -130,7 +130,8 @@ def run_outcomes(
         tables_built, config.suppress_below - 1, config.primary_instrument)[0]
     # the figures show what the shared tables show (a suppressed rate is not drawn)
     figures = _outcome_figures(counts, shared_outcomes.flow_labels(shared["patient_flow"]),
-                               shared.get("response_rates"), config, records)
+                               shared.get("response_rates"), shared.get("benchmark_comparison"),
+                               config, records)
     return StageOutput(
         tables={"patient_outcomes": patient_outcomes, **shared},
         figures=figures, messages=(*outcomes.population_notes(patient_outcomes, config), *notes),
@@ -140,10 +141,11 @@ def run_outcomes(
 
 
 def _outcome_figures(counts: dict[str, int], labels: dict[str, str],
-                     rates: pd.DataFrame | None, config: StudyConfig,
-                     records: list[AnalysisRecord]) -> dict[str, Figure]:
-    """The patient flow (its ``counts``, shown as the shared ``labels``) and the rates
-    figure, each a recorded analysis."""
+                     rates: pd.DataFrame | None, benchmarks: pd.DataFrame | None,
+                     config: StudyConfig, records: list[AnalysisRecord]) -> dict[str, Figure]:
+    """The patient flow (its ``counts``, shown as the shared ``labels``), the rates figure
+    and the first screen's figure (with the ``benchmarks`` it is compared with), each a
+    recorded analysis."""
     figures = {"patient_flow": attempt("outcomes", "figure patient_flow",
                                        lambda: outcome_plots.flow_figure(counts, labels),
                                        records)}
@@ -154,6 +156,9 @@ def _outcome_figures(counts: dict[str, int], labels: dict[str, str],
             "outcomes", "figure outcome_rates", lambda: outcome_plots.rates_figure(
                 observed, ((config.primary_instrument, "response"),
                            (rate_functions.PAIRED_INSTRUMENT, "recovery"))), records)
+        figures["headline"] = attempt(
+            "outcomes", "figure headline", lambda: outcome_plots.headline_figure(
+                observed, benchmarks, config.primary_instrument), records)
     return {name: figure for name, figure in figures.items() if figure is not None}
 
 

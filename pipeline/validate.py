@@ -354,5 +354,16 @@ def _result(
             for t, c, n in by_check[["table", "check", "n"]].itertuples(index=False)
         ],
         "n_failures": len(all_failures),
+        "period": data_period(valid.get("sessions")),
     }
     return ValidationResult(valid, quarantine, all_failures, summary)
+
+
+def data_period(sessions: pd.DataFrame | None) -> dict[str, str | None]:
+    """The months of the first and last valid session (``YYYY-MM``; a month, not a day,
+    so that the period names no patient's visit); None when there is none."""
+    dates = (pd.Series(dtype="datetime64[ns]") if sessions is None or sessions.empty
+             else pd.to_datetime(sessions["session_date"]).dropna())
+    if dates.empty:
+        return {"first": None, "last": None}
+    return {"first": dates.min().strftime("%Y-%m"), "last": dates.max().strftime("%Y-%m")}

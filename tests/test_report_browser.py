@@ -76,3 +76,39 @@ def test_prints_to_a_sensible_pdf(rendered: Path) -> None:
           (rendered / "out" / "report.html").as_uri()], rendered / "profile2")
     pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf.read_bytes()))
     assert 4 <= pages <= 60, pages
+
+
+FOLD = """<script>
+window.addEventListener('load', () => {
+  const box = e => e ? e.getBoundingClientRect().bottom : null;
+  const findings = document.querySelectorAll('ol.findings li');
+  document.body.setAttribute('data-fold', JSON.stringify({
+    height: window.innerHeight, findings: findings.length,
+    last_finding: box(findings[findings.length - 1]),
+    figure: box(document.querySelector('img[alt^="Response by condition"]')),
+    banner: box(document.querySelector('.banner'))}));
+});
+</script>"""
+#: The first screen: a 1440 x 1000 browser window (a desktop screen less the bars).
+FIRST_SCREEN = (1440, 1000)
+
+
+def test_first_screen_answers_the_questions_above_the_fold(rendered: Path) -> None:
+    page = (rendered / "out" / "report.html").read_text()
+    probe = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page)
+    probe_path = rendered / "fold.html"
+    probe_path.write_text(probe.replace("</body>", FOLD + "</body>"))
+    width, height = FIRST_SCREEN
+    dom = _run([f"--window-size={width},{height}", "--virtual-time-budget=10000",
+                "--dump-dom", probe_path.as_uri()], rendered / "profile3")
+    match = re.search(r'data-fold="([^"]*)"', dom)
+    assert match, "the page did not finish loading"
+    fold = json.loads(html.unescape(match.group(1)))
+    assert fold["findings"] >= 4, fold  # flow, did it work, for whom, which format, ...
+    assert fold["banner"] is not None  # the demo's data are synthetic, said up front
+    assert fold["last_finding"] <= fold["height"], fold
+    assert fold["figure"] is not None and fold["figure"] <= fold["height"], fold
+    screenshot = rendered / "first_screen.png"
+    _run([f"--window-size={width},{height}", f"--screenshot={screenshot}",
+          (rendered / "out" / "report.html").as_uri()], rendered / "profile4")
+    assert screenshot.stat().st_size > 10_000  # something was drawn
