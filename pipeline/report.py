@@ -146,10 +146,17 @@ def summary_numbers(inputs: ReportInputs, primary: str) -> list[tuple[str, str]]
         numbers.append((f"group {MINUS} individual response (standardised)",
                         f"{_pct(r['estimate'])} (95% CI {_pct(r['ci_low'])} to "
                         f"{_pct(r['ci_high'])})"))
+    turnbull = _filter(tables.get("relapse_free_interval"), stratum_variable="all")
+    if not turnbull.empty:
+        at_52 = turnbull.loc[pd.to_numeric(turnbull["time_weeks"], errors="coerce") == 52.0]
+        if not at_52.empty:
+            numbers.append(("relapse-free at 52 weeks (Turnbull, interval-censored)",
+                            _pct(at_52.iloc[0]["relapse_free"])))
     km = _filter(tables.get("relapse_km"), stratum_variable="all")
     if not km.empty and "relapse_free_52w" in km.columns:
         r = km.iloc[0]
-        numbers.append(("relapse-free at 52 weeks", f"{_pct(r['relapse_free_52w'])} (95% CI "
+        numbers.append(("relapse-free at 52 weeks (Kaplan-Meier on visit times)",
+                        f"{_pct(r['relapse_free_52w'])} (95% CI "
                         f"{_ci(r.get('ci_low_52w', ''), r.get('ci_high_52w', ''))})"))
     return numbers
 
@@ -216,7 +223,15 @@ def attendance_view(attendance: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def _views(tables: dict[str, pd.DataFrame], primary: str) -> dict[str, pd.DataFrame]:
+def turnbull_view(turnbull: pd.DataFrame, horizons: list[float]) -> pd.DataFrame:
+    """The Turnbull table (``relapse_free_interval``) at 0 and the horizons only."""
+    times = pd.to_numeric(turnbull["time_weeks"], errors="coerce")
+    return turnbull.loc[times.isin([0.0, *horizons])].drop(
+        columns=["relapse_free_low", "relapse_free_high"], errors="ignore")
+
+
+def _views(tables: dict[str, pd.DataFrame], primary: str,
+           horizons: list[float]) -> dict[str, pd.DataFrame]:
     """Reader-friendly versions of the widest tables (the CSVs keep every column)."""
     views = dict(tables)
     main = ((primary, "response"), (primary, "remission"),
@@ -226,6 +241,9 @@ def _views(tables: dict[str, pd.DataFrame], primary: str) -> dict[str, pd.DataFr
         views["rates_itt"] = rates_view(tables["response_rates"], "itt", main)
     if "attendance" in tables:
         views["attendance"] = attendance_view(tables["attendance"])
+    if "relapse_free_interval" in tables:
+        views["relapse_free_interval"] = turnbull_view(
+            tables["relapse_free_interval"], horizons)
     formulas = []
     for name, frame in tables.items():
         if name.startswith("mixed_") and name.endswith("_diagnostics"):
@@ -251,8 +269,9 @@ def render(inputs: ReportInputs, title: str = "IPT outcomes report") -> str:
     """The report as HTML text."""
     config = inputs.manifest.get("config", {})
     primary = str(config.get("primary_instrument", "phq9"))
+    horizons = [float(h) for h in config.get("relapse", {}).get("horizon_weeks", (26.0, 52.0))]
     tables = {name: _table_rows(frame, limit=60)
-              for name, frame in _views(inputs.tables, primary).items()}
+              for name, frame in _views(inputs.tables, primary, horizons).items()}
     return _environment().get_template("report.html.j2").render(
         title=title,
         sections=SECTIONS,
