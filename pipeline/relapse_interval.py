@@ -35,12 +35,15 @@ Turnbull estimate (:func:`turnbull_table`)
     end: ``relapse_free_high``; at the left end: ``relapse_free_low``) and leaves
     ``relapse_free`` empty. With exact times only it is the Kaplan-Meier estimate (Efron's
     self-consistency); with no censoring at all, the empirical distribution.
-    Computed with lifelines ``KaplanMeierFitter.fit_interval_censoring`` (its EM with a line
-    search), which takes closed intervals ``[L, R]``: an interval that is open on the left,
-    ``(L, R]``, is passed as ``[L + OPEN, R]`` with :data:`OPEN` a millionth of a week
-    (lifelines' documented way to open an interval), so that a patient censored at ``L`` and
-    one relapsing in ``(L, R]`` are not given mass at ``L`` itself, as R ``survfit(Surv(L, R,
-    type = "interval2"))`` does.
+    Computed by :func:`fit_turnbull`, the iteration of lifelines
+    ``KaplanMeierFitter.fit_interval_censoring`` on the same Turnbull intervals, vectorised
+    (lifelines' Python loop takes a minute on a cohort of 4,000; the tests check that both
+    agree, and agree with R), until the log-likelihood gains less than
+    :data:`NPMLE_TOLERANCE` in an iteration. Like lifelines it takes closed intervals ``[L,
+    R]``: an interval open on the left, ``(L, R]``, is passed as ``[L + OPEN, R]`` with
+    :data:`OPEN` a millionth of a week (lifelines' documented way to open an interval), so
+    that a patient censored at ``L`` and one relapsing in ``(L, R]`` are not given mass at
+    ``L`` itself, as R ``survfit(Surv(L, R, type = "interval2"))`` does.
 
     The Turnbull estimate is the correct nonparametric estimator of the relapse-free curve
     when relapse is only seen at visits; the Kaplan-Meier curve on visit times is kept beside
@@ -81,20 +84,22 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from lifelines import KaplanMeierFitter, WeibullAFTFitter
+from lifelines import WeibullAFTFitter
 from lifelines.exceptions import ConvergenceError, ConvergenceWarning
 from scipy import stats
 
 from pipeline.config import StudyConfig
 from pipeline.estimability import NotEstimable, require
 
-__all__ = ["AFT_COLUMNS", "INTERVAL_COLUMNS", "TURNBULL_COLUMNS", "aft_analysis", "aft_table",
-           "interval_data", "turnbull_analysis", "turnbull_curve", "turnbull_table"]
+__all__ = ["AFT_COLUMNS", "INTERVAL_COLUMNS", "TURNBULL_COLUMNS", "TurnbullFit", "aft_analysis",
+           "aft_table", "fit_turnbull", "interval_data", "turnbull_analysis", "turnbull_curve",
+           "turnbull_table"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -104,11 +109,12 @@ ALL: Final = "all"
 TURNBULL_STRATA: Final = ("format", "maintenance")
 #: How far (weeks) a left-open interval's lower end is moved to close it for lifelines.
 OPEN: Final = 1e-6
-#: Below every gap between distinct times (days / 7): where a step value is read.
+#: Below every gap between distinct times (days / 7), above rounding: where S(t) is read.
 JUST_AFTER: Final = 1e-9
-#: EM stops when the log-likelihood gains less than this per iteration (lifelines' ``tol``;
-#: its default 1e-5 leaves the estimate about 1e-4 from R's).
-NPMLE_TOLERANCE: Final = 1e-10
+#: EM stops when the log-likelihood gains less than this in an iteration (lifelines' ``tol``,
+#: whose default 1e-5 leaves the estimate up to 3e-2 from the maximum on visit data).
+NPMLE_TOLERANCE: Final = 1e-12
+MAX_ITERATIONS: Final = 1_000_000
 #: A relapse recorded on the day of the origin: the interval (0, 1 day] for the Weibull model.
 ONE_DAY: Final = 1.0 / 7.0
 Z95: Final = float(stats.norm.ppf(0.975))
@@ -171,6 +177,80 @@ def _strata(data: pd.DataFrame, by: Sequence[str]) -> list[tuple[str, str, pd.Da
     return groups
 
 
+@dataclass(frozen=True)
+class TurnbullFit:
+    """A fitted Turnbull NPMLE: the Turnbull intervals ``[low_j, high_j]`` (closed, after
+    :data:`OPEN`) with their masses, the log-likelihood and the iterations used."""
+
+    low: FloatArray
+    high: FloatArray
+    mass: FloatArray
+    log_likelihood: float
+    iterations: int
+
+    def survival(self, times: Sequence[float] | FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Bounds of ``S(t) = P(T > t)``: mass at the left ends (low) and at the right ends
+        (high) of the Turnbull intervals; equal outside them. Read :data:`JUST_AFTER` ``t``,
+        so that a time rounded in its last digits (R's 15) still reads the right step."""
+        t = np.asarray(times, dtype=float)[:, None] + JUST_AFTER
+        low = 1.0 - (self.mass[None, :] * (self.low[None, :] <= t)).sum(axis=1)
+        high = 1.0 - (self.mass[None, :] * (self.high[None, :] <= t)).sum(axis=1)
+        return (np.clip(np.asarray(low, dtype=float), 0.0, 1.0),
+                np.clip(np.asarray(high, dtype=float), 0.0, 1.0))
+
+
+def _turnbull_intervals(lower: FloatArray, upper: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Turnbull intervals of closed observation intervals ``[lower, upper]``: a left end
+    followed, in the ordered ends, by a right end (a left end sorts before a right end at the
+    same value), as lifelines ``npmle.create_turnbull_intervals``."""
+    values = np.concatenate([lower, upper])
+    is_right = np.concatenate([np.zeros(lower.size, bool), np.ones(upper.size, bool)])
+    order = np.lexsort((is_right, values))
+    values, is_right = values[order], is_right[order]
+    starts = np.flatnonzero(~is_right[:-1] & is_right[1:])
+    return values[starts], values[starts + 1]
+
+
+def fit_turnbull(data: pd.DataFrame, tolerance: float = NPMLE_TOLERANCE,
+                 max_iterations: int = MAX_ITERATIONS) -> TurnbullFit:
+    """The Turnbull NPMLE by the self-consistency (EM) iteration (module docstring).
+
+    lifelines ``KaplanMeierFitter.fit_interval_censoring`` runs the same iteration over the
+    same Turnbull intervals, but loops in Python over the observations at every step: 60 s
+    on the 4,060-patient cohort of a 20,000-patient demo. Here each observation covers a
+    contiguous run of Turnbull intervals, so one step is two cumulative sums over the
+    distinct observations (``tests/test_relapse_interval.py`` checks the two agree).
+
+    Raises
+    ------
+    lifelines.exceptions.ConvergenceError
+        Not converged within ``max_iterations``.
+    """
+    left = data["left_weeks"].to_numpy(dtype=float)
+    right = data["right_weeks"].to_numpy(dtype=float)
+    lower = np.where(data["exact"].to_numpy(dtype=bool), left, left + OPEN)
+    pairs, weight = np.unique(np.column_stack([lower, right]), axis=0, return_counts=True)
+    low, high = _turnbull_intervals(lower, right)
+    first = np.searchsorted(low, pairs[:, 0], side="left")
+    last = np.searchsorted(high, pairs[:, 1], side="right") - 1
+    n, m = float(weight.sum()), low.size
+    mass = np.full(m, 1.0 / m)
+    previous = -np.inf
+    for iteration in range(1, max_iterations + 1):
+        cumulative = np.concatenate([[0.0], np.cumsum(mass)])
+        covered = cumulative[last + 1] - cumulative[first]
+        log_likelihood = float((weight * np.log(covered)).sum())
+        if log_likelihood - previous < tolerance:
+            return TurnbullFit(low, high, mass, log_likelihood, iteration)
+        previous = log_likelihood
+        share = np.zeros(m + 1)
+        np.add.at(share, first, weight / covered)
+        np.add.at(share, last + 1, -weight / covered)
+        mass = mass * np.cumsum(share)[:m] / n
+    raise ConvergenceError(f"the Turnbull NPMLE did not converge in {max_iterations} "
+                           "iterations")
+
+
 def turnbull_curve(data: pd.DataFrame, times: Sequence[float]) -> pd.DataFrame:
     """The Turnbull NPMLE of relapse-free survival at ``times`` (module docstring).
 
@@ -184,22 +264,12 @@ def turnbull_curve(data: pd.DataFrame, times: Sequence[float]) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        time_weeks, relapse_free (``S(t)`` where the NPMLE determines it, else NaN),
-        relapse_free_low and relapse_free_high (the range of NPMLEs at ``t``: equal where
-        it is unique).
+        time_weeks (sorted, distinct), relapse_free (``S(t)`` where the NPMLE determines it,
+        else NaN), relapse_free_low and relapse_free_high (the range of NPMLEs at ``t``:
+        equal where it is unique).
     """
-    left = data["left_weeks"].to_numpy(dtype=float)
-    right = data["right_weeks"].to_numpy(dtype=float)
-    exact = data["exact"].to_numpy(dtype=bool)
-    lower = np.where(exact, left, left + OPEN)
     grid = np.asarray(sorted(set(map(float, times))), dtype=float)
-    fitter = KaplanMeierFitter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ConvergenceWarning)
-        fitter.fit_interval_censoring(lower, right, timeline=grid + JUST_AFTER,
-                                      tol=NPMLE_TOLERANCE)
-    values = fitter.survival_function_.to_numpy(dtype=float)
-    high, low = values[:, 0], values[:, 1]  # lifelines: <label>_upper, <label>_lower
+    low, high = fit_turnbull(data).survival(grid)
     unique = np.isclose(low, high, rtol=0.0, atol=1e-12)
     return pd.DataFrame({"time_weeks": grid, "relapse_free": np.where(unique, low, np.nan),
                          "relapse_free_low": low, "relapse_free_high": high})
