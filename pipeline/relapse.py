@@ -49,9 +49,13 @@ The relapse cohort (:func:`relapse_cohort`)
     that visit's (the right end of the interval in which it happened); with visits at about
     3, 6 and 12 months the times are heavily tied and the Cox model is in effect a
     grouped-time model (Efron's ties keep it close to the continuous-time hazard ratio
-    while the risk per interval is small). A score at or above the threshold at a single
-    visit counts as relapse even if it reflects measurement noise rather than a new episode,
-    which pulls hazard ratios towards 1 (see ``tests/golden/relapse_demo_estimand.py``).
+    while the risk per interval is small). The interval itself (from the last relapse-free
+    follow-up, :func:`relapse_visits`) is analysed by :mod:`pipeline.relapse_interval`: the
+    Turnbull NPMLE of relapse-free survival, the primary curve, and an interval-censored
+    Weibull model with the Cox model's terms (:func:`cox_terms`). A score at or above the
+    threshold at a single visit counts as relapse even if it reflects measurement noise
+    rather than a new episode, which pulls hazard ratios towards 1 (see
+    ``tests/golden/relapse_demo_estimand.py``).
     *Maintenance*: a missing ``maintenance`` is counted as False (no maintenance IPT), with a
     message giving the number. Maintenance IPT is an intervention that is recorded when given
     (the demo and most services record it only for completers), so an empty field almost
@@ -225,17 +229,18 @@ class RelapseResult:
     ----------
     tables : dict of str to DataFrame
         ``relapse_cohort`` (:func:`shared_cohort`), ``relapse_km``, ``relapse_km_at_risk``,
-        ``relapse_logrank``, ``relapse_cox``, ``relapse_ph_test``, ``relapse_rmst`` and
-        ``relapse_cif`` (columns in the functions that build them), those estimable; the CLI
-        writes each as ``tables/<key>.csv`` (patient ids pseudonymised).
+        ``relapse_logrank``, ``relapse_cox``, ``relapse_ph_test``, ``relapse_rmst``,
+        ``relapse_cif``, ``relapse_free_interval`` and ``relapse_aft``
+        (:mod:`pipeline.relapse_interval`) (columns in the functions that build them), those
+        estimable; the CLI writes each as ``tables/<key>.csv`` (patient ids pseudonymised).
     figures : dict of str to Figure
         ``relapse_km``, ``relapse_cif`` and ``relapse_forest`` (:mod:`pipeline.relapse_plots`).
     messages : tuple of str
         Plain-language notes for the report: who was excluded, smaller models, merged levels
         (the reasons of analyses that were not estimable are in ``records``).
     records : tuple of AnalysisRecord
-        One per analysis (cohort, km, logrank, cox, rmst, cif): done, not estimable (with
-        reason and remedy) or failed (:mod:`pipeline.estimability`).
+        One per analysis (cohort, km, logrank, cox, rmst, cif, turnbull, aft_interval):
+        done, not estimable (with reason and remedy) or failed (:mod:`pipeline.estimability`).
     """
 
     tables: dict[str, pd.DataFrame]

@@ -314,9 +314,10 @@ def turnbull_table(data: pd.DataFrame, horizons: Sequence[float] = (),
     table = pd.concat(rows, ignore_index=True)[list(TURNBULL_COLUMNS)]
     overall = data["right_weeks"] < np.inf
     exact = int((data["exact"] & overall).sum())
-    notes.append(f"Turnbull (interval-censored) relapse-free curve: {int(overall.sum())} "
-                 f"relapses, {int(overall.sum()) - exact} of them known only to lie between "
-                 f"two visits, {exact} dated exactly")
+    relapses = int(overall.sum())
+    notes.append(f"Turnbull (interval-censored) relapse-free curve: {relapses} "
+                 f"relapse{'' if relapses == 1 else 's'}, {relapses - exact} of them known "
+                 f"only to lie between two visits, {exact} dated exactly")
     return table.astype({"n": np.int64, "events": np.int64}), notes
 
 
@@ -427,6 +428,6 @@ def aft_analysis(data: pd.DataFrame, instrument: str,
              "(time ratios: above 1, relapse later)"]
     zero = int((model_data["right_weeks"] == 0.0).sum())
     if zero:
-        notes.append(f"{zero} relapses at time 0 enter the Weibull model as relapses within "
-                     "the first day")
+        notes.append(f"{zero} relapse{'' if zero == 1 else 's'} at time 0 enter the Weibull "
+                     "model as relapses within the first day")
     return table, notes
