@@ -414,8 +414,13 @@ def aft_analysis(data: pd.DataFrame, instrument: str,
     """
     from pipeline import relapse
 
-    model_data, spec, _ = relapse.cox_terms(data, instrument, config,
-                                            model="interval-censored Weibull model")
+    try:
+        model_data, spec, _ = relapse.cox_terms(data, instrument, config,
+                                                model="interval-censored Weibull model")
+    except NotEstimable as verdict:  # the Cox model's verdict, about this model
+        raise NotEstimable(verdict.reason.replace(
+            "a Cox model", "the interval-censored Weibull model (the Cox model's terms)"),
+            verdict.remedy) from verdict
     design = relapse.cox_design(model_data, spec)
     description = ("Weibull AFT (interval-censored): "
                    + " + ".join(spec.covariates))

@@ -295,7 +295,8 @@ def test_aft_with_five_relapses_is_not_estimable() -> None:
         time_weeks=lambda d: np.where(np.isfinite(d["right_weeks"]), d["right_weeks"],
                                       d["left_weeks"]),
         residual_bdi2=np.linspace(1.0, 9.0, 22))
-    with pytest.raises(NotEstimable, match="too few relapses"):
+    with pytest.raises(NotEstimable, match="too few relapses for the interval-censored "
+                       "Weibull model"):
         relapse_interval.aft_analysis(data, "bdi2", config.from_mapping(None))
 
 
@@ -322,21 +323,25 @@ def test_km_curves_stop_where_fewer_than_min_at_risk_remain() -> None:
                             data["left_weeks"]),
         event=np.where(np.isfinite(data["right_weeks"]), 1, 0),
         maintenance=data["maintenance"].astype(bool))
+    turnbull, _ = relapse_interval.turnbull_table(data)
     for min_at_risk in (10, 100):
-        figure = relapse_plots.km_figure(cohort, ("maintenance",), min_at_risk)
+        figure = relapse_plots.km_figure(cohort, ("maintenance",), min_at_risk, turnbull)
         panels = [axes for axes in figure.axes if axes.get_title()]  # not the at-risk rows
         assert [a.get_title() for a in panels] == ["All patients at risk", "By maintenance IPT"]
         for axes, groups in zip(panels, ([cohort], [cohort.loc[~cohort["maintenance"]],
                                                     cohort.loc[cohort["maintenance"]]]),
                                 strict=True):
-            curves = [line for line in axes.get_lines() if len(line.get_xdata()) > 1]
-            assert len(curves) == len(groups)
-            for line, rows in zip(curves, groups, strict=True):
+            lines = [line for line in axes.get_lines() if len(line.get_xdata()) > 1]
+            curves = [line for line in lines if "Turnbull" not in str(line.get_label())]
+            dashed = [line for line in lines if "Turnbull" in str(line.get_label())]
+            assert len(curves) == len(dashed) == len(groups)
+            for line, npmle, rows in zip(curves, dashed, groups, strict=True):
                 times = rows["time_weeks"].to_numpy()
                 at_risk = np.array([(times >= t).sum() for t in times])
                 last = times[at_risk >= min_at_risk].max()
                 assert max(line.get_xdata()) <= last
                 assert max(line.get_xdata()) == pytest.approx(last)
+                assert max(npmle.get_xdata()) <= last
 
 
 def test_last_time_at_risk() -> None:
