@@ -312,6 +312,11 @@ def _met_at_end(
     completers = patient_outcomes["completers"].astype(bool).to_numpy()
     if threshold is None:
         return completers, []
+    if f"{instrument}_endpoint" not in patient_outcomes:
+        raise NotEstimable(f"no end-of-treatment {instrument} score in the data: nobody can be "
+                           f"known to have ended treatment below the relapse threshold",
+                           f"{instrument} scores during treatment, or a relapse.instrument "
+                           "that was scored")
     endpoint = patient_outcomes[f"{instrument}_endpoint"].astype(float)
     below = (endpoint < threshold).to_numpy()
     notes = []
@@ -443,7 +448,9 @@ def _covariates(
     present = [c for c in COVARIATES if c in base and base[c].notna().any()]
     frame = base.reindex(ids)[present].copy()
     endpoint = patient_outcomes.set_index(patient_outcomes["patient_id"].astype(str))
-    frame[f"residual_{instrument}"] = endpoint[f"{instrument}_endpoint"].reindex(ids).astype(float)
+    residual = (endpoint[f"{instrument}_endpoint"] if f"{instrument}_endpoint" in endpoint
+                else pd.Series(np.nan, index=endpoint.index))  # clinician-recorded relapse only
+    frame[f"residual_{instrument}"] = residual.reindex(ids).astype(float)
     notes = []
     if "maintenance" in base:
         maintenance = base["maintenance"].reindex(ids).astype("boolean")

@@ -2,7 +2,7 @@
 #
 #   cd tests/golden && Rscript interval_relapse_golden.R > interval_relapse_golden.Rout
 #
-# Reads interval_relapse_btb.csv and interval_relapse_demo.csv (written by
+# Reads interval_relapse_{btb,smoking,demo}.csv (written by
 # interval_relapse_make_inputs.py: the intervals exactly as the pipeline builds them) and
 # writes interval_relapse_golden.json. R 4.2.2, survival 3.5-3.
 #
@@ -109,6 +109,7 @@ by_maintenance <- function(d) {
 
 btb <- read_intervals("interval_relapse_btb.csv")
 demo <- read_intervals("interval_relapse_demo.csv")
+smoking <- read_intervals("interval_relapse_smoking.csv")  # exact (clinician-dated) relapses
 
 aft <- function(d) {
   terms <- grep("^x_", names(d), value = TRUE)
@@ -116,6 +117,10 @@ aft <- function(d) {
   # survreg needs positive times: an interval (0, R] is left-censored at R (the same
   # likelihood, 1 - S(R)); (0, inf) carries no information (NA, dropped by survreg)
   d$left[d$left == 0 & !(d$right %in% 0)] <- NA
+  # an exact relapse at time 0 has no Weibull density: the pipeline takes it as (0, 1 day]
+  zero <- d$right %in% 0
+  d$left[zero] <- NA
+  d$right[zero] <- 1 / 7
   form <- as.formula(paste("Surv(left, right, type = \"interval2\") ~",
                            paste(terms, collapse = " + ")))
   fit <- survreg(form, data = d, dist = "weibull")
@@ -135,7 +140,12 @@ golden <- list(
   btb = turnbull(btb),
   demo = turnbull(demo),
   demo_maintenance = by_maintenance(demo),
-  demo_aft = aft(demo))
+  demo_aft = aft(demo),
+  smoking = turnbull(smoking),
+  smoking_km = list(time = grid_of(smoking), surv = stepfun(
+    survfit(Surv(left, !is.na(right)) ~ 1, data = smoking)$time,
+    c(1, survfit(Surv(left, !is.na(right)) ~ 1, data = smoking)$surv))(grid_of(smoking))),
+  smoking_aft = aft(smoking))
 str(golden)
 write_json(golden, "interval_relapse_golden.json", digits = NA, auto_unbox = TRUE,
            pretty = TRUE)

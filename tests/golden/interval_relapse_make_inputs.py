@@ -12,6 +12,11 @@ demo, the relapse cohort and its intervals exactly as the pipeline builds them
 - ``interval_relapse_btb.csv``: ``beat_the_blues_followup`` (BDI-II, relapse after response
   found at the 4-, 6- and 8-month follow-ups: interval-censored;
   only 5 relapses, so no regression model);
+- ``interval_relapse_smoking.csv``: ``smoking_relapse`` (no symptom scores) with the relapse
+  dates recorded by the clinician kept exact (``relapse.clinician_relapse_exact: true``;
+  ``at_risk: completed`` with ``populations.completer_min_sessions: 1``, the quit date being
+  the one treatment session, and ``instrument: wsas``, which has no caseness threshold, so
+  that relapse is the clinician's only): 89 exact relapses, 12 of them at time 0;
 - ``interval_relapse_demo.csv``: the demo's relapse cohort (2000 patients, seed 20261122,
   default config; relapses found at visits; maintenance IPT among the terms).
 
@@ -31,13 +36,21 @@ from pipeline.estimability import NotEstimable
 
 HERE = Path(__file__).parent
 REAL = HERE.parent / "fixtures" / "real"
-STUDIES = {"btb": ("beat_the_blues_followup", {})}
+#: study key: (folder, populations settings, relapse settings)
+STUDIES: dict[str, tuple[str, dict[str, int], dict[str, object]]] = {
+    "btb": ("beat_the_blues_followup", {}, {}),
+    "smoking": ("smoking_relapse", {"completer_min_sessions": 1},
+                {"at_risk": "completed", "instrument": "wsas",
+                 "clinician_relapse_exact": True}),
+}
 
 
-def interval_frame(folder: str, relapse_settings: dict[str, bool]) -> pd.DataFrame:
+def interval_frame(folder: str, population_settings: dict[str, int],
+                   relapse_settings: dict[str, object]) -> pd.DataFrame:
     """The study's interval data with its regression terms (one row per cohort patient)."""
     study = config.load(REAL / folder / "study.yaml")
-    study = replace(study, relapse=replace(study.relapse, **relapse_settings))
+    study = replace(study, populations=replace(study.populations, **population_settings),
+                    relapse=replace(study.relapse, **relapse_settings))  # type: ignore[arg-type]
     raw = io.read_study(REAL / folder, ("patients", "sessions", "followups"), ())
     tables = validate.run(raw, config=study).tables
     patient_outcomes = outcomes.derive(tables["patients"], tables["sessions"], study)
@@ -78,9 +91,9 @@ def demo_frame() -> pd.DataFrame:
 
 
 def main() -> None:
-    for key, (folder, settings) in STUDIES.items():
-        interval_frame(folder, settings).to_csv(HERE / f"interval_relapse_{key}.csv",
-                                                index=False)
+    for key, (folder, populations, settings) in STUDIES.items():
+        interval_frame(folder, populations, settings).to_csv(
+            HERE / f"interval_relapse_{key}.csv", index=False)
     demo_frame().to_csv(HERE / "interval_relapse_demo.csv", index=False)
 
 
