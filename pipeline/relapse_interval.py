@@ -243,9 +243,9 @@ def fit_turnbull(data: pd.DataFrame, tolerance: float = NPMLE_TOLERANCE,
         if log_likelihood - previous < tolerance:
             return TurnbullFit(low, high, mass, log_likelihood, iteration)
         previous = log_likelihood
-        share = np.zeros(m + 1)
-        np.add.at(share, first, weight / covered)
-        np.add.at(share, last + 1, -weight / covered)
+        ratio = weight / covered  # each observation's share, spread over its run
+        share = (np.bincount(first, ratio, minlength=m + 1)
+                 - np.bincount(last + 1, ratio, minlength=m + 1))
         mass = mass * np.cumsum(share)[:m] / n
     raise ConvergenceError(f"the Turnbull NPMLE did not converge in {max_iterations} "
                            "iterations")
