@@ -20,7 +20,10 @@ Interval data (:func:`interval_data`)
       ``L == R``;
     - no relapse (censored, or a competing event, which is censored as in the Kaplan-Meier
       curve): ``L`` = time of the last relapse-free follow-up, ``R = inf``: relapse after
-      ``L`` if ever.
+      ``L`` if ever. For a censored patient that is the Kaplan-Meier censoring time; for a
+      competing event (death, other treatment) it is the last follow-up that found the
+      patient relapse-free, which may be before the event (the Kaplan-Meier curve censors at
+      the event's date, as if the patient were known relapse-free until then).
 
 Turnbull estimate (:func:`turnbull_table`)
     The nonparametric maximum likelihood estimate (NPMLE) of the relapse-free survival
