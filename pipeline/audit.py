@@ -78,7 +78,7 @@ Patients not on track (``not_on_track``)
     patient is flagged when the score lies above it.
 
 Privacy by default
-    Patient ids are replaced by keyed pseudonyms (``pipeline.privacy``: HMAC-SHA-256),
+    Patient ids are replaced by keyed pseudonyms (``pipeline.sharing.pseudonyms``: HMAC-SHA-256),
     therapist ids too unless ``pseudonymise_therapists=False``; rows are ordered by the
     pseudonyms so the order of the raw ids does not show. Counts of 1-4 are shown as
     ``"<5"`` with their rates blanked (primary suppression, reusing
@@ -88,12 +88,13 @@ Privacy by default
     up to the therapists' total" and "the therapists of a site add up to that site's row"
     (each used only when it holds exactly). A quick pass hides, within each relation, the
     next-smallest non-zero cell until no hidden cell could be worked back from the total
-    (:func:`protect_cells`); then every hidden small count is checked against all relations
-    at once by linear programming, assuming a reader who knows that ``"<5"`` means 1-4 and
-    ``"*"`` means 5 or more, and further cells are hidden until none can be pinned to a
-    single value (:func:`audit_column`; the idea of the audits of tau-ARGUS, Hundepool et
-    al. 2012). Figures show only units whose counts are shown. Only the declared columns
-    reach the outputs; no free text is copied from the input.
+    (``pipeline.sharing.suppression.protect_cells``); then every hidden small count is
+    checked against all relations at once by linear programming, assuming a reader who knows
+    that ``"<5"`` means 1-4 and ``"*"`` means 5 or more, and further cells are hidden until
+    none can be pinned to a single value (``pipeline.sharing.suppression.audit_column``; the
+    idea of the audits of tau-ARGUS, Hundepool et al. 2012). Figures show only units whose
+    counts are shown. Only the declared columns reach the outputs; no free text is copied
+    from the input.
 
 References
 ----------
@@ -122,7 +123,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -133,11 +133,14 @@ import numpy.typing as npt
 import pandas as pd
 import statsmodels.api as sm
 from matplotlib.figure import Figure
-from scipy import optimize, stats
+from scipy import stats
 
-from pipeline import audit_plots, funnel, privacy, rates
+from pipeline import audit_plots, funnel, rates
 from pipeline.config import Audit, StudyConfig
 from pipeline.estimability import AnalysisRecord, NotEstimable, attempt, require
+from pipeline.sharing import pseudonyms as privacy
+from pipeline.sharing.suppression import SECONDARY, Relation, _secondary, audit_column
+from pipeline.sharing.suppression import protect_cells as protect_cells
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +150,6 @@ IntArray = npt.NDArray[np.intp]
 
 ALL: Final = "all"
 POOLED: Final = "other_pooled"
-SECONDARY: Final = "*"
 LEVELS: Final = {"site": "site_id", "therapist": "therapist_id"}
 STAGE: Final = "audit"
 OUTCOMES: Final = ("recovery", "reliable_improvement", "reliable_recovery",
@@ -595,61 +597,6 @@ def _specs(instruments: Sequence[str]) -> list[_Spec]:
     return specs
 
 
-def _exposed(values: FloatArray, primary: BoolArray, high: int) -> bool:
-    """Whether the total minus the shown cells pins any hidden cell to a single value.
-
-    Worst-case reader: a ``"<N"`` cell lies in [1, high], a ``"*"`` cell in [high + 1, inf);
-    cell j can take the values [max(lo_j, S - sum_{i != j} hi_i), min(hi_j, S - sum_{i != j}
-    lo_i)], S being the sum of the hidden cells.
-    """
-    if len(values) == 0:
-        return False
-    low = np.where(primary, 1.0, high + 1.0)
-    top = np.where(primary, float(high), np.inf)
-    total = float(values.sum())
-    finite = np.where(np.isinf(top), 0.0, top)
-    others_infinite = (np.isinf(top).sum() - np.isinf(top)) > 0
-    others_top = np.where(others_infinite, np.inf, finite.sum() - finite)
-    lowest = np.maximum(low, total - others_top)
-    highest = np.minimum(top, total - (low.sum() - low))
-    return bool((highest - lowest < 1).any())
-
-
-def protect_cells(
-    values: npt.ArrayLike, hidden: npt.ArrayLike, primary: npt.ArrayLike, high: int
-) -> tuple[BoolArray, bool]:
-    """Secondary suppression within one set of cells whose total is published.
-
-    While the hidden cells could be worked back from the total (:func:`_exposed`; in
-    particular whenever exactly one cell is hidden), also hide the smallest shown non-zero
-    cell. Returns the new hidden mask and whether protection succeeded (False: no cell
-    left to hide, so the caller must hide the total as well).
-
-    Examples
-    --------
-    >>> mask, ok = protect_cells([3, 12, 40], [True, False, False], [True, False, False], 4)
-    >>> mask.tolist(), ok
-    ([True, True, False], True)
-    """
-    cells = np.asarray(values, dtype=float)
-    mask = np.asarray(hidden, dtype=bool).copy()
-    small = np.asarray(primary, dtype=bool)
-    while mask.any() and _exposed(cells[mask], small[mask], high):
-        candidates = np.flatnonzero(~mask & (cells > 0))
-        if len(candidates) == 0:
-            return mask, False
-        mask[candidates[np.argmin(cells[candidates])]] = True
-    return mask, True
-
-
-@dataclass(frozen=True, eq=False)
-class Relation:
-    """A published additive relation between cells: sum of ``members`` = ``total``."""
-
-    members: IntArray
-    total: int
-
-
 def _relations(therapists: pd.DataFrame, sites: pd.DataFrame) -> list[Relation]:
     """Relations between the stacked cells (therapist rows, then site rows): all therapists
     sum to the therapists' ``"all"`` row, all sites to the sites' ``"all"`` row, the
@@ -666,119 +613,6 @@ def _relations(therapists: pd.DataFrame, sites: pd.DataFrame) -> list[Relation]:
         if str(site) in site_row:
             relations.append(Relation(t_units[rows], site_row[str(site)]))
     return relations
-
-
-def _secondary(values: FloatArray, primary: BoolArray, relations: Sequence[Relation],
-               high: int) -> BoolArray:
-    """Quick first pass over every relation, repeated until stable: with its total shown,
-    :func:`protect_cells` on its members; with its total hidden, at least one member hidden
-    too (else the total is their sum)."""
-    hidden = primary.copy()
-    changed = True
-    while changed:
-        changed = False
-        for relation in relations:
-            rows = relation.members
-            if hidden[relation.total]:
-                shown = rows[~hidden[rows] & (values[rows] > 0)]
-                mask = hidden[rows].copy()
-                if not hidden[rows].any() and len(shown):
-                    mask[np.flatnonzero(rows == shown[np.argmin(values[shown])])[0]] = True
-            else:
-                mask, _ok = protect_cells(values[rows], hidden[rows], primary[rows], high)
-            if (mask != hidden[rows]).any():
-                hidden[rows] = mask
-                changed = True
-    return hidden
-
-
-def _value_range(cell: int, values: FloatArray, hidden: BoolArray, primary: BoolArray,
-                 relations: Sequence[Relation], high: int) -> tuple[float, float]:
-    """Smallest and largest value of a hidden cell consistent with every relation and the
-    labels (``"<N"``: 1..high; ``"*"``: above high), by linear programming."""
-    unknown = np.flatnonzero(hidden)
-    position = {int(c): k for k, c in enumerate(unknown)}
-    matrix = np.zeros((len(relations), len(unknown)))
-    rhs = np.zeros(len(relations))
-    for i, relation in enumerate(relations):
-        for c, sign in [*((int(m), 1.0) for m in relation.members), (relation.total, -1.0)]:
-            if hidden[c]:
-                matrix[i, position[c]] += sign
-            else:
-                rhs[i] -= sign * values[c]
-    used = np.abs(matrix).sum(axis=1) > 0
-    bounds = [(1.0, float(high)) if primary[c] else (high + 1.0, None) for c in unknown]
-    target = np.zeros(len(unknown))
-    target[position[cell]] = 1.0
-    ends = []
-    for sign in (1.0, -1.0):
-        fit = optimize.linprog(sign * target, A_eq=matrix[used] if used.any() else None,
-                               b_eq=rhs[used] if used.any() else None, bounds=bounds,
-                               method="highs")
-        if fit.status == 2:  # infeasible: should not happen with exact relations
-            return float("nan"), float("nan")
-        ends.append(sign * float(fit.fun) if fit.status == 0 else sign * np.inf)
-    return ends[0], ends[1]
-
-
-def _pinned(cell: int, values: FloatArray, hidden: BoolArray, primary: BoolArray,
-            relations: Sequence[Relation], high: int) -> bool:
-    """Whether only one whole number is consistent with what is published."""
-    low, top = _value_range(cell, values, hidden, primary, relations, high)
-    if math.isnan(low):  # inconsistent relations: treat as exposed, to be safe
-        return True
-    return math.floor(top + 1e-6) - math.ceil(low - 1e-6) < 1
-
-
-def _candidates(cell: int, values: FloatArray, hidden: BoolArray,
-                relations: Sequence[Relation]) -> list[int]:
-    """Shown non-zero cells of the relations reachable from ``cell`` through hidden cells,
-    smallest first: hiding one of them is what can break a chain of subtractions."""
-    reached, frontier, touched = {cell}, [cell], set()
-    members = [set(r.members.tolist()) | {r.total} for r in relations]
-    while frontier:
-        current = frontier.pop()
-        for i, cells in enumerate(members):
-            if i in touched or current not in cells:
-                continue
-            touched.add(i)
-            for other in cells - reached:
-                if hidden[other]:
-                    reached.add(other)
-                    frontier.append(other)
-    shown = {c for i in touched for c in members[i] if not hidden[c] and values[c] > 0}
-    return sorted(shown, key=lambda c: (values[c], c))
-
-
-def audit_column(values: npt.ArrayLike, hidden: npt.ArrayLike, primary: npt.ArrayLike,
-                 relations: Sequence[Relation], high: int) -> tuple[BoolArray, int]:
-    """Hide further cells until no small count is pinned by the relations.
-
-    Each hidden small count is checked by linear programming over all relations at once (so
-    that, e.g., a site hidden in one table cannot be rebuilt from its therapists in the
-    other). For a pinned one, the smallest candidate (:func:`_candidates`) whose hiding
-    frees it is hidden (the smallest candidate if none does alone), and the check repeats.
-    Returns the hidden mask and the number of small counts left pinned (0 unless nothing
-    was left to hide).
-    """
-    cells = np.asarray(values, dtype=float)
-    mask = np.asarray(hidden, dtype=bool).copy()
-    small = np.asarray(primary, dtype=bool)
-    while True:
-        pinned = [int(c) for c in np.flatnonzero(mask & small)
-                  if _pinned(int(c), cells, mask, small, relations, high)]
-        options = _candidates(pinned[0], cells, mask, relations) if pinned else []
-        if not options:
-            return mask, len(pinned)
-        trial = mask.copy()
-        choice = options[0]
-        for option in options:
-            trial[:] = mask
-            trial[option] = True
-            if not _pinned(pinned[0], cells, trial, small, relations, high):
-                choice = option
-                break
-        mask[choice] = True
 
 
 def _count_columns(specs: Sequence[_Spec]) -> list[str]:

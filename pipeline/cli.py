@@ -30,12 +30,14 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from pipeline import io
+from pipeline.sharing import publish
+from pipeline.sharing.publish import SharingOptions
 
 if TYPE_CHECKING:
     from pipeline.config import StudyConfig
     from pipeline.estimability import AnalysisRecord
     from pipeline.runlog import RunLog
-    from pipeline.stages import SharingOptions, StageOutput
+    from pipeline.stages import StageOutput
     from pipeline.validate import ValidationResult
 
 log = logging.getLogger("pipeline")
@@ -117,8 +119,6 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _sharing(args: argparse.Namespace) -> SharingOptions:
-    from pipeline.stages import SharingOptions
-
     return SharingOptions(keep_ids=args.keep_ids, no_suppress=getattr(args, "no_suppress", False),
                           pseudonymise_therapists=args.pseudonymise_therapists)
 
@@ -139,31 +139,16 @@ def _key(args: argparse.Namespace) -> bytes:
 # --------------------------------------------------------------------------- writing
 
 
-def _private(frame: pd.DataFrame, args: argparse.Namespace, key: bytes) -> pd.DataFrame:
-    """Pseudonymise patient (and optionally therapist) ids unless ``--keep-ids``."""
-    from pipeline import privacy
-
-    columns: list[tuple[str, str]] = [] if args.keep_ids else [("patient_id", "p")]
-    if args.pseudonymise_therapists:
-        columns.append(("therapist_id", "t"))
-    return privacy.pseudonymise_columns(frame, key, columns) if columns else frame
-
-
 def _write_validation(result: ValidationResult, args: argparse.Namespace, key: bytes,
                       inputs: dict[str, str]) -> Path:
     folder: Path = args.out / "validation"
-    failures = result.failure_cases.copy()
-    if not args.keep_ids and not failures.empty:
-        from pipeline import privacy
-
-        # messages never hold an id (validate keeps ids in the value field): only the field
-        # is pseudonymised
-        is_id = failures["column"] == "patient_id"
-        failures.loc[is_id, "value"] = privacy.pseudonymise(failures.loc[is_id, "value"], key)
+    options = _sharing(args)
+    failures = publish.failures(result.failure_cases, options, key)
     io.write_csv(failures, folder / "failure_cases.csv")
     io.write_json({**result.summary, "inputs": inputs}, folder / "summary.json")
     for name, rows in result.quarantine.items():
-        io.write_csv(_private(rows, args, key), folder / "quarantine" / f"{name}.csv")
+        io.write_csv(publish.table(rows, options, key),
+                     folder / "quarantine" / f"{name}.csv")
     return folder
 
 
@@ -176,8 +161,7 @@ def _emit(output: StageOutput, args: argparse.Namespace, key: bytes, stage: str)
 
     written: list[Path] = []
     for name, table in output.tables.items():
-        # the audit pseudonymises (and sorts by pseudonym) itself
-        safe = table if output.folder == "audit" else _private(table, args, key)
+        safe = publish.table(table, _sharing(args), key, output.pseudonymised)
         written.append(io.write_csv(safe, io.inside(args.out, output.folder, f"{name}.csv")))
     for name, figure in output.figures.items():
         written.append(io.write_bytes(png_bytes(figure),

@@ -9,28 +9,7 @@ from matplotlib.patches import FancyBboxPatch
 
 from pipeline.estimability import require
 from pipeline.figures import FORMAT_COLOURS, new_figure
-
-FLOW_STEPS = (
-    ("referred", "Referred (valid records)"),
-    ("started", "Started (>= 1 attended treatment session)"),
-    ("finished_course", "Finished a course (ended, >= 2 sessions)"),
-    ("completers", "Completed (final phase or >= 12 sessions)"),
-    ("followed_up", "Followed up after treatment"),
-)
-
-
-def flow_counts(patient_outcomes: pd.DataFrame, followups: pd.DataFrame | None) -> dict[str, int]:
-    """Patients at each step of the CONSORT-style flow."""
-    followed = 0
-    if followups is not None and not followups.empty:
-        followed = int(patient_outcomes["patient_id"].isin(set(followups["patient_id"])).sum())
-    return {
-        "referred": len(patient_outcomes),
-        "started": int(patient_outcomes["started"].sum()),
-        "finished_course": int(patient_outcomes["finished_course"].sum()),
-        "completers": int(patient_outcomes["completers"].sum()),
-        "followed_up": followed,
-    }
+from pipeline.outcome_tables import FLOW_STEPS
 
 
 def flow_figure(counts: dict[str, int], labels: dict[str, str] | None = None) -> Figure:

@@ -2,7 +2,8 @@
 
 Pure: each function takes ``patient_outcomes`` (and the config) and returns one table, or
 raises ``NotEstimable`` when the data cannot support it (``pipeline.stages`` runs each at its
-own boundary). Writing and small-number suppression happen at the edge (``pipeline.cli``).
+own boundary). Small-number suppression of the shared versions is ``pipeline.sharing``;
+writing happens at the edge (``pipeline.cli``).
 """
 
 from __future__ import annotations
@@ -14,24 +15,36 @@ from pipeline import outcomes, rates
 from pipeline.config import StudyConfig
 from pipeline.estimability import require
 
-#: Tables meant for sharing and how to suppress them: (count columns, rate columns); the
-#: first count column is the denominator.
-SUPPRESSION: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "response_rates": (("n", "events"), ("rate", "ci_low", "ci_high")),
-    "benchmark_comparison": (("n", "events"), ("rate", "ci_low", "ci_high")),
-    "attendance": (("patients", "dropouts"), ("dropout_rate", "dropout_ci_low",
-                                              "dropout_ci_high")),
-}
+#: The steps of the patient flow, each a subset of the one before, and their labels.
+FLOW_STEPS = (
+    ("referred", "Referred (valid records)"),
+    ("started", "Started (>= 1 attended treatment session)"),
+    ("finished_course", "Finished a course (ended, >= 2 sessions)"),
+    ("completed_course", "Of them, completed (final phase or >= 12 sessions)"),
+    ("followed_up", "Of them, followed up after treatment"),
+)
 
 
-def for_sharing(name: str, table: pd.DataFrame, suppress_below: int) -> pd.DataFrame:
-    """The table with counts in 1..suppress_below-1 shown as ``<N`` (see ``rates``)."""
-    if name not in SUPPRESSION:
-        return table
-    counts, rate_columns = SUPPRESSION[name]
-    return rates.suppress_small_counts(
-        table, count_columns=counts, high=suppress_below - 1, rate_columns=rate_columns
-    )
+def flow_counts(patient_outcomes: pd.DataFrame,
+                followups: pd.DataFrame | None) -> dict[str, int]:
+    """Patients at each step of the CONSORT-style flow (:data:`FLOW_STEPS`).
+
+    Each step counts the patients of the step before who also meet its condition, so no
+    arrow leads to a larger box: ``completed_course`` is the finished courses that were
+    completed (the ``completers`` population also holds patients still in treatment), and
+    ``followed_up`` those of them with a follow-up.
+    """
+    followed = pd.Series(False, index=patient_outcomes.index)
+    if followups is not None and not followups.empty:
+        followed = patient_outcomes["patient_id"].isin(set(followups["patient_id"]))
+    steps = [pd.Series(True, index=patient_outcomes.index), patient_outcomes["started"],
+             patient_outcomes["finished_course"], patient_outcomes["completers"], followed]
+    within = pd.Series(True, index=patient_outcomes.index)
+    counts = {}
+    for (name, _label), condition in zip(FLOW_STEPS, steps, strict=True):
+        within &= condition.astype(bool)
+        counts[name] = int(within.sum())
+    return counts
 
 
 def defined_outcomes(patient_outcomes: pd.DataFrame,

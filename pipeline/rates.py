@@ -364,8 +364,8 @@ def suppress_small_counts(
     of 1-4 hidden, with derived values hidden too).
 
     Only cells are protected one row at a time: a hidden cell can still be recovered by
-    subtracting the other cells from an ``"all"`` margin, so check tables with margins
-    (or drop the margins) before sharing them.
+    subtracting the other cells from an ``"all"`` margin. Shared tables with margins go
+    through ``pipeline.sharing`` (complementary suppression across margins and tables).
 
     Parameters
     ----------

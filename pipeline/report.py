@@ -76,21 +76,31 @@ def read_outputs(out_dir: Path) -> ReportInputs:
     )
 
 
-def format_cell(value: str) -> str:
-    """Round numbers for reading (tables on disk keep full precision)."""
-    if value in ("", "nan", "NaN", "<NA>", "None"):
+#: Columns holding p-values: shown as ``<0.001`` below 0.001.
+P_VALUE_COLUMNS = frozenset({"p_value", "p", "pvalue", "p_adjusted", "lr_p_value"})
+
+
+def format_cell(value: Any, column: str = "") -> str:
+    """Round numbers for reading, three decimals (tables on disk keep full precision).
+
+    A p-value below 0.001 reads ``<0.001``; any other number prints in fixed notation, so
+    a bound a rounding error from zero reads ``0.000``, never ``6.9e-18``.
+    """
+    text = str(value)
+    if text in ("", "nan", "NaN", "<NA>", "None"):
         return DASH
     try:
-        number = float(value)
+        number = float(text)
     except ValueError:
-        return value
+        return text
     if math.isnan(number):
         return DASH
-    if number.is_integer() and "." not in value and "e" not in value.lower():
+    if number.is_integer() and "." not in text and "e" not in text.lower():
         return f"{int(number):,}"
-    if abs(number) < 0.001 and number != 0:
-        return f"{number:.1e}"
-    return f"{number:.3f}"
+    if column in P_VALUE_COLUMNS and 0 <= number < 0.001:
+        return "<0.001"
+    shown = f"{number:.3f}"
+    return shown[1:] if shown == "-0.000" else shown
 
 
 def _environment() -> jinja2.Environment:
@@ -106,10 +116,16 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _table_rows(frame: pd.DataFrame, limit: int | None = None) -> dict[str, Any]:
+#: The file a reader-friendly view is built from (the others are their own file).
+VIEW_SOURCES = {"rates_observed": "response_rates.csv", "rates_itt": "response_rates.csv",
+                "model_formulas": "mixed_*_diagnostics.csv"}
+
+
+def _table_rows(frame: pd.DataFrame, name: str, limit: int | None = None) -> dict[str, Any]:
     shown = frame if limit is None else frame.head(limit)
     return {"columns": list(shown.columns), "rows": shown.values.tolist(),
-            "truncated": len(frame) - len(shown)}
+            "truncated": len(frame) - len(shown),
+            "source": VIEW_SOURCES.get(name, f"{name}.csv")}
 
 
 def _filter(frame: pd.DataFrame | None, **equal: str) -> pd.DataFrame:
@@ -270,7 +286,7 @@ def render(inputs: ReportInputs, title: str = "IPT outcomes report") -> str:
     config = inputs.manifest.get("config", {})
     primary = str(config.get("primary_instrument", "phq9"))
     horizons = [float(h) for h in config.get("relapse", {}).get("horizon_weeks", (26.0, 52.0))]
-    tables = {name: _table_rows(frame, limit=60)
+    tables = {name: _table_rows(frame, name, limit=60)
               for name, frame in _views(inputs.tables, primary, horizons).items()}
     return _environment().get_template("report.html.j2").render(
         title=title,

@@ -20,6 +20,8 @@ from pipeline import outcome_plots, outcome_tables, outcomes
 from pipeline import rates as rate_functions
 from pipeline.config import StudyConfig
 from pipeline.estimability import AnalysisRecord, NotEstimable, attempt, require
+from pipeline.sharing import outcome_tables as shared_outcomes
+from pipeline.sharing.publish import SharingOptions
 
 T = TypeVar("T")
 
@@ -42,6 +44,9 @@ class StageOutput:
         ``tables`` or ``audit``.
     records : tuple of AnalysisRecord
         What became of each analysis of the stage (``pipeline.estimability``).
+    pseudonymised : bool
+        The stage replaced ids by pseudonyms itself (the audit, which orders rows by them);
+        otherwise ``pipeline.sharing.publish.table`` does when the tables are written.
     """
 
     tables: dict[str, pd.DataFrame]
@@ -50,15 +55,7 @@ class StageOutput:
     rows: dict[str, int] = field(default_factory=dict)
     folder: str = "tables"
     records: tuple[AnalysisRecord, ...] = ()
-
-
-@dataclass(frozen=True)
-class SharingOptions:
-    """How outputs are protected: pseudonyms and small-number suppression."""
-
-    keep_ids: bool = False
-    no_suppress: bool = False
-    pseudonymise_therapists: bool = False
+    pseudonymised: bool = False
 
 
 def completeness(patient_outcomes: pd.DataFrame, config: StudyConfig) -> pd.DataFrame:
@@ -94,15 +91,6 @@ def derive_outcomes(tables: dict[str, pd.DataFrame], config: StudyConfig) -> pd.
     return outcomes.derive(tables["patients"], tables["sessions"], config)
 
 
-def _shared(name: str, table: pd.DataFrame, config: StudyConfig,
-            sharing: SharingOptions) -> pd.DataFrame:
-    if sharing.no_suppress:
-        return table
-    return outcome_tables.for_sharing(
-        "response_rates" if name == "response_rates_main" else name, table,
-        config.suppress_below)
-
-
 def run_outcomes(
     tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame, config: StudyConfig,
     benchmarks: pd.DataFrame, sharing: SharingOptions,
@@ -135,10 +123,14 @@ def run_outcomes(
     built["attendance"] = step("attendance",
                                lambda: rate_functions.attendance_summary(patient_outcomes))
     built["completeness"] = step("completeness", lambda: completeness(patient_outcomes, config))
-    shared = {name: _shared(name, table, config, sharing)
-              for name, table in built.items() if table is not None}
-    counts = outcome_plots.flow_counts(patient_outcomes, tables.get("followups"))
-    figures = _outcome_figures(counts, rates, config, sharing, records)
+    counts = outcome_tables.flow_counts(patient_outcomes, tables.get("followups"))
+    built["patient_flow"] = shared_outcomes.flow_table(counts)
+    tables_built = {name: table for name, table in built.items() if table is not None}
+    shared = tables_built if sharing.no_suppress else shared_outcomes.share(
+        tables_built, config.suppress_below - 1, config.primary_instrument)[0]
+    # the figures show what the shared tables show (a suppressed rate is not drawn)
+    figures = _outcome_figures(counts, shared_outcomes.flow_labels(shared["patient_flow"]),
+                               shared.get("response_rates"), config, records)
     return StageOutput(
         tables={"patient_outcomes": patient_outcomes, **shared},
         figures=figures, messages=(*outcomes.population_notes(patient_outcomes, config), *notes),
@@ -147,12 +139,11 @@ def run_outcomes(
     )
 
 
-def _outcome_figures(counts: dict[str, int], rates: pd.DataFrame | None, config: StudyConfig,
-                     sharing: SharingOptions,
+def _outcome_figures(counts: dict[str, int], labels: dict[str, str],
+                     rates: pd.DataFrame | None, config: StudyConfig,
                      records: list[AnalysisRecord]) -> dict[str, Figure]:
-    """The patient flow (from its ``counts``) and the rates figure, each a recorded analysis."""
-    labels = {k: (f"<{config.suppress_below}" if 0 < v < config.suppress_below
-                  and not sharing.no_suppress else f"{v:,}") for k, v in counts.items()}
+    """The patient flow (its ``counts``, shown as the shared ``labels``) and the rates
+    figure, each a recorded analysis."""
     figures = {"patient_flow": attempt("outcomes", "figure patient_flow",
                                        lambda: outcome_plots.flow_figure(counts, labels),
                                        records)}
@@ -223,7 +214,7 @@ def _audit(tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame,
                           options)
     return StageOutput(dict(result.tables), dict(result.figures), tuple(result.messages),
                        rows={"audit_sites": len(result.tables.get("audit_sites", []))},
-                       folder="audit", records=result.records)
+                       folder="audit", records=result.records, pseudonymised=True)
 
 
 def run_audit(
@@ -235,7 +226,7 @@ def run_audit(
     output = attempt("audit", "audit",
                      lambda: _audit(tables, patient_outcomes, config, sharing, key), records)
     if output is None:
-        return StageOutput({}, folder="audit", records=tuple(records))
+        return StageOutput({}, folder="audit", records=tuple(records), pseudonymised=True)
     if output.records:
         return output
     return dataclasses.replace(output, records=tuple(records))

@@ -18,7 +18,8 @@ import pytest
 from matplotlib.text import Text
 from scipy import stats
 
-from pipeline import audit, config, outcomes, privacy, rates
+from pipeline import audit, config, outcomes, rates
+from pipeline.sharing import pseudonyms as privacy
 
 KEY = b"audit-test-key"
 OTHER_KEY = b"another-key"

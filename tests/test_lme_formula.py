@@ -67,3 +67,16 @@ def test_bad_formulas_raise(formula: str) -> None:
 def test_to_spec_needs_a_random_term() -> None:
     with pytest.raises(FormulaError, match="no random term"):
         to_spec("y ~ x")
+
+
+def test_variance_components_in_lme4_notation_fit_no_extra_intercept() -> None:
+    # a therapist slope variance beside a therapist intercept variance, uncorrelated:
+    # "(weeks | therapist_id)" would make lme4 fit a second, correlated intercept
+    from pipeline.engines import MixedSpec, VarianceComponent
+
+    spec = MixedSpec("phq9", "weeks", (RandomEffect("patient_id", ("1", "weeks")),),
+                     (VarianceComponent("group_id", where="is_group"),
+                      VarianceComponent("therapist_id"),
+                      VarianceComponent("therapist_id", "weeks")))
+    assert spec.lme4() == ("phq9 ~ weeks + (1 + weeks | patient_id) + (0 + is_group | "
+                           "group_id) + (1 | therapist_id) + (0 + weeks | therapist_id)")

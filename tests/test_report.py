@@ -30,7 +30,12 @@ def test_cells_are_rounded_for_reading_only() -> None:
     assert report.format_cell("1234") == "1,234"
     assert report.format_cell("") == report.DASH
     assert report.format_cell("<5") == "<5"
-    assert report.format_cell("0.00001234") == "1.2e-05"
+    assert report.format_cell("0.00001234") == "0.000"
+    assert report.format_cell(6.9e-18) == "0.000"  # a CI bound a rounding error from 0
+    assert report.format_cell(-1e-9) == "0.000"
+    assert report.format_cell(1.7e-12, "p_value") == "<0.001"
+    assert report.format_cell(0.0012, "p_value") == "0.001"
+    assert report.format_cell(1.7e-12, "estimate") == "0.000"
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +68,15 @@ def test_report_is_self_contained_with_every_section(two_runs: tuple[Path, Path]
     assert "Content-Security-Policy" in html
     assert html.count("data:image/png;base64,") >= 2
     assert "<script" not in html
+
+
+def test_every_file_the_report_cites_exists(two_runs: tuple[Path, Path]) -> None:
+    out = two_runs[0]
+    html = (out / "report.html").read_text()
+    cited = set(re.findall(r"<code>([^<>]+\.csv)</code>", html))
+    assert "response_rates.csv" in cited
+    missing = [name for name in cited if not any(out.rglob(name))]
+    assert not missing, missing
 
 
 def test_patient_level_tables_are_not_read(two_runs: tuple[Path, Path]) -> None:

@@ -187,8 +187,10 @@ class MixedSpec:
                 "0 + " + " + ".join(effect.terms))
             parts.append(f"({terms} {'|' if effect.correlated else '||'} {effect.level})")
         for comp in self.components:
-            term = comp.term if comp.where is None else f"0 + {comp.where}"
-            parts.append(f"({term} | {comp.level})")
+            # a variance component has no intercept beside it: (0 + weeks | therapist_id),
+            # never (weeks | therapist_id), which lme4 reads as a correlated intercept too
+            term = comp.term if comp.where is None else comp.where
+            parts.append(f"({'1' if term == '1' else '0 + ' + term} | {comp.level})")
         return f"{self.outcome} ~ " + " + ".join(parts)
 
 

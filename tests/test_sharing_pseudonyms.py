@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import io, privacy
+from pipeline import io
+from pipeline.sharing import pseudonyms as privacy
 
 
 def test_pseudonym_is_hmac_sha256_by_hand() -> None:

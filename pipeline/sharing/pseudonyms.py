@@ -1,4 +1,4 @@
-"""Patient privacy in shared outputs: keyed pseudonyms and small-number suppression.
+"""Keyed pseudonyms for ids in shared outputs (part of ``pipeline.sharing``).
 
 Pseudonyms are a keyed hash, HMAC-SHA-256(key, id) (Krawczyk, Bellare & Canetti 1997,
 RFC 2104), truncated to 64 bits and written as ``p_<16 hex digits>``. Without the key they
