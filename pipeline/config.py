@@ -188,6 +188,11 @@ class Relapse:
     horizon_weeks: tuple[float, ...] = (26.0, 52.0)
     rmst_weeks: float = 52.0
     min_events_per_parameter: int = 10
+    #: Kaplan-Meier curves in the relapse figure stop where fewer remain at risk
+    min_at_risk: int = 10
+    #: True: a clinician-recorded relapse's follow-up date is the day the relapse began (kept
+    #: exact in the interval-censored analyses); False: it was found at that visit
+    clinician_relapse_exact: bool = False
 
 
 @dataclass(frozen=True)
@@ -569,6 +574,7 @@ def _ranges(config: StudyConfig) -> list[tuple[str, float, float | None, float |
         ("populations.dropout_gap_weeks", pop.dropout_gap_weeks, 0, None),
         ("comparison.min_level_n", config.comparison.min_level_n, 1, None),
         ("relapse.min_events_per_parameter", config.relapse.min_events_per_parameter, 1, None),
+        ("relapse.min_at_risk", config.relapse.min_at_risk, 1, None),
         ("audit.recovery_target", audit.recovery_target, 0, 1),
         ("audit.completeness_standard", audit.completeness_standard, 0, 1),
         ("audit.min_funnel_n", audit.min_funnel_n, 1, None),
@@ -766,6 +772,10 @@ relapse:
   horizon_weeks: [26.0, 52.0]       # relapse-free proportions reported at these weeks
   rmst_weeks: 52.0                  # restricted mean survival time horizon
   min_events_per_parameter: 10      # fewer events: a smaller Cox model
+  min_at_risk: 10                   # KM curves in the figure stop where fewer are at risk
+  clinician_relapse_exact: false    # true: a clinician-recorded relapse is dated at onset
+                                    # (exact); false: found at that follow-up visit, so
+                                    # interval-censored like score relapses (Turnbull, AFT)
 audit:                              # clinic audit (privacy: --keep-ids, --no-suppress flags)
   recovery_target: 0.5              # NHS Talking Therapies national recovery standard
   effect_size_bands:                # instrument, high, average, poor (Delgadillo et al. 2014)

@@ -49,9 +49,13 @@ The relapse cohort (:func:`relapse_cohort`)
     that visit's (the right end of the interval in which it happened); with visits at about
     3, 6 and 12 months the times are heavily tied and the Cox model is in effect a
     grouped-time model (Efron's ties keep it close to the continuous-time hazard ratio
-    while the risk per interval is small). A score at or above the threshold at a single
-    visit counts as relapse even if it reflects measurement noise rather than a new episode,
-    which pulls hazard ratios towards 1 (see ``tests/golden/relapse_demo_estimand.py``).
+    while the risk per interval is small). The interval itself (from the last relapse-free
+    follow-up, :func:`relapse_visits`) is analysed by :mod:`pipeline.relapse_interval`: the
+    Turnbull NPMLE of relapse-free survival, the primary curve, and an interval-censored
+    Weibull model with the Cox model's terms (:func:`cox_terms`). A score at or above the
+    threshold at a single visit counts as relapse even if it reflects measurement noise
+    rather than a new episode, which pulls hazard ratios towards 1 (see
+    ``tests/golden/relapse_demo_estimand.py``).
     *Maintenance*: a missing ``maintenance`` is counted as False (no maintenance IPT), with a
     message giving the number. Maintenance IPT is an intervention that is recorded when given
     (the demo and most services record it only for completers), so an empty field almost
@@ -165,9 +169,9 @@ from pipeline.estimability import AnalysisRecord, NotEstimable, attempt, require
 
 __all__ = [
     "CoxFit", "CoxSpec", "RelapseResult", "analyse", "at_risk_table", "cif_analysis",
-    "cox_analysis", "cumulative_incidence_table", "fit_cox", "kaplan_meier_table",
+    "cox_analysis", "cox_terms", "cumulative_incidence_table", "fit_cox", "kaplan_meier_table",
     "km_analysis", "logrank_analysis", "logrank_table", "ph_test_table", "relapse_cohort",
-    "rmst_analysis", "rmst_table", "shared_cohort",
+    "relapse_visits", "rmst_analysis", "rmst_table", "shared_cohort",
 ]
 
 logger = logging.getLogger(__name__)
@@ -225,17 +229,18 @@ class RelapseResult:
     ----------
     tables : dict of str to DataFrame
         ``relapse_cohort`` (:func:`shared_cohort`), ``relapse_km``, ``relapse_km_at_risk``,
-        ``relapse_logrank``, ``relapse_cox``, ``relapse_ph_test``, ``relapse_rmst`` and
-        ``relapse_cif`` (columns in the functions that build them), those estimable; the CLI
-        writes each as ``tables/<key>.csv`` (patient ids pseudonymised).
+        ``relapse_logrank``, ``relapse_cox``, ``relapse_ph_test``, ``relapse_rmst``,
+        ``relapse_cif``, ``relapse_free_interval`` and ``relapse_aft``
+        (:mod:`pipeline.relapse_interval`) (columns in the functions that build them), those
+        estimable; the CLI writes each as ``tables/<key>.csv`` (patient ids pseudonymised).
     figures : dict of str to Figure
         ``relapse_km``, ``relapse_cif`` and ``relapse_forest`` (:mod:`pipeline.relapse_plots`).
     messages : tuple of str
         Plain-language notes for the report: who was excluded, smaller models, merged levels
         (the reasons of analyses that were not estimable are in ``records``).
     records : tuple of AnalysisRecord
-        One per analysis (cohort, km, logrank, cox, rmst, cif): done, not estimable (with
-        reason and remedy) or failed (:mod:`pipeline.estimability`).
+        One per analysis (cohort, km, logrank, cox, rmst, cif, turnbull, aft_interval):
+        done, not estimable (with reason and remedy) or failed (:mod:`pipeline.estimability`).
     """
 
     tables: dict[str, pd.DataFrame]
@@ -307,6 +312,11 @@ def _met_at_end(
     completers = patient_outcomes["completers"].astype(bool).to_numpy()
     if threshold is None:
         return completers, []
+    if f"{instrument}_endpoint" not in patient_outcomes:
+        raise NotEstimable(f"no end-of-treatment {instrument} score in the data: nobody can be "
+                           f"known to have ended treatment below the relapse threshold",
+                           f"{instrument} scores during treatment, or a relapse.instrument "
+                           "that was scored")
     endpoint = patient_outcomes[f"{instrument}_endpoint"].astype(float)
     below = (endpoint < threshold).to_numpy()
     notes = []
@@ -381,12 +391,14 @@ def _followup_status(
              else pd.Series([None] * n, index=index, dtype=object))
     crossed = ((score >= threshold if lower_is_better else score <= threshold)
                if threshold is not None else pd.Series(False, index=index))
-    relapse = crossed | clinician.fillna(False).astype(bool) | (event == "relapse")
+    recorded = clinician.fillna(False).astype(bool) | (event == "relapse")
+    relapse = crossed | recorded
     competing = ~relapse & event.isin(COMPETING_EVENTS)
     return pd.DataFrame({
         "patient_id": followups["patient_id"].astype(str),
         "followup_date": pd.to_datetime(followups["followup_date"]),
         "relapse": relapse.to_numpy(dtype=bool),
+        "clinician": recorded.to_numpy(dtype=bool),
         "competing": competing.to_numpy(dtype=bool),
         "withdrew": (~relapse & ~competing & event.isin(CENSORING_EVENTS)).to_numpy(dtype=bool),
         "assessed": (score.notna() | clinician.notna() | (event == "none")).to_numpy(dtype=bool),
@@ -436,7 +448,9 @@ def _covariates(
     present = [c for c in COVARIATES if c in base and base[c].notna().any()]
     frame = base.reindex(ids)[present].copy()
     endpoint = patient_outcomes.set_index(patient_outcomes["patient_id"].astype(str))
-    frame[f"residual_{instrument}"] = endpoint[f"{instrument}_endpoint"].reindex(ids).astype(float)
+    residual = (endpoint[f"{instrument}_endpoint"] if f"{instrument}_endpoint" in endpoint
+                else pd.Series(np.nan, index=endpoint.index))  # clinician-recorded relapse only
+    frame[f"residual_{instrument}"] = residual.reindex(ids).astype(float)
     notes = []
     if "maintenance" in base:
         maintenance = base["maintenance"].reindex(ids).astype("boolean")
@@ -543,6 +557,53 @@ def _time_zero_notes(cohort: pd.DataFrame) -> list[str]:
     return [f"{_n(int(at_zero.sum()), 'patient')} left follow-up on the day treatment ended "
             f"(time 0), {relapsed} of them with a relapse recorded that day (relapse-free "
             "survival starts below 1; check those end-of-treatment assessments)"]
+
+
+def relapse_visits(
+    followups: pd.DataFrame, cohort: pd.DataFrame, config: StudyConfig
+) -> pd.DataFrame:
+    """When each patient of the cohort was last known to be relapse-free, for the
+    interval-censored analyses (:mod:`pipeline.relapse_interval`).
+
+    The follow-ups are those :func:`relapse_cohort` uses (on or after the origin, up to the
+    first terminal one). A follow-up shows the patient relapse-free when it is assessed (a
+    score, a clinician's judgement or ``event == "none"``) and is not a relapse.
+
+    Parameters
+    ----------
+    followups : DataFrame
+        The validated followups table.
+    cohort : DataFrame
+        :func:`relapse_cohort` (with ``origin_date`` and ``exit_date``).
+    config : StudyConfig
+        Uses ``config.relapse`` and the instrument rules.
+
+    Returns
+    -------
+    DataFrame
+        Indexed by patient_id (the cohort's): ``last_free_weeks``, weeks from the origin to
+        the last relapse-free follow-up before the exit (0, the end of treatment in the
+        at-risk state, when there is none), and ``clinician_relapse``, whether the relapse
+        that ended follow-up was recorded by the clinician (``clinician_relapse`` or
+        ``event == "relapse"``; False for patients without a relapse).
+    """
+    instrument, threshold, _ = _instrument_and_threshold(config)
+    origins = cohort.set_index(cohort["patient_id"].astype(str))["origin_date"]
+    exits = cohort.set_index(cohort["patient_id"].astype(str))["exit_date"]
+    status, _ = _usable_followups(_followup_status(
+        followups, instrument, threshold, config.rules(instrument).lower_is_better), origins)
+    exit_of = status["patient_id"].map(exits)
+    free = status.loc[status["assessed"] & ~status["relapse"]
+                      & (status["followup_date"] <= exit_of)]
+    last_free = free.groupby("patient_id")["followup_date"].max().reindex(origins.index)
+    weeks = ((last_free - origins).dt.days / 7.0).fillna(0.0)
+    ending = status.loc[status["relapse"]].groupby("patient_id")["clinician"].first()
+    relapsed = (cohort["event"] == RELAPSE).to_numpy()
+    clinician = ending.reindex(origins.index).astype("boolean").fillna(False).to_numpy(
+        dtype=bool) & relapsed
+    return pd.DataFrame({"last_free_weeks": weeks.astype(float),
+                         "clinician_relapse": clinician},
+                        index=origins.index.rename("patient_id"))
 
 
 def shared_cohort(cohort: pd.DataFrame) -> pd.DataFrame:
@@ -1323,6 +1384,30 @@ def _stratify_on_violations(
                         "proportional hazards)"]
 
 
+def cox_terms(
+    cohort: pd.DataFrame, instrument: str, config: StudyConfig, model: str = "Cox model"
+) -> tuple[pd.DataFrame, CoxSpec, list[str]]:
+    """The data and terms of the relapse regression model before fitting.
+
+    Complete cases of the full IPT model (:func:`cox_analysis`), levels without relapses
+    merged into the reference, constant covariates dropped and terms dropped in
+    :data:`DROP_ORDER` for too few events per parameter. The Cox model and the
+    interval-censored Weibull model (:mod:`pipeline.relapse_interval`) share them.
+
+    Raises
+    ------
+    NotEstimable
+        No relapses, or too few relapses per parameter for even one term.
+    """
+    require(len(cohort) > 0 and bool((cohort["event"] == RELAPSE).any()),
+            f"no relapses in the relapse cohort: no {model}",
+            "longer follow-up of the patients at risk")
+    data, spec, notes = _candidate_model(cohort, instrument, config.relapse.cluster)
+    data, spec, more = _tidy_levels(data, spec)
+    reduced, more2 = _reduce_for_events(data, spec, config.relapse.min_events_per_parameter)
+    return data, reduced, notes + more + more2
+
+
 def cox_analysis(
     cohort: pd.DataFrame, instrument: str, config: StudyConfig
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
@@ -1347,13 +1432,7 @@ def cox_analysis(
         No relapses, too few relapses per parameter for even one term, or no model that
         converges.
     """
-    require(len(cohort) > 0 and bool((cohort["event"] == RELAPSE).any()),
-            "no relapses in the relapse cohort: no Cox model",
-            "longer follow-up of the patients at risk")
-    data, spec, notes = _candidate_model(cohort, instrument, config.relapse.cluster)
-    data, spec, more = _tidy_levels(data, spec)
-    reduced, more2 = _reduce_for_events(data, spec, config.relapse.min_events_per_parameter)
-    notes += more + more2
+    data, reduced, notes = cox_terms(cohort, instrument, config)
     fit, more = _fit_reducing(data, reduced)
     notes += more
     ph = ph_test_table(fit)
@@ -1597,9 +1676,10 @@ def analyse(
         notes += messages
         tables["relapse_cohort"] = shared_cohort(cohort)
         _run_on_cohort(cohort, config, tables, notes, records)
+        _run_interval(cohort, followups, config, tables, notes, records)
     for note in notes:
         logger.info("relapse: %s", note)
-    return RelapseResult(tables, _figures(tables, built), tuple(dict.fromkeys(notes)),
+    return RelapseResult(tables, _figures(tables, built, config), tuple(dict.fromkeys(notes)),
                          tuple(records))
 
 
@@ -1625,12 +1705,43 @@ def _run_on_cohort(cohort: pd.DataFrame, config: StudyConfig, tables: dict[str, 
             notes += result[-1]
 
 
+def _run_interval(cohort: pd.DataFrame, followups: pd.DataFrame | None, config: StudyConfig,
+                  tables: dict[str, pd.DataFrame], notes: list[str],
+                  records: list[AnalysisRecord]) -> None:
+    """The interval-censored analyses (:mod:`pipeline.relapse_interval`), each through
+    ``attempt``: the Turnbull curve and the Weibull AFT sensitivity model."""
+    from pipeline import relapse_interval
+
+    instrument, _, _ = _instrument_and_threshold(config)
+
+    def intervals() -> pd.DataFrame:
+        require(followups is not None, "no follow-up table", "a followups table")
+        assert followups is not None
+        return relapse_interval.interval_data(cohort, relapse_visits(followups, cohort, config),
+                                              config.relapse.clinician_relapse_exact)
+
+    steps: list[tuple[str, str, Callable[[], tuple[pd.DataFrame, list[str]]]]] = [
+        ("turnbull", "relapse_free_interval",
+         lambda: relapse_interval.turnbull_analysis(intervals(), config)),
+        ("aft_interval", "relapse_aft",
+         lambda: relapse_interval.aft_analysis(intervals(), instrument, config)),
+    ]
+    for name, key, run in steps:
+        result = attempt("relapse", name, run, records)
+        if result is not None:
+            tables[key], more = result
+            notes += more
+
+
 def _figures(tables: dict[str, pd.DataFrame],
-             built: tuple[pd.DataFrame, tuple[str, ...]] | None) -> dict[str, Figure]:
+             built: tuple[pd.DataFrame, tuple[str, ...]] | None,
+             config: StudyConfig) -> dict[str, Figure]:
     """The relapse figures of the analyses that were done (drawn from their tables)."""
     figures: dict[str, Figure] = {}
     if built is not None and "relapse_km" in tables:
-        figures["relapse_km"] = relapse_plots.km_figure(built[0], ("format", "maintenance"))
+        figures["relapse_km"] = relapse_plots.km_figure(
+            built[0], ("format", "maintenance"), config.relapse.min_at_risk,
+            tables.get("relapse_free_interval"))
     if "relapse_cif" in tables:
         figures["relapse_cif"] = relapse_plots.cif_figure(tables["relapse_cif"])
     if "relapse_cox" in tables:

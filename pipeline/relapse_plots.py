@@ -7,25 +7,28 @@ between calls and the same input gives the same picture. Saving is the report's 
 
 Numbers at risk under the Kaplan-Meier curves come from lifelines ``add_at_risk_counts``
 (patients still followed just after ``t``, ``time_weeks > t``; the same numbers as the
-``relapse_km_at_risk`` table), at multiples of 13 weeks (3 months).
+``relapse_km_at_risk`` table), at multiples of 13 weeks (3 months). Kaplan-Meier curves stop
+where fewer than ``relapse.min_at_risk`` patients remain at risk; the interval-censored
+Turnbull curve (:mod:`pipeline.relapse_interval`) is drawn dashed beside each.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
 from lifelines import KaplanMeierFitter
 from lifelines.plotting import add_at_risk_counts
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
 from data_schemas.vocab import CONDITIONS, FORMATS
 
-__all__ = ["cif_figure", "forest_figure", "km_figure"]
+__all__ = ["cif_figure", "forest_figure", "km_figure", "last_time_at_risk"]
 
 RELAPSE: Final = 1
 TICK_WEEKS: Final = 13.0
@@ -66,10 +69,42 @@ def _ticks(cohort: pd.DataFrame) -> list[float]:
     return [float(t) for t in np.arange(0.0, longest + TICK_WEEKS, TICK_WEEKS)]
 
 
-def km_figure(cohort: pd.DataFrame, by: Sequence[str] = ("format", "maintenance")) -> Figure:
+def last_time_at_risk(times: pd.Series, min_at_risk: int) -> float | None:
+    """The last observed time at which at least ``min_at_risk`` patients are at risk.
+
+    At risk at ``t``: followed up to ``t`` or later without relapse or competing event,
+    ``#(time_weeks >= t)`` (lifelines' ``event_table.at_risk``). ``None`` when fewer than
+    ``min_at_risk`` patients are in the group at all.
+    """
+    values = np.sort(times.to_numpy(dtype=float))
+    at_risk = len(values) - np.searchsorted(values, values, side="left")
+    enough = values[at_risk >= min_at_risk]
+    return float(enough.max()) if enough.size else None
+
+
+def _turnbull_line(axes: Axes, turnbull: pd.DataFrame | None, variable: str, label: str,
+                   stop: float, color: Any) -> None:
+    """The Turnbull NPMLE of one group, dashed, joining the values where it is unique."""
+    if turnbull is None:
+        return
+    rows = turnbull[(turnbull["stratum_variable"] == variable)
+                    & (turnbull["stratum"].astype(str) == label)
+                    & turnbull["relapse_free"].notna() & (turnbull["time_weeks"] <= stop)]
+    if len(rows):
+        axes.plot(rows["time_weeks"], rows["relapse_free"], linestyle="--", color=color,
+                  linewidth=1.2, label=f"{label} (Turnbull)")
+
+
+def km_figure(cohort: pd.DataFrame, by: Sequence[str] = ("format", "maintenance"),
+              min_at_risk: int = 10, turnbull: pd.DataFrame | None = None) -> Figure:
     """Kaplan-Meier relapse-free survival: all patients and one panel per variable in ``by``.
 
     Competing events are censored; 95% log(-log) bands; numbers at risk below each panel.
+    Each curve stops at the last time at which at least ``min_at_risk`` patients are at risk
+    (:func:`last_time_at_risk`; ``relapse.min_at_risk``): beyond it the estimate rests on too
+    few patients to be drawn. With ``turnbull`` (the ``relapse_free_interval`` table of
+    :mod:`pipeline.relapse_interval`) the interval-censored NPMLE of each group is drawn
+    dashed beside it, through the points where it is unique, up to the same time.
 
     Parameters
     ----------
@@ -77,6 +112,10 @@ def km_figure(cohort: pd.DataFrame, by: Sequence[str] = ("format", "maintenance"
         The relapse cohort (time_weeks, event, and the ``by`` columns).
     by : sequence of str
         Variables with a panel each (absent ones are skipped).
+    min_at_risk : int
+        Curves stop where fewer patients remain at risk.
+    turnbull : DataFrame, optional
+        stratum_variable, stratum, time_weeks, relapse_free.
     """
     if len(cohort) == 0:
         return _empty("No patients at risk of relapse with follow-up.")
@@ -89,11 +128,19 @@ def km_figure(cohort: pd.DataFrame, by: Sequence[str] = ("format", "maintenance"
         for label, rows in _groups(cohort, variable):
             fitter = KaplanMeierFitter(label=label)
             fitter.fit(rows["time_weeks"], rows["event"] == RELAPSE)
-            fitter.plot_survival_function(ax=axes, ci_show=True, show_censors=False)
             fitters.append(fitter)
+            stop = last_time_at_risk(rows["time_weeks"], min_at_risk)
+            if stop is None:
+                continue
+            fitter.plot_survival_function(ax=axes, ci_show=True, show_censors=False,
+                                          loc=slice(0.0, stop))
+            _turnbull_line(axes, turnbull, variable, label, stop,
+                           axes.get_lines()[-1].get_color())
         axes.set(title=TITLES.get(variable, f"By {variable}"), xlabel="Weeks since end of "
                  "acute treatment", ylabel="Relapse-free", ylim=(0.0, 1.02),
                  xlim=(0.0, ticks[-1]), xticks=ticks)
+        if axes.get_lines():
+            axes.legend(loc="lower left", frameon=False, fontsize="small")
         add_at_risk_counts(*fitters, ax=axes, fig=figure, rows_to_show=["At risk"],
                            xticks=ticks)
     figure.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=0.35, wspace=0.3)

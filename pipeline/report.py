@@ -184,7 +184,15 @@ def attendance_view(attendance: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def _views(tables: dict[str, pd.DataFrame], primary: str) -> dict[str, pd.DataFrame]:
+def turnbull_view(turnbull: pd.DataFrame, horizons: list[float]) -> pd.DataFrame:
+    """The Turnbull table (``relapse_free_interval``) at 0 and the horizons only."""
+    times = pd.to_numeric(turnbull["time_weeks"], errors="coerce")
+    return turnbull.loc[times.isin([0.0, *horizons])].drop(
+        columns=["relapse_free_low", "relapse_free_high"], errors="ignore")
+
+
+def _views(tables: dict[str, pd.DataFrame], primary: str,
+           horizons: list[float]) -> dict[str, pd.DataFrame]:
     """Reader-friendly versions of the widest tables (the CSVs keep every column)."""
     views = dict(tables)
     main = ((primary, "response"), (primary, "remission"),
@@ -194,6 +202,9 @@ def _views(tables: dict[str, pd.DataFrame], primary: str) -> dict[str, pd.DataFr
         views["rates_itt"] = rates_view(tables["response_rates"], "itt", main)
     if "attendance" in tables:
         views["attendance"] = attendance_view(tables["attendance"])
+    if "relapse_free_interval" in tables:
+        views["relapse_free_interval"] = turnbull_view(
+            tables["relapse_free_interval"], horizons)
     formulas = []
     for name, frame in tables.items():
         if name.startswith("mixed_") and name.endswith("_diagnostics"):
@@ -219,8 +230,9 @@ def render(inputs: ReportInputs, title: str = "IPT outcomes report") -> str:
     """The report as HTML text."""
     config = inputs.manifest.get("config", {})
     primary = str(config.get("primary_instrument", "phq9"))
+    horizons = [float(h) for h in config.get("relapse", {}).get("horizon_weeks", (26.0, 52.0))]
     tables = {name: _table_rows(frame, name, limit=60)
-              for name, frame in _views(inputs.tables, primary).items()}
+              for name, frame in _views(inputs.tables, primary, horizons).items()}
     return _environment().get_template("report.html.j2").render(
         title=title,
         sections=SECTIONS,

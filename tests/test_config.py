@@ -178,6 +178,23 @@ def test_rmst_horizon_must_be_positive() -> None:
         config.from_mapping({"relapse": {"rmst_weeks": -1}})
 
 
+@pytest.mark.parametrize(("value", "message"), [
+    (0, r"relapse\.min_at_risk: at least 1, got 0"),
+    ("ten", r"relapse\.min_at_risk: expected a number"),
+])
+def test_min_at_risk_is_at_least_one(value: object, message: str) -> None:
+    assert config.from_mapping(None).relapse.min_at_risk == 10
+    assert config.from_mapping({"relapse": {"min_at_risk": 3}}).relapse.min_at_risk == 3
+    with pytest.raises(config.ConfigError, match=message):
+        config.from_mapping({"relapse": {"min_at_risk": value}})
+
+
+def test_clinician_relapse_exact_is_a_boolean() -> None:
+    assert config.from_mapping(None).relapse.clinician_relapse_exact is False
+    with pytest.raises(config.ConfigError, match=r"relapse\.clinician_relapse_exact"):
+        config.from_mapping({"relapse": {"clinician_relapse_exact": "yes"}})
+
+
 @pytest.mark.parametrize("seed", [-1, 1.5])
 def test_audit_seed_is_a_non_negative_whole_number(seed: float) -> None:
     with pytest.raises(config.ConfigError, match=r"audit\.seed: a whole number"):

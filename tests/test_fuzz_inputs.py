@@ -367,6 +367,7 @@ CONFIG_KEYS: list[tuple[str, ...]] = [
     ("trajectories", "max_patients"), ("relapse", "at_risk"), ("relapse", "instrument"),
     ("relapse", "threshold"), ("relapse", "cluster"), ("relapse", "horizon_weeks"),
     ("relapse", "rmst_weeks"), ("relapse", "min_events_per_parameter"),
+    ("relapse", "min_at_risk"), ("relapse", "clinician_relapse_exact"),
     ("audit", "recovery_target"), ("audit", "effect_size_bands"),
     ("audit", "completeness_standard"), ("audit", "min_funnel_n"), ("audit", "funnel_levels"),
     ("audit", "winsorise"), ("audit", "overdispersion_alpha"),

@@ -27,7 +27,7 @@ from lifelines.exceptions import ConvergenceError
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pipeline import config, demo, outcomes, relapse, relapse_plots
+from pipeline import config, demo, outcomes, relapse, relapse_interval, relapse_plots
 from pipeline.estimability import NotEstimable
 from tests.conftest import GOLDEN_DIR
 
@@ -36,8 +36,9 @@ GOLDEN: dict[str, Any] = json.loads((GOLDEN_DIR / "relapse_golden.json").read_te
 #: (tests/golden/relapse_demo_estimand.py, 5 x 100,000 patients: 0.5907, range 0.577-0.605).
 DEMO_COX_ESTIMAND = 0.5907
 TABLE_KEYS = {"relapse_cohort", "relapse_km", "relapse_km_at_risk", "relapse_logrank",
-              "relapse_cox", "relapse_ph_test", "relapse_rmst", "relapse_cif"}
-ANALYSES = ["cohort", "km", "logrank", "cox", "rmst", "cif"]
+              "relapse_cox", "relapse_ph_test", "relapse_rmst", "relapse_cif",
+              "relapse_free_interval", "relapse_aft"}
+ANALYSES = ["cohort", "km", "logrank", "cox", "rmst", "cif", "turnbull", "aft_interval"]
 
 
 def _r(values: Any) -> np.ndarray[Any, np.dtype[np.float64]]:
@@ -235,7 +236,9 @@ def test_demo_analysis_tables(demo_study: dict[str, Any]) -> None:
     columns = {"relapse_km_at_risk": relapse.AT_RISK_COLUMNS,
                "relapse_logrank": relapse.LOGRANK_COLUMNS, "relapse_cox": relapse.COX_COLUMNS,
                "relapse_ph_test": relapse.PH_COLUMNS, "relapse_rmst": relapse.RMST_COLUMNS,
-               "relapse_cif": relapse.CIF_COLUMNS}
+               "relapse_cif": relapse.CIF_COLUMNS,
+               "relapse_free_interval": relapse_interval.TURNBULL_COLUMNS,
+               "relapse_aft": relapse_interval.AFT_COLUMNS}
     for key, expected in columns.items():
         assert list(result.tables[key].columns) == list(expected), key
     km = result.tables["relapse_km"]

@@ -256,7 +256,8 @@ def test_analyse_with_three_relapses_is_descriptive_only(
     assert "relapse_cox" not in result.tables and "relapse_ph_test" not in result.tables
     status = {r.analysis: r.status for r in result.records}
     assert status == {"cohort": "done", "km": "done", "logrank": "done",
-                      "cox": "not estimable", "rmst": "done", "cif": "done"}
+                      "cox": "not estimable", "rmst": "done", "cif": "done",
+                      "turnbull": "done", "aft_interval": "not estimable"}
     cox = next(r for r in result.records if r.analysis == "cox")
     assert cox.reason.startswith("too few relapses for a Cox model: 3 relapses")
     assert "relapses per model parameter" in cox.remedy
@@ -381,3 +382,14 @@ def test_remission_on_an_instrument_never_scored_is_not_estimable(
     po = outcomes.derive(study["patients"], sessions, cfg)
     with pytest.raises(NotEstimable, match="no end-of-treatment hamd17 score in the data"):
         relapse.relapse_cohort(study["patients"], sessions, study["followups"], po, cfg)
+
+
+def test_completed_without_end_of_treatment_scores_is_not_estimable(
+    study: dict[str, pd.DataFrame],
+) -> None:
+    """A study without scores on the relapse instrument (pharmacoSmoking's shape) and
+    ``at_risk: completed`` with a threshold: not estimable, never a KeyError."""
+    unscored = study["patient_outcomes"].drop(
+        columns=[c for c in study["patient_outcomes"].columns if c.startswith("phq9_")])
+    with pytest.raises(NotEstimable, match="no end-of-treatment phq9 score"):
+        _cohort(study, {"at_risk": "completed"}, patient_outcomes=unscored)

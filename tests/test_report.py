@@ -113,3 +113,26 @@ def test_no_raw_patient_id_anywhere_after_every_stage(tmp_path: Path) -> None:
             assert not found, f"{path}: raw ids {found[:3]}"
             checked += 1
     assert checked >= 15
+
+
+def test_relapse_section_states_the_primary_estimate() -> None:
+    """The Turnbull curve is named as primary and shown at 0 and the horizons only; the
+    Kaplan-Meier cut-off is the run's ``relapse.min_at_risk``."""
+    turnbull = pd.DataFrame({
+        "stratum_variable": "all", "stratum": "all", "n": "40", "events": "9",
+        "time_weeks": ["0.0", "13.0", "26.0", "30.5", "52.0"],
+        "relapse_free": ["1.0", "0.9", "0.8", "", "0.7"],
+        "relapse_free_low": ["1.0", "0.9", "0.8", "0.75", "0.7"],
+        "relapse_free_high": ["1.0", "0.9", "0.8", "0.8", "0.7"]})
+    inputs = report.ReportInputs(
+        tables={"relapse_free_interval": turnbull}, figures={}, messages={}, validation={},
+        manifest={"config": {"relapse": {"min_at_risk": 25, "horizon_weeks": [26.0, 52.0]}}})
+    html = report.render(inputs)
+    section = html[html.index('<section id="relapse">'):]
+    section = section[:section.index("</section>")]
+    assert "primary estimate of relapse-free survival is therefore the Turnbull" in section
+    assert "fewer than 25 patients remain at risk" in section
+    assert "<td>13" not in section and "<td>30.5" not in section  # horizons only
+    assert "<td>52" in section
+    assert ("relapse-free at 52 weeks (Turnbull, interval-censored)", "70.0%") in \
+        report.summary_numbers(inputs, "phq9")
