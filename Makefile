@@ -19,13 +19,16 @@ DATA_FILES := $(DEMO_DEP) $(filter-out $(DEMO_DEP),$(wildcard $(DATA)/*.csv $(DA
 STAMPS := $(OUT)/.stamps
 CORE := pipeline/io.py pipeline/clean.py pipeline/validate.py pipeline/cli.py \
         pipeline/config.py pipeline/outcomes.py pipeline/stages.py $(wildcard data_schemas/*.py) \
+        $(wildcard pipeline/sharing/*.py) pipeline/estimability.py pipeline/run_folder.py \
         data_schemas/instruments.csv
 OUTCOME_CODE := pipeline/rates.py pipeline/outcome_tables.py pipeline/outcome_plots.py \
-        pipeline/privacy.py pipeline/figures.py
-MODEL_CODE := pipeline/trajectories.py pipeline/trajectory_plots.py $(wildcard pipeline/engines/*.py)
-RELAPSE_CODE := pipeline/relapse.py pipeline/relapse_plots.py
+        pipeline/figures.py pipeline/findings.py
+MODEL_CODE := pipeline/trajectories.py pipeline/trajectory_plots.py pipeline/lme_formula.py \
+        pipeline/formula_grammar.py $(wildcard pipeline/engines/*.py)
+RELAPSE_CODE := pipeline/relapse.py pipeline/relapse_plots.py pipeline/relapse_interval.py
 AUDIT_CODE := $(wildcard pipeline/audit*.py pipeline/funnel.py)
-REPORT_CODE := pipeline/report.py pipeline/manifest.py $(wildcard pipeline/templates/*)
+REPORT_CODE := pipeline/report.py pipeline/findings.py pipeline/manifest.py \
+        $(wildcard pipeline/templates/*)
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo validate outcomes models relapse audit report run dictionary \

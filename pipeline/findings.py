@@ -185,29 +185,58 @@ def _points(x: float) -> str:
     return f"{MINUS}{abs(x):.1f}" if x < 0 else f"{x:.1f}"
 
 
+def _turnbull_at(table: pd.DataFrame | None, weeks: float, **stratum: str) -> str | None:
+    """The Turnbull estimate at ``weeks`` (``relapse_free_interval``), or its bounds where it
+    is not unique; None when the table has no such row."""
+    rows = _rows(table, **stratum)
+    if rows.empty:
+        return None
+    at = rows[rows["time_weeks"].map(number) == weeks]
+    if at.empty or not _shown(at.iloc[0], "relapse_free"):
+        return None
+    r = at.iloc[0]
+    low, high = number(r.get("relapse_free_low")), number(r.get("relapse_free_high"))
+    if not math.isnan(low) and not math.isnan(high) and abs(high - low) >= 5e-4:
+        return f"between {percent(low)} and {percent(high)}"
+    return percent(r["relapse_free"])
+
+
 def did_it_last(tables: Mapping[str, pd.DataFrame]) -> Finding | None:
-    """Relapse-free at 52 weeks overall and with/without maintenance IPT (``relapse_km``)."""
+    """Relapse-free at 52 weeks overall and with/without maintenance IPT: the Turnbull
+    estimate (``relapse_free_interval``, primary: relapses are found at visits) where it
+    exists, beside Kaplan-Meier with its CI (``relapse_km``)."""
     km = tables.get("relapse_km")
     overall = _rows(km, stratum_variable="all")
     if overall.empty or not _shown(overall.iloc[0], "relapse_free_52w"):
         return None
     r = overall.iloc[0]
-    text = (f"Of the {_count(r['n'])} patients followed up after treatment (the relapse "
-            f"cohort), "
-            f"{percent(r['relapse_free_52w'])} were relapse-free at 52 weeks "
-            f"({interval(r['ci_low_52w'], r['ci_high_52w'])})")
-    strata = _rows(km, stratum_variable="maintenance")
+    turnbull = tables.get("relapse_free_interval")
+    primary = _turnbull_at(turnbull, 52.0, stratum_variable="all")
+    km_rate, km_ci = percent(r["relapse_free_52w"]), interval(r["ci_low_52w"], r["ci_high_52w"])
+    text = f"Of the {_count(r['n'])} patients followed up after treatment (the relapse cohort), "
+    if primary is not None:
+        text += (f"{primary} were relapse-free at 52 weeks by the interval-censored (Turnbull) "
+                 f"estimate, the primary one for relapses found at visits (Kaplan-Meier "
+                 f"{km_rate}, {km_ci})")
+        table = "relapse_free_interval"
+    else:
+        text += f"{km_rate} were relapse-free at 52 weeks ({km_ci})"
+        table = "relapse_km"
     parts = []
-    for label, is_yes in (("with", True), ("without", False)):
-        row = strata[strata["stratum"].isin(MAINTENANCE_YES) == is_yes] if not strata.empty \
-            else strata
-        if not row.empty and _shown(row.iloc[0], "relapse_free_52w"):
-            s = row.iloc[0]
-            parts.append(f"{percent(s['relapse_free_52w'])} {label} maintenance IPT "
-                         f"({interval(s['ci_low_52w'], s['ci_high_52w'])})")
+    for label, values in (("with", MAINTENANCE_YES), ("without", ("False", "false", "0", "no"))):
+        shown = next((t for t in (_turnbull_at(turnbull, 52.0, stratum_variable="maintenance",
+                                               stratum=v) for v in values) if t), None)
+        if shown is None:
+            row = _rows(km, stratum_variable="maintenance")
+            row = row[row["stratum"].isin(values)] if not row.empty else row
+            if row.empty or not _shown(row.iloc[0], "relapse_free_52w"):
+                continue
+            shown = (f"{percent(row.iloc[0]['relapse_free_52w'])} (Kaplan-Meier, "
+                     f"{interval(row.iloc[0]['ci_low_52w'], row.iloc[0]['ci_high_52w'])})")
+        parts.append(f"{shown} {label} maintenance IPT")
     if parts:
         text += ": " + " and ".join(parts)
-    return Finding("Did it last?", text + ".", "relapse_km")
+    return Finding("Did it last?", text + ".", table)
 
 
 def against_benchmarks(tables: Mapping[str, pd.DataFrame]) -> Finding | None:
