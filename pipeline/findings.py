@@ -125,15 +125,13 @@ def did_it_work(tables: Mapping[str, pd.DataFrame], population: str,
         if row.empty or not _shown(row.iloc[0], "rate"):
             continue
         r = row.iloc[0]
-        parts.append((_count(r["n"]), f"{percent(r['rate'])} {verb} on the "
-                      f"{instrument_label(instrument)} "
-                      f"({interval(r['ci_low'], r['ci_high'])})"))
+        parts.append(f"{percent(r['rate'])} of {_count(r['n'])} with paired "
+                     f"{instrument_label(instrument)} scores {verb} "
+                     f"({interval(r['ci_low'], r['ci_high'])})")
     if not parts:
         return None
-    who = (f"Of the {parts[0][0]} "
-           f"{POPULATION_WORDS.get(population, human(population))} with paired scores")
-    return Finding("Did IPT work?", f"{who}, " + " and ".join(p for _n, p in parts) + ".",
-                   "rates_observed")
+    who = f"Among {POPULATION_WORDS.get(population, human(population))}"
+    return Finding("Did IPT work?", f"{who}, " + " and ".join(parts) + ".", "rates_observed")
 
 
 def for_whom(tables: Mapping[str, pd.DataFrame], population: str,

@@ -68,8 +68,8 @@ def test_for_whom_ranks_only_shown_cells_with_enough_patients() -> None:
 def test_did_it_work_reads_the_all_cell() -> None:
     found = findings.did_it_work({"response_rates": _rates()}, "finished_course", "phq9")
     assert found is not None
-    assert found.text.startswith("Of the 175 patients who finished a course with paired "
-                                 "scores, 54.3% responded on the PHQ-9 (95% CI 10.0%")
+    assert found.text.startswith("Among patients who finished a course, 54.3% of 175 with "
+                                 "paired PHQ-9 scores responded (95% CI 10.0%")
 
 
 def test_flow_and_benchmarks() -> None:
