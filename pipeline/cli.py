@@ -341,7 +341,7 @@ def _run_stages(args: argparse.Namespace, stages: Sequence[str], render: bool) -
         "outcomes": lambda po: stage_functions.run_outcomes(tables, po, study, benchmarks,
                                                             sharing),
         "models": lambda po: stage_functions.run_models(tables, po, study, args.engine),
-        "relapse": lambda po: stage_functions.run_relapse(tables, po, study),
+        "relapse": lambda po: stage_functions.run_relapse(tables, po, study, sharing),
         "audit": lambda po: stage_functions.run_audit(tables, po, study, sharing, key),
     }
     total = len(stages) + int(render)

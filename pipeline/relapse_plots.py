@@ -96,7 +96,8 @@ def _turnbull_line(axes: Axes, turnbull: pd.DataFrame | None, variable: str, lab
 
 
 def km_figure(cohort: pd.DataFrame, by: Sequence[str] = ("format", "maintenance"),
-              min_at_risk: int = 10, turnbull: pd.DataFrame | None = None) -> Figure:
+              min_at_risk: int = 10, turnbull: pd.DataFrame | None = None,
+              shared_at_risk: pd.DataFrame | None = None) -> Figure:
     """Kaplan-Meier relapse-free survival: all patients and one panel per variable in ``by``.
 
     Competing events are censored; 95% log(-log) bands; numbers at risk below each panel.
@@ -116,6 +117,10 @@ def km_figure(cohort: pd.DataFrame, by: Sequence[str] = ("format", "maintenance"
         Curves stop where fewer patients remain at risk.
     turnbull : DataFrame, optional
         stratum_variable, stratum, time_weeks, relapse_free.
+    shared_at_risk : DataFrame, optional
+        The shared ``relapse_km_at_risk`` (``pipeline.sharing.relapse_tables``): the numbers
+        at risk are printed as it shows them (``<5``, ``*``), and a group whose counts it
+        hides is not drawn (its steps would give its relapses back).
     """
     if len(cohort) == 0:
         return _empty("No patients at risk of relapse with follow-up.")
@@ -130,7 +135,7 @@ def km_figure(cohort: pd.DataFrame, by: Sequence[str] = ("format", "maintenance"
             fitter.fit(rows["time_weeks"], rows["event"] == RELAPSE)
             fitters.append(fitter)
             stop = last_time_at_risk(rows["time_weeks"], min_at_risk)
-            if stop is None:
+            if stop is None or _hidden(shared_at_risk, variable, label):
                 continue
             fitter.plot_survival_function(ax=axes, ci_show=True, show_censors=False,
                                           loc=slice(0.0, stop))
@@ -139,12 +144,50 @@ def km_figure(cohort: pd.DataFrame, by: Sequence[str] = ("format", "maintenance"
         axes.set(title=TITLES.get(variable, f"By {variable}"), xlabel="Weeks since end of "
                  "acute treatment", ylabel="Relapse-free", ylim=(0.0, 1.02),
                  xlim=(0.0, ticks[-1]), xticks=ticks)
+        hidden = [label for label, _rows in _groups(cohort, variable)
+                  if _hidden(shared_at_risk, variable, label)]
+        if hidden:
+            axes.text(0.5, 0.5, "Not drawn (a count of 1-4 is suppressed): "
+                      + ", ".join(hidden), transform=axes.transAxes, ha="center",
+                      va="center", fontsize="small", wrap=True, color="#666666")
         if axes.get_lines():
             axes.legend(loc="lower left", frameon=False, fontsize="small")
-        add_at_risk_counts(*fitters, ax=axes, fig=figure, rows_to_show=["At risk"],
-                           xticks=ticks)
+        if shared_at_risk is None:
+            add_at_risk_counts(*fitters, ax=axes, fig=figure, rows_to_show=["At risk"],
+                               xticks=ticks)
+        else:
+            _at_risk_labels(axes, shared_at_risk, variable,
+                            [label for label, _rows in _groups(cohort, variable)], ticks)
     figure.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=0.35, wspace=0.3)
     return figure
+
+
+def _hidden(shared_at_risk: pd.DataFrame | None, variable: str, label: str) -> bool:
+    """Whether the shared tables hide this group's counts (any of its rows suppressed at
+    time 0, i.e. its patients; or its relapse counts, carried as ``suppressed_group``)."""
+    if shared_at_risk is None or "suppressed_group" not in shared_at_risk:
+        return False
+    rows = shared_at_risk[(shared_at_risk["stratum_variable"] == variable)
+                          & (shared_at_risk["stratum"].astype(str) == label)]
+    return bool(rows["suppressed_group"].any())
+
+
+def _at_risk_labels(axes: Axes, shared_at_risk: pd.DataFrame, variable: str,
+                    labels: Sequence[str], ticks: Sequence[float]) -> None:
+    """Numbers at risk under the axis as the shared table shows them, one row per group."""
+    axes.text(-0.06, -0.2, "At risk", transform=axes.transAxes, ha="right", va="top",
+              fontsize="small", fontweight="bold")
+    for row, label in enumerate(labels):
+        rows = shared_at_risk[(shared_at_risk["stratum_variable"] == variable)
+                              & (shared_at_risk["stratum"].astype(str) == label)]
+        shown = dict(zip(rows["time_weeks"].astype(float), rows["at_risk"], strict=True))
+        y = -0.26 - 0.06 * row
+        axes.text(-0.06, y, label, transform=axes.transAxes, ha="right", va="top",
+                  fontsize="small")
+        for tick in ticks:
+            axes.text(tick, y, str(shown.get(float(tick), "")),
+                      transform=axes.get_xaxis_transform(), ha="center", va="top",
+                      fontsize="small")
 
 
 def cif_figure(cif: pd.DataFrame) -> Figure:

@@ -21,6 +21,7 @@ from pipeline import rates as rate_functions
 from pipeline.config import StudyConfig
 from pipeline.estimability import AnalysisRecord, NotEstimable, attempt, require
 from pipeline.sharing import outcome_tables as shared_outcomes
+from pipeline.sharing import relapse_tables as shared_relapse
 from pipeline.sharing.publish import SharingOptions
 
 T = TypeVar("T")
@@ -192,15 +193,38 @@ def _relapse(tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame,
                        records=result.records)
 
 
+def _shared_relapse_figures(output: StageOutput, shared: dict[str, pd.DataFrame],
+                            config: StudyConfig) -> dict[str, Figure]:
+    """The relapse figures redrawn from the shared tables: no curve of a group whose
+    counts are hidden, numbers at risk as the shared table shows them."""
+    from pipeline import relapse_plots
+
+    figures = dict(output.figures)
+    cohort = output.tables.get("relapse_cohort")
+    if "relapse_km" in figures and cohort is not None:
+        figures["relapse_km"] = relapse_plots.km_figure(
+            cohort, ("format", "maintenance"), config.relapse.min_at_risk,
+            shared.get("relapse_free_interval"), shared.get("relapse_km_at_risk"))
+    if "relapse_cif" in figures and "relapse_cif" in shared:
+        figures["relapse_cif"] = relapse_plots.cif_figure(shared["relapse_cif"])
+    return figures
+
+
 def run_relapse(
-    tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame, config: StudyConfig
+    tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame, config: StudyConfig,
+    sharing: SharingOptions | None = None,
 ) -> StageOutput:
-    """Relapse after acute treatment (``pipeline.relapse``)."""
+    """Relapse after acute treatment (``pipeline.relapse``); its count tables protected by
+    ``pipeline.sharing.relapse_tables`` unless ``sharing.no_suppress``."""
     records: list[AnalysisRecord] = []
     output = attempt("relapse", "relapse", lambda: _relapse(tables, patient_outcomes, config),
                      records)
     if output is None:
         return StageOutput({}, records=tuple(records))
+    if not (sharing or SharingOptions()).no_suppress:
+        shared, _summary = shared_relapse.share(output.tables, config.suppress_below - 1)
+        output = dataclasses.replace(output, tables=shared,
+                                     figures=_shared_relapse_figures(output, shared, config))
     if output.records:  # the relapse analyses recorded themselves
         return output
     return dataclasses.replace(output, records=tuple(records))

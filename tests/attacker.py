@@ -302,3 +302,59 @@ if __name__ == "__main__":
     print(f"hidden counts: {result.hidden}, recovered: {result.recovered}; of them small "
           f"(1-4): {result.small}, recovered: {result.small_recovered}; small complements: "
           f"{result.small_complements}, recovered: {result.complements_recovered}")
+
+
+def attack_relapse(published: Path, truth: Path) -> Attack:
+    """The same reader of the shared relapse tables: per stratum variable the strata's
+    ``n`` and ``events`` add up to the whole cohort's (``relapse_km``), the numbers at risk
+    at each time likewise (``relapse_km_at_risk``), ``events + (n - events) = n``, and the
+    patients at risk at time 0 are ``n``."""
+    cells = _Cells()
+    equations: list[list[tuple[int, float]]] = []
+    complements: list[int] = []
+    km, real = _read(published, "relapse_km"), _read(truth, "relapse_km")
+    assert km is not None and real is not None
+    ids: dict[tuple[str, str, str], int] = {}
+    for p in range(len(real)):
+        key = (real["stratum_variable"].iloc[p], real["stratum"].iloc[p])
+        for column in ("n", "events"):
+            ids[(*key, column)] = cells.add(f"relapse_km:{p}:{column}",
+                                            float(real[column].iloc[p]), km[column].iloc[p])
+        n, e = ids[(*key, "n")], ids[(*key, "events")]
+        c = cells.add(f"relapse_km:{p}:complement", cells.truth[n] - cells.truth[e], None)
+        complements.append(c)
+        equations.append([(e, 1.0), (c, 1.0), (n, -1.0)])
+    risk, real_risk = _read(published, "relapse_km_at_risk"), _read(truth, "relapse_km_at_risk")
+    if risk is not None and real_risk is not None:
+        for p in range(len(real_risk)):
+            key = (real_risk["stratum_variable"].iloc[p], real_risk["stratum"].iloc[p],
+                   f"at_risk@{float(real_risk['time_weeks'].iloc[p])}")
+            ids[key] = cells.add(f"relapse_km_at_risk:{p}", float(real_risk["at_risk"].iloc[p]),
+                                 risk["at_risk"].iloc[p])
+            if float(real_risk["time_weeks"].iloc[p]) == 0.0 and (*key[:2], "n") in ids:
+                equations.append([(ids[key], 1.0), (ids[(*key[:2], "n")], -1.0)])
+    values = np.array(cells.truth)
+    columns = {k[2] for k in ids}
+    for variable in {k[0] for k in ids} - {"all"}:
+        for column in columns:
+            members = [i for k, i in ids.items() if k[0] == variable and k[2] == column]
+            total = ids.get(("all", "all", column))
+            if total is not None and members and values[members].sum() == values[total]:
+                equations.append([*((m, 1.0) for m in members), (total, -1.0)])
+    latent = set(complements)
+    hidden = [c for c in range(len(cells.truth)) if cells.hidden[c] and c not in latent]
+    small = [c for c in complements if 1 <= cells.truth[c] <= 4]
+    roots, merged = _merge_equal(cells, equations)
+    of_cell: dict[int, list[int]] = {}
+    for i, equation in enumerate(merged):
+        for c, _w in equation:
+            of_cell.setdefault(c, []).append(i)
+    exposed: dict[int, bool] = {}
+    for r in sorted({roots[c] for c in [*hidden, *small]}):
+        low, top = _range(r, cells, merged, of_cell) if cells.hidden[r] else (0.0, 0.0)
+        exposed[r] = math.floor(top + 1e-6) - math.ceil(low - 1e-6) < 1
+    pinned = [c for c in [*hidden, *small] if exposed[roots[c]]]
+    tiny = {c for c in hidden if 1 <= cells.truth[c] <= 4}
+    return Attack(len(hidden), sum(c not in latent for c in pinned), len(tiny),
+                  len(tiny & set(pinned)), len(small), sum(c in latent for c in pinned),
+                  tuple(cells.names[c] for c in pinned))

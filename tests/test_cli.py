@@ -335,4 +335,4 @@ def test_relapse_command_writes_the_pseudonymised_cohort(demo_folder: Path,
     real = set(pd.read_csv(demo_folder / "patients.csv")["patient_id"])
     assert not real & set(cohort["patient_id"])
     km = pd.read_csv(out / "tables" / "relapse_km.csv")
-    assert km.loc[km["stratum_variable"] == "all", "n"].item() == len(cohort)
+    assert int(km.loc[km["stratum_variable"] == "all", "n"].item()) == len(cohort)

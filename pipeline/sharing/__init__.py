@@ -13,6 +13,7 @@ Modules
     Small-number suppression: primary (counts 1..high shown as ``<N``) and complementary
     (secondary, ``*``) across every published additive relation -- table margins, and
     cells that tables repeat -- checked by linear programming. Also used by the audit.
-``outcome_tables``
-    Its application to the outcomes stage's shared tables and the patient flow.
+``outcome_tables``, ``relapse_tables``
+    Its application to the outcomes stage's shared tables and the patient flow, and to
+    the relapse stage's tables (strata with margins, numbers at risk).
 """
