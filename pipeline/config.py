@@ -232,6 +232,7 @@ class StudyConfig:
     comparison: Comparison = field(default_factory=Comparison)
     benchmarks: str | None = None
     suppress_below: int = 5
+    paper_size: Literal["A4", "letter"] = "A4"
     trajectories: Trajectories = field(default_factory=Trajectories)
     relapse: Relapse = field(default_factory=Relapse)
     audit: Audit = field(default_factory=Audit)
@@ -559,6 +560,7 @@ def _check(config: StudyConfig) -> StudyConfig:
         raise ConfigError("trajectories.max_patients: a whole number of at least 100, or null")
     if config.suppress_below < 1:
         raise ConfigError("suppress_below: at least 1")
+
     _check_lists(config)
     _check_ranges(config)
     return config
@@ -747,6 +749,7 @@ comparison:
   min_level_n: 20                   # rarer levels are pooled to avoid separation
 benchmarks: null                    # CSV of condition,outcome,rate,source (null: the example)
 suppress_below: 5                   # counts 1-4 shown as <5 in shared files
+paper_size: A4                      # the printed report: A4 or letter
 trajectories:                       # mixed-effects models of every observed score (MAR)
   instrument: null                  # null: the primary instrument
   time: weeks                       # weeks since start_date | session_number | log_weeks

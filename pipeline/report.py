@@ -14,7 +14,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import jinja2
 import pandas as pd
@@ -33,7 +33,17 @@ SECTIONS = (
     ("relapse", "Relapse"),
     ("audit", "Clinic audit"),
     ("methods", "Methods"),
+    ("appendix", "Appendix: detail tables"),
 )
+#: Tables shown in the appendix, in full (up to :data:`APPENDIX_ROWS` rows).
+APPENDIX: Final = frozenset({"audit_sites", "audit_therapists", "audit_benchmarks"})
+#: Rows shown of a table in the body and in the appendix (the CSV has them all).
+BODY_ROWS: Final = 60
+APPENDIX_ROWS: Final = 400
+#: The printable width of a table (A4 or letter less the margins, at 8pt), in CSS pixels,
+#: and the width of one character of a cell; wider tables are printed in column blocks.
+PRINT_WIDTH: Final = 620
+CHAR_WIDTH: Final = 6.5
 #: One row per patient or per score: never shown in the report (privacy), and not read
 #: (at registry scale they hold millions of rows).
 PATIENT_LEVEL = frozenset({"patient_outcomes", "mixed_patient_fitted", "not_on_track",
@@ -122,10 +132,47 @@ VIEW_SOURCES = {"rates_observed": "response_rates.csv", "rates_itt": "response_r
                 "model_formulas": "mixed_*_diagnostics.csv"}
 
 
+def _width(column: str, values: list[str]) -> float:
+    """A column's printed width: its longest cell or header word, plus padding."""
+    words = column.replace("_", " ").split() or [column]
+    longest = max([len(w) for w in words] + [len(v) for v in values])
+    return longest * CHAR_WIDTH + 10.0
+
+
+def column_blocks(frame: pd.DataFrame, width: float = PRINT_WIDTH) -> list[list[str]]:
+    """The columns of ``frame`` in blocks that each fit the printed page: the leading
+    label columns (text, up to two) are repeated in every block, the others fill blocks in
+    order until the next would not fit."""
+    cells = {c: [format_cell(v, c) for v in frame[c].tolist()] for c in frame.columns}
+    labels = []
+    for column in frame.columns[:2]:
+        if pd.api.types.is_numeric_dtype(pd.to_numeric(frame[column], errors="coerce")) and \
+                pd.to_numeric(frame[column], errors="coerce").notna().any():
+            break
+        labels.append(column)
+    used = sum(_width(c, cells[c]) for c in labels)
+    blocks: list[list[str]] = [[]]
+    room = used
+    for column in (c for c in frame.columns if c not in labels):
+        size = _width(column, cells[column])
+        if blocks[-1] and room + size > width:
+            blocks.append([])
+            room = used
+        blocks[-1].append(column)
+        room += size
+    return [[*labels, *block] for block in blocks if block] or [labels]
+
+
+#: The file a reader-friendly view is built from (the others are their own file).
+VIEW_SOURCES = {"rates_observed": "response_rates.csv", "rates_itt": "response_rates.csv",
+                "model_formulas": "mixed_*_diagnostics.csv"}
+
+
 def _table_rows(frame: pd.DataFrame, name: str, limit: int | None = None) -> dict[str, Any]:
     shown = frame if limit is None else frame.head(limit)
-    return {"columns": list(shown.columns), "rows": shown.values.tolist(),
-            "truncated": len(frame) - len(shown),
+    blocks = [{"columns": columns, "rows": shown[columns].values.tolist()}
+              for columns in column_blocks(shown)]
+    return {"blocks": blocks, "truncated": len(frame) - len(shown),
             "source": VIEW_SOURCES.get(name, f"{name}.csv")}
 
 
@@ -231,7 +278,8 @@ def render(inputs: ReportInputs, title: str = "IPT outcomes report") -> str:
     config = inputs.manifest.get("config", {})
     primary = str(config.get("primary_instrument", "phq9"))
     horizons = [float(h) for h in config.get("relapse", {}).get("horizon_weeks", (26.0, 52.0))]
-    tables = {name: _table_rows(frame, name, limit=60)
+    tables = {name: _table_rows(frame, name,
+                                limit=APPENDIX_ROWS if name in APPENDIX else BODY_ROWS)
               for name, frame in _views(inputs.tables, primary, horizons).items()}
     return _environment().get_template("report.html.j2").render(
         title=title,
@@ -239,6 +287,8 @@ def render(inputs: ReportInputs, title: str = "IPT outcomes report") -> str:
         findings=first_screen(inputs.tables, main_population(inputs.tables.get("response_rates")),
                               primary),
         synthetic=inputs.manifest.get("seeds", {}).get("demo_generator") is not None,
+        paper=str(config.get("paper_size", "A4")),
+        appendix=sorted(APPENDIX),
         tables=tables,
         figures=inputs.figures,
         messages=inputs.messages,
