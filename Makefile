@@ -26,9 +26,10 @@ MODEL_CODE := pipeline/trajectories.py pipeline/trajectory_plots.py $(wildcard p
 RELAPSE_CODE := pipeline/relapse.py pipeline/relapse_plots.py
 AUDIT_CODE := $(wildcard pipeline/audit*.py pipeline/funnel.py)
 REPORT_CODE := pipeline/report.py pipeline/manifest.py $(wildcard pipeline/templates/*)
+PAPER_CODE := pipeline/paper_tables.py pipeline/paper_export.py pipeline/report.py
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo validate outcomes models relapse audit report run dictionary \
+.PHONY: help install demo validate outcomes models relapse audit report paper run dictionary \
         test test-fast lint notebooks validate-stats bench bench-e2e clean browser-deps
 
 help: ## list the targets
@@ -77,8 +78,13 @@ outcomes: $(STAMPS)/outcomes ## per-patient outcomes and rate tables into OUT/ta
 models: $(STAMPS)/models ## mixed-effects trajectory models into OUT/tables
 relapse: $(STAMPS)/relapse ## relapse survival analysis into OUT/tables
 audit: $(STAMPS)/audit ## clinic audit into OUT/audit
-report: $(OUT)/report.html ## everything, then OUT/report.html (only what changed is redone)
-	@echo "open $(OUT)/report.html"
+$(OUT)/paper/tables.docx: $(STAMPS)/outcomes $(STAMPS)/models $(STAMPS)/relapse $(STAMPS)/audit $(PAPER_CODE)
+	$(BIN)/ipt-outcomes paper --out $(OUT)
+	@touch $@
+
+report: $(OUT)/report.html $(OUT)/paper/tables.docx ## everything, then OUT/report.html and OUT/paper/ (only what changed is redone)
+	@echo "open $(OUT)/report.html; tables for papers in $(OUT)/paper/"
+paper: $(OUT)/paper/tables.docx ## tables for papers (LaTeX, Word) into OUT/paper
 
 run: | $(INSTALLED) $(DEMO_DEP) ## the whole pipeline in one process (ignores stamps)
 	$(BIN)/ipt-outcomes run $(DATA) --out $(OUT) $(CONFIG_ARG)
