@@ -164,12 +164,18 @@ def analysis_reason(analyses: pd.DataFrame | None, stage: str, analysis: str) ->
     return f"the {stage} stage did not produce it in this run (not run, or its data absent)"
 
 
-SUPPRESSION_NOTE: Final = (
-    "Counts of 1 to 4 are shown as <5; * marks a further count hidden so that a small count "
-    "cannot be worked back from the totals (complementary suppression). Rates of a row with "
-    "a hidden count are shown as 'suppressed'.")
 NO_SUPPRESSION_NOTE: Final = ("Small counts are shown (run with --no-suppress): not for "
                               "sharing outside the service.")
+
+
+def suppression_note(suppress_below: int | None) -> str:
+    """What the labels of hidden counts mean (or that none are hidden: ``--no-suppress``)."""
+    if suppress_below is None:
+        return NO_SUPPRESSION_NOTE
+    return (f"Counts of 1 to {suppress_below - 1} are shown as <{suppress_below}; * marks a "
+            "further count hidden so that a small count cannot be worked back from the totals "
+            "(complementary suppression). Rates of a row with a hidden count are shown as "
+            "'suppressed'.")
 
 
 # --------------------------------------------------------------------------- table 1
@@ -271,14 +277,15 @@ def protect_baseline(counts: pd.DataFrame, statistics: pd.DataFrame, by: str,
     high = suppress_below - 1
     specs = {"counts": CountTable("count", keys=("variable",), margins=("level", by)),
              "statistics": CountTable("n", "missing", keys=("variable",), margins=(by,))}
-    shared, _summary = protect_tables({"counts": counts, "statistics": statistics}, specs,
-                                      high)
-    stats = shared["statistics"]
+    present = {name: frame for name, frame in (("counts", counts), ("statistics", statistics))
+               if not frame.empty}
+    shared, _summary = protect_tables(present, {name: specs[name] for name in present}, high)
+    stats = shared.get("statistics", statistics.assign(suppressed=False))
     known = statistics["n"] - statistics["missing"]
     small = (known >= 1) & (known <= high)
     for column in ("mean", "sd", "median", "q1", "q3"):
         stats[column] = stats[column].where(~small.to_numpy(), np.nan)
-    return shared["counts"], stats
+    return shared.get("counts", counts.assign(suppressed=False)), stats
 
 
 def shared_condition_counts(counts: pd.DataFrame, shared_rates: pd.DataFrame | None,
@@ -422,6 +429,10 @@ def table1_baseline(patients: pd.DataFrame, population: str, suppress_below: int
     if population in patients:
         patients = patients[patients[population].astype(str) == "True"]
     counts, statistics = baseline_counts(patients, spec), baseline_statistics(patients, spec)
+    if counts.empty and statistics.empty:
+        return missing_table("table1_baseline", caption, "none of the characteristics ("
+                             + ", ".join(c for c, _ in (*spec.continuous, *spec.categorical))
+                             + ") is in patient_outcomes.csv", ("tables/patient_outcomes.csv",))
     notes = ["Mean (SD): standard deviation with n - 1; median (IQR): first to third "
              "quartile. Percentages are of the patients of the column (missing values "
              "included as their own level)."]
@@ -432,8 +443,11 @@ def table1_baseline(patients: pd.DataFrame, population: str, suppress_below: int
             counts = _with_shared_conditions(counts, shared, spec.by)
             notes.append("Condition counts as in tables/response_rates.csv (the same "
                          "counts are hidden in both).")
-        notes.append(SUPPRESSION_NOTE.replace("<5", f"<{suppress_below}")
-                     .replace("1 to 4", f"1 to {suppress_below - 1}"))
+        notes.append(f"Counts of 1 to {suppress_below - 1} are shown as <{suppress_below}; * "
+                     "marks a further count hidden so that a small count cannot be worked "
+                     "back from the totals (complementary suppression); a hidden count has no "
+                     "percentage, and a summary of fewer than "
+                     f"{suppress_below} known values is not shown ({DASH}).")
     else:
         notes.append(NO_SUPPRESSION_NOTE)
     notes.append("Source: tables/patient_outcomes.csv.")
@@ -465,8 +479,8 @@ def outcome_label(instrument: str, outcome: str) -> str:
             f"({INSTRUMENT_LABELS.get(instrument, instrument)})")
 
 
-def table2_outcomes(rates: pd.DataFrame, primary: str, denominator: str = "observed"
-                    ) -> PaperTable:
+def table2_outcomes(rates: pd.DataFrame, primary: str, denominator: str = "observed",
+                    suppress_below: int | None = 5) -> PaperTable:
     """Table 2: outcomes by condition and format, from ``response_rates.csv``.
 
     The main population (``finished_course``, or ``randomised`` for a trial) and the
@@ -501,7 +515,7 @@ def table2_outcomes(rates: pd.DataFrame, primary: str, denominator: str = "obser
              "Response: a fall of at least 50% from baseline; remission: below the "
              "instrument's remission cut-off at the end; reliable improvement and recovery "
              "as defined by NHS Talking Therapies (PHQ-9 and GAD-7).",
-             SUPPRESSION_NOTE, "Source: tables/response_rates.csv.")
+             suppression_note(suppress_below), "Source: tables/response_rates.csv.")
     return PaperTable("table2_outcomes", caption, body.reset_index(drop=True), notes, source)
 
 
@@ -525,9 +539,11 @@ def table3_comparison(standardised: pd.DataFrame | None, models: pd.DataFrame | 
                  "rate_group": "Standardised rate, group",
                  "risk_difference": "Risk difference, group - individual"}
         for r in standardised.to_dict("records"):
+            interval = (f"{percent(r['ci_low'])} to {percent(r['ci_high'])}"
+                        if r["quantity"] == "risk_difference"  # bounds may be negative
+                        else percent_ci(r["ci_low"], r["ci_high"]))
             rows.append({"Quantity": names.get(str(r["quantity"]), label(r["quantity"])),
-                         "Estimate": percent(r["estimate"]),
-                         "95% CI": percent_ci(r["ci_low"], r["ci_high"]), "p": ""})
+                         "Estimate": percent(r["estimate"]), "95% CI": interval, "p": ""})
     if models is not None and not models.empty:
         for r in models.to_dict("records"):
             rows.append({"Quantity": f"Odds ratio, {term_label(r['term'])}",
