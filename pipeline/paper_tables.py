@@ -484,8 +484,10 @@ def table2_outcomes(rates: pd.DataFrame, primary: str, denominator: str = "obser
     """Table 2: outcomes by condition and format, from ``response_rates.csv``.
 
     The main population (``finished_course``, or ``randomised`` for a trial) and the
-    ``observed`` denominator (patients whose outcome is known); one column per outcome,
-    each cell ``events/n, rate (95% CI)`` exactly as in the CSV (rounded as in the report).
+    ``observed`` denominator (patients whose outcome is known). One block of rows per
+    outcome (a heading line, then one line per condition and the ``all`` margin), one
+    column per format and ``all``; each cell ``events/n, rate (95% CI)`` exactly as in the
+    CSV (rounded as in the report).
     """
     caption = "Table 2. Outcomes by condition and format"
     source = ("tables/response_rates.csv",)
@@ -501,15 +503,21 @@ def table2_outcomes(rates: pd.DataFrame, primary: str, denominator: str = "obser
     if not wanted:
         return missing_table("table2_outcomes", caption, f"no {primary} outcome rates in "
                              "response_rates.csv", source)
-    cells: dict[tuple[str, str], dict[str, str]] = {}
+    formats = [*(f for f in _group_levels(part["format"]) if f != ALL), ALL]
+    headers = {f: _margin_label(f) if f != ALL else "All formats" for f in formats}
+    lines: list[dict[str, str]] = []
     for instrument, outcome in wanted:
         rows = part[(part["instrument"] == instrument) & (part["outcome"] == outcome)]
-        for r in rows.to_dict("records"):
-            line = cells.setdefault((r["condition"], r["format"]), {
-                "Condition": _margin_label(r["condition"]), "Format": _margin_label(r["format"])})
-            line[outcome_label(instrument, outcome)] = rate_cell(r)
-    columns = ["Condition", "Format", *(outcome_label(*o) for o in wanted)]
-    body = pd.DataFrame(list(cells.values()), columns=columns).fillna(DASH)
+        lines.append({"Outcome and condition": outcome_label(instrument, outcome),
+                      **{headers[f]: "" for f in formats}})
+        cells = {(str(r["condition"]), str(r["format"])): rate_cell(r)
+                 for r in rows.to_dict("records")}
+        conditions = [c for c in dict.fromkeys(rows["condition"].astype(str)) if c != ALL]
+        for condition in [*conditions, ALL]:
+            lines.append({"Outcome and condition": "   " + (
+                label(condition) if condition != ALL else "All conditions"),
+                **{headers[f]: cells.get((condition, f), DASH) for f in formats}})
+    body = pd.DataFrame(lines, columns=["Outcome and condition", *headers.values()])
     notes = (f"Population: {population.replace('_', ' ')}; denominator: {denominator} "
              "(patients whose outcome is known). Cells: events/n, rate (95% CI).",
              "Response: a fall of at least 50% from baseline; remission: below the "

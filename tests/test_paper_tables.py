@@ -66,27 +66,37 @@ def _main_rates(out: Path) -> pd.DataFrame:
 
 def test_outcome_table_in_word_equals_the_csv(run: Path) -> None:
     rows = _table(_docx_tables(run / "paper" / "tables.docx"), 2)
-    header, body = rows[0], rows[1:]
-    assert header[:2] == ["Condition", "Format"]
-    assert "Response (PHQ-9)" in header
+    header = rows[0]
+    assert header == ["Outcome and condition", "Individual", "Group", "All formats"]
+    blocks: dict[str, dict[str, list[str]]] = {}
+    for row in rows[1:]:
+        if not row[0].startswith("   "):
+            block = blocks.setdefault(row[0], {})
+        else:
+            block[row[0].strip()] = row[1:]
     rates = _main_rates(run)
     checked = 0
-    for column, (instrument, outcome) in (("Response (PHQ-9)", ("phq9", "response")),
-                                          ("Remission (PHQ-9)", ("phq9", "remission")),
-                                          ("Recovery (PHQ-9 and GAD-7)",
-                                           ("phq9+gad7", "recovery"))):
+    for title, (instrument, outcome) in (("Response (PHQ-9)", ("phq9", "response")),
+                                         ("Remission (PHQ-9)", ("phq9", "remission")),
+                                         ("Reliable improvement (PHQ-9 and GAD-7)",
+                                          ("phq9+gad7", "reliable_improvement")),
+                                         ("Recovery (PHQ-9 and GAD-7)",
+                                          ("phq9+gad7", "recovery"))):
         part = rates[(rates["instrument"] == instrument) & (rates["outcome"] == outcome)]
-        assert len(part) == len(body)
-        at = header.index(column)
-        for row, (_, expected) in zip(body, part.iterrows(), strict=True):
-            assert row[at] == _expected_rate_cell(expected), (column, row[:2])
+        assert 3 * len(blocks[title]) == len(part)  # every cell of the CSV, none more
+        for _, expected in part.iterrows():
+            condition = ("All conditions" if expected["condition"] == "all"
+                         else expected["condition"].replace("_", " ").capitalize())
+            at = ("individual", "group", "all").index(expected["format"])
+            assert blocks[title][condition][at] == _expected_rate_cell(expected), (
+                title, condition, expected["format"])
             checked += 1
-    assert checked == 3 * len(body)
+    assert checked == 4 * 24  # 4 outcomes x (7 conditions + all) x (2 formats + all)
 
 
 def test_suppressed_labels_are_carried(run: Path) -> None:
     rows = _table(_docx_tables(run / "paper" / "tables.docx"), 2)
-    cells = [cell for row in rows[1:] for cell in row[2:]]
+    cells = [cell for row in rows[1:] for cell in row[1:] if cell]
     rates = _main_rates(run)
     labels = set(rates["events"]) | set(rates["n"])
     assert {"<5", "*"} <= labels  # the demo run hides counts both ways
@@ -101,7 +111,7 @@ def test_latex_holds_the_same_cells(run: Path) -> None:
     printed = pd.read_csv(run / "paper" / "table2_outcomes.csv", dtype=str,
                           keep_default_na=False)
     assert r"\begin{table}" in latex and r"\toprule" in latex
-    for cell in printed.iloc[:, 2:].to_numpy().ravel():
+    for cell in printed.iloc[:, 1:].to_numpy().ravel():
         escaped = cell.replace("%", r"\%").replace("<", r"\textless{}")
         assert escaped in latex, cell
     word = _table(_docx_tables(run / "paper" / "tables.docx"), 2)
@@ -227,3 +237,39 @@ def test_growth_table_rounds_as_the_report() -> None:
     assert body.iloc[0].tolist() == ["weeks", "-0.573", "0.021", "-0.614 to -0.532",
                                      "<0.001"]
     assert body.iloc[1, 0] == "weeks \u00d7 format: group"
+
+
+def test_table1_hides_what_the_outcome_tables_hide(run: Path) -> None:
+    """The condition counts of Table 1 are the patients of the main population, which
+    response_rates also publish: each is shown, or hidden, alike in both."""
+    printed = pd.read_csv(run / "paper" / "table1_baseline.csv", dtype=str,
+                          keep_default_na=False).set_index("Characteristic")
+    rates = _main_rates(run)
+    response = rates[(rates["instrument"] == "phq9") & (rates["outcome"] == "response")]
+    columns = {"individual": 0, "group": 1, "all": 2}
+    compared = 0
+    for _, r in response.iterrows():
+        if r["condition"] == "all":
+            continue
+        line = "   " + r["condition"].replace("_", " ").capitalize()
+        cell = printed.loc[line].iloc[columns[r["format"]]]
+        assert cell.split(" ")[0] == r["n"], (line, r["format"])
+        compared += 1
+    assert compared >= 12
+    for cell in printed.to_numpy().ravel():
+        first = cell.split(" ")[0]
+        assert not first.isdigit() or int(first) == 0 or int(first) >= 5, cell
+
+
+def test_no_suppress_run_shows_small_counts_and_says_so() -> None:
+    patients = _tiny()
+    run = paper_export.RunTables({"patient_outcomes": patients}, {},
+                                 {"no_suppress": True})
+    tables = paper_export.build(run)
+    body = tables[0].body.set_index("Characteristic")
+    assert body.loc["   Male"].iloc[0] == "3 (33.3%)"
+    assert any("--no-suppress" in note for note in tables[0].notes)
+    assert [t.body.columns[0] for t in tables[1:]] == ["Status"] * 4  # nothing else ran
+    shielded = paper_export.build(paper_export.RunTables({"patient_outcomes": patients}, {},
+                                                         {}))
+    assert shielded[0].body.set_index("Characteristic").loc["   Male"].iloc[0] == "<5"
