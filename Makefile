@@ -21,12 +21,13 @@ CORE := pipeline/io.py pipeline/clean.py pipeline/validate.py pipeline/cli.py \
         pipeline/config.py pipeline/outcomes.py pipeline/stages.py $(wildcard data_schemas/*.py) \
         data_schemas/instruments.csv
 OUTCOME_CODE := pipeline/rates.py pipeline/outcome_tables.py pipeline/outcome_plots.py \
-        pipeline/privacy.py pipeline/figures.py
+        $(wildcard pipeline/sharing/*.py) pipeline/figures.py
 MODEL_CODE := pipeline/trajectories.py pipeline/trajectory_plots.py $(wildcard pipeline/engines/*.py)
 RELAPSE_CODE := pipeline/relapse.py pipeline/relapse_plots.py
 AUDIT_CODE := $(wildcard pipeline/audit*.py pipeline/funnel.py)
 REPORT_CODE := pipeline/report.py pipeline/manifest.py $(wildcard pipeline/templates/*)
-PAPER_CODE := pipeline/paper_tables.py pipeline/paper_export.py pipeline/report.py
+PAPER_CODE := pipeline/paper_tables.py pipeline/paper_export.py pipeline/report.py \
+        $(wildcard pipeline/sharing/*.py)
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo validate outcomes models relapse audit report paper run dictionary \

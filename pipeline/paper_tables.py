@@ -144,24 +144,40 @@ def _suppressed(row: Mapping[Any, Any]) -> bool:
 
 def missing_table(name: str, caption: str, reason: str, sources: Sequence[str] = ()
                   ) -> PaperTable:
-    """A table whose analysis is not in the run: one cell saying why (never a number)."""
-    body = pd.DataFrame({"Status": [f"{label(NOT_ESTIMABLE)}: {reason}"]})
+    """A table whose analysis is not in the run: one cell saying why (never a number).
+
+    ``reason`` is a sentence from :func:`analysis_reason` (it starts with a capital: ``Not
+    estimable: ...``, ``Failed: ...``, ``Not in this run: ...``) or a plain reason in lower
+    case, which reads ``Not estimable: <reason>``.
+    """
+    text = reason if reason[:1].isupper() else f"{label(NOT_ESTIMABLE)}: {reason}"
+    body = pd.DataFrame({"Status": [text]})
     return PaperTable(name, caption, body, ("No estimate is shown: the run holds none.",),
                       tuple(sources))
 
 
 def analysis_reason(analyses: pd.DataFrame | None, stage: str, analysis: str) -> str:
-    """Why an analysis has no table: the reason in ``tables/analyses.csv``, or that it was
-    not run."""
+    """Why an analysis has no table, as a sentence: its status and reason (and what would
+    help) in ``tables/analyses.csv``, or that this run did not do it.
+
+    Examples
+    --------
+    >>> analysis_reason(None, "models", "model growth")
+    'Not in this run: the models stage did not run, or did not write this analysis'
+    """
     if analyses is not None and {"stage", "analysis", "status"} <= set(analyses.columns):
         rows = analyses[(analyses["stage"] == stage) & (analyses["analysis"] == analysis)]
         if not rows.empty:
             row = rows.iloc[0]
-            reason = str(row.get("reason", "")) or str(row["status"])
+            status = str(row["status"])
+            if status == "done":
+                return ("Not in this output folder: the analysis ran but its table is "
+                        "missing (moved or deleted?)")
+            reason = str(row.get("reason", "")) or "no reason recorded"
             remedy = str(row.get("remedy", ""))
-            return f"{row['status']}; {reason}" + (f" (what would help: {remedy})"
+            return f"{label(status)}: {reason}" + (f" (what would help: {remedy})"
                                                    if remedy else "")
-    return f"the {stage} stage did not produce it in this run (not run, or its data absent)"
+    return f"Not in this run: the {stage} stage did not run, or did not write this analysis"
 
 
 NO_SUPPRESSION_NOTE: Final = ("Small counts are shown (run with --no-suppress): not for "
@@ -692,7 +708,7 @@ def table5_relapse(km: pd.DataFrame | None, logrank: pd.DataFrame | None,
         notes.append("Hazard ratios (Cox model, 95% CI) are shown in the 26-week column, "
                      "their p in the last column.")
     elif cox_reason:
-        notes.append(f"Cox model: {cox_reason}.")
+        notes.append(f"Cox model. {cox_reason}.")
     notes.append("Relapse tables are not subject to small-number suppression (see README).")
     notes.append(f"Sources: {', '.join(s for s in sources if cox is not None or 'cox' not in s)}.")
     return PaperTable("table5_relapse", caption, pd.DataFrame(rows), tuple(notes), sources)

@@ -136,7 +136,8 @@ def test_same_run_gives_the_same_bytes(run: Path, tmp_path: Path) -> None:
 def test_missing_analyses_say_so(run: Path, tmp_path: Path) -> None:
     tables = _docx_tables(run / "paper" / "tables.docx")
     growth = _table(tables, 4)  # the fixture ran no models
-    assert growth[0] == ["Status"] and growth[1][0].startswith("Not estimable: ")
+    assert growth[0] == ["Status"]
+    assert growth[1][0].startswith("Not in this run: the models stage did not run")
     copy = tmp_path / "no_relapse"
     shutil.copytree(run, copy)
     for path in (copy / "tables").glob("relapse_*.csv"):
@@ -148,7 +149,7 @@ def test_missing_analyses_say_so(run: Path, tmp_path: Path) -> None:
     tables = _docx_tables(copy / "paper" / "tables.docx")
     for number in (3, 5):
         assert _table(tables, number)[0] == ["Status"]
-        assert _table(tables, number)[1][0].startswith("Not estimable: "), number
+        assert _table(tables, number)[1][0].startswith("Not in this output folder: "), number
     assert len(_table(tables, 2)) > 2  # the others are still there
 
 
@@ -273,3 +274,44 @@ def test_no_suppress_run_shows_small_counts_and_says_so() -> None:
     shielded = paper_export.build(paper_export.RunTables({"patient_outcomes": patients}, {},
                                                          {}))
     assert shielded[0].body.set_index("Characteristic").loc["   Male"].iloc[0] == "<5"
+
+
+def test_growth_table_variance_difference_and_reason() -> None:
+    fixed = pd.DataFrame({"term": ["(Intercept)"], "estimate": ["15.680817993550269"],
+                          "std_error": ["0.355"], "ci_low": ["14.98"], "ci_high": ["16.38"],
+                          "p_value": ["0.0"]})
+    variance = pd.DataFrame({"level": ["patient_id", "patient_id", "Residual", "patient_id"],
+                             "term": ["(Intercept)", "cor((Intercept), weeks)", "", "ICC"],
+                             "variance": ["15.124759588726556", "-0.218", "4.05514915", ""],
+                             "sd": ["3.889", "", "2.0137", ""],
+                             "correlation": ["", "-0.3852633900056696", "", ""],
+                             "icc": ["", "", "", "0.7885730737609107"]})
+    difference = pd.DataFrame({"model": ["growth", "completers"], "instrument": "phq9",
+                               "time_scale": "weeks", "time_point": ["16", "16"],
+                               "contrast": "group - individual",
+                               "estimate": ["2.8991748974151363", "9"],
+                               "std_error": ["0.5645104913474588", "1"],
+                               "ci_low": ["1.7927546654791073", "1"],
+                               "ci_high": ["4.005595129351166", "1"],
+                               "p_value": ["2.810471286717187e-07", "1"],
+                               "effect_size": ["0.5991679925568942", "1"],
+                               "effect_size_ci_low": ["0.37050583427023676", "1"],
+                               "effect_size_ci_high": ["0.8278301508435518", "1"]})
+    body = pt.table4_growth(fixed, variance, None, difference).body.set_index("Term")
+    assert body.loc["(Intercept)", "Estimate"] == "15.681"
+    assert body.loc["(Intercept)", "p"] == "<0.001"
+    assert body.loc["Variance, patient_id: (Intercept)", "Estimate"] == "15.125"
+    assert body.loc["Correlation, patient_id: cor((Intercept), weeks)", "Estimate"] == "-0.385"
+    assert body.loc["Variance, Residual", "Estimate"] == "4.055"
+    assert body.loc["ICC, patient_id", "Estimate"] == "0.789"
+    row = body.loc["Difference group - individual at weeks 16"]
+    assert row.tolist() == ["2.899", "0.565", "1.793 to 4.006", "<0.001"]  # growth only
+    analyses = pd.DataFrame({"stage": ["models"], "analysis": ["model growth"],
+                             "status": ["not estimable"], "reason": ["one format only"],
+                             "remedy": ["patients in both formats"]})
+    reason = pt.analysis_reason(analyses, "models", "model growth")
+    missing = pt.table4_growth(None, None, None, None, reason=reason)
+    assert missing.body.iloc[0, 0] == ("Not estimable: one format only (what would help: "
+                                       "patients in both formats)")
+    plain = pt.table4_growth(None, None, None, None)
+    assert plain.body.iloc[0, 0] == "Not estimable: no growth model in the run"
