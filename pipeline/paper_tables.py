@@ -340,6 +340,22 @@ def shared_condition_counts(counts: pd.DataFrame, shared_rates: pd.DataFrame | N
     return None
 
 
+def _small_column(counts: pd.DataFrame, statistics: pd.DataFrame, by: str,
+                  suppress_below: int, shared: pd.DataFrame | None) -> bool:
+    """Whether a format column has a hidden number of patients (1 to ``suppress_below - 1``
+    in Table 1, or hidden in the shared rates). Its characteristics would then be protected
+    against a total that another table may show, so Table 1 keeps the overall column only
+    (suppression hides members of a sum, and a column total only when a format is small)."""
+    totals = counts.loc[counts["level"] == ALL, [by, "count"]]
+    if totals.empty:
+        totals = statistics[[by, "n"]].rename(columns={"n": "count"})
+    small = totals[(totals[by] != ALL) & totals["count"].astype(int).between(1, suppress_below - 1)]
+    hidden_in_rates = shared is not None and bool(
+        shared.loc[(shared["level"] == ALL) & (shared[by] != ALL), "count"].astype(str)
+        .str.match(r"^(<|\*)").any())
+    return not small.empty or hidden_in_rates
+
+
 def _with_shared_conditions(counts: pd.DataFrame, shared: pd.DataFrame, by: str
                             ) -> pd.DataFrame:
     """``counts`` with the condition block's labels replaced by the shared rates' ones."""
@@ -454,6 +470,12 @@ def table1_baseline(patients: pd.DataFrame, population: str, suppress_below: int
              "included as their own level)."]
     if suppress_below is not None:
         shared = shared_condition_counts(counts, shared_rates, population, spec.by)
+        if _small_column(counts, statistics, spec.by, suppress_below, shared):
+            counts = counts[counts[spec.by] == ALL].reset_index(drop=True)
+            statistics = statistics[statistics[spec.by] == ALL].reset_index(drop=True)
+            shared = None if shared is None else shared[shared[spec.by] == ALL]
+            notes.append(f"Formats are not shown apart: one has fewer than {suppress_below} "
+                         "patients, whose characteristics the other columns would give away.")
         counts, statistics = protect_baseline(counts, statistics, spec.by, suppress_below)
         if shared is not None:
             counts = _with_shared_conditions(counts, shared, spec.by)
@@ -580,8 +602,10 @@ def table3_comparison(standardised: pd.DataFrame | None, models: pd.DataFrame | 
     notes = ("Standardised rates: the logistic model's predictions averaged over every "
              "patient as if all had had each format (marginal standardisation); the "
              "difference is in percentage points.",
-             "Odds ratios from a logistic regression with cluster-robust standard errors; "
-             "each level against the reference level of its variable.",
+             "Odds ratios from a logistic model fitted by GEE with robust (sandwich) "
+             "standard errors, patients clustered by therapy group, else therapist "
+             "(comparison.cluster in the study config); each level against the reference "
+             "level of its variable.",
              f"Sources: {', '.join(sources)}.")
     return PaperTable("table3_comparison", caption, pd.DataFrame(rows), notes, sources)
 
@@ -709,7 +733,9 @@ def table5_relapse(km: pd.DataFrame | None, logrank: pd.DataFrame | None,
                      "their p in the last column.")
     elif cox_reason:
         notes.append(f"Cox model. {cox_reason}.")
-    notes.append("Relapse tables are not subject to small-number suppression (see README).")
+    notes.append("Counts in this table are not suppressed: the relapse tables are outside "
+                 "the small-number suppression of the shared outcome tables; check them "
+                 "before sharing.")
     notes.append(f"Sources: {', '.join(s for s in sources if cox is not None or 'cox' not in s)}.")
     return PaperTable("table5_relapse", caption, pd.DataFrame(rows), tuple(notes), sources)
 

@@ -212,18 +212,25 @@ def test_table1_population_and_rates_labels() -> None:
     patients = _tiny().assign(finished_course=["True"] * 13 + ["False"])
     table = pt.table1_baseline(patients, "finished_course", None)
     assert "Overall (N = 13)" in table.body.columns
-    counts = pt.baseline_counts(_tiny(), pt.BaselineSpec())
+    # 20 patients: major depression 9 individual + 6 group, anxiety 3 + 2
+    twenty = pd.DataFrame({"format": ["individual"] * 9 + ["group"] * 6 + ["individual"] * 3
+                           + ["group"] * 2,
+                           "condition": ["major_depression"] * 15 + ["anxiety"] * 5,
+                           "sex": ["female", "male"] * 10})
+    counts = pt.baseline_counts(twenty, pt.BaselineSpec())
     rates = pd.DataFrame({
         "population": "finished_course", "instrument": "phq9", "outcome": "response",
-        "denominator": "observed", "condition": ["major_depression"] * 3 + ["all"] * 3,
-        "format": ["individual", "group", "all"] * 2,
-        "n": ["9", "*", "14", "9", "*", "14"]})
+        "denominator": "observed",
+        "condition": ["major_depression"] * 3 + ["anxiety"] * 3 + ["all"] * 3,
+        "format": ["individual", "group", "all"] * 3,
+        "n": ["*", "*", "15", "<5", "<5", "5", "12", "8", "20"]})
     shared = pt.shared_condition_counts(counts, rates, "finished_course", "format")
-    assert shared is not None and shared["count"].tolist() == ["9", "*", "14"] * 2
-    body = pt.table1_baseline(_tiny(), "finished_course", 5,
+    assert shared is not None and shared["count"].tolist() == rates["n"].tolist()
+    body = pt.table1_baseline(twenty, "finished_course", 5,
                               shared_rates=rates).body.set_index("Characteristic")
-    assert body.loc["   Major depression"].iloc[1] == "*"
-    wrong = rates.assign(n=["8", "*", "14"] * 2)  # not the same patients: not used
+    assert body.loc["   Major depression"].tolist() == ["*", "*", "15 (75.0%)"]
+    assert body.loc["   Anxiety"].tolist() == ["<5", "<5", "5 (25.0%)"]
+    wrong = rates.assign(n=["*", "*", "14", "<5", "<5", "5", "12", "8", "20"])
     assert pt.shared_condition_counts(counts, wrong, "finished_course", "format") is None
 
 
@@ -315,3 +322,14 @@ def test_growth_table_variance_difference_and_reason() -> None:
                                        "patients in both formats)")
     plain = pt.table4_growth(None, None, None, None)
     assert plain.body.iloc[0, 0] == "Not estimable: no growth model in the run"
+
+
+def test_table1_with_a_format_of_few_patients_shows_the_overall_column_only() -> None:
+    patients = pd.DataFrame({"format": ["individual"] * 12 + ["group"] * 2,
+                             "sex": ["female"] * 8 + ["male"] * 6, "age": range(14)})
+    table = pt.table1_baseline(patients, "finished_course", 5)
+    assert list(table.body.columns) == ["Characteristic", "Overall (N = 14)"]
+    assert table.body.set_index("Characteristic").loc["   Male"].iloc[0] == "6 (42.9%)"
+    assert any("not shown apart" in note for note in table.notes)
+    shown = pt.table1_baseline(patients, "finished_course", None)  # --no-suppress
+    assert "Group (N = 2)" in shown.body.columns
