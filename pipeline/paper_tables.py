@@ -682,7 +682,8 @@ def _diagnostic_notes(diagnostics: pd.DataFrame | None) -> list[str]:
     if diagnostics is None or diagnostics.empty:
         return []
     r = diagnostics.iloc[0]
-    notes = [f"Model: {r.get('formula', '')} ({r.get('method', '')}, {r.get('engine', '')} "
+    formula = str(r.get("formula", "")).replace("`", "")  # formulaic's quoting of names
+    notes = [f"Model: {formula} ({r.get('method', '')}, {r.get('engine', '')} "
              f"engine); {format_cell(r.get('n_obs', ''))} scores of "
              f"{format_cell(r.get('n_patients', ''))} patients."]
     if str(r.get("singular", "")) == "True":
