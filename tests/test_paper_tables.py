@@ -4,6 +4,7 @@ right by hand, the files are reproducible, and a missing analysis never crashes.
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import docx
@@ -333,3 +334,18 @@ def test_table1_with_a_format_of_few_patients_shows_the_overall_column_only() ->
     assert any("not shown apart" in note for note in table.notes)
     shown = pt.table1_baseline(patients, "finished_course", None)  # --no-suppress
     assert "Group (N = 2)" in shown.body.columns
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no pdflatex on this machine")
+def test_latex_compiles(run: Path, tmp_path: Path) -> None:
+    """Every .tex compiles in a plain article with booktabs and caption, without an overfull
+    line (apt-get install texlive-latex-recommended to run this test)."""
+    inputs = "".join(f"\\input{{{path}}}\n" for path in sorted((run / "paper").glob("*.tex")))
+    (tmp_path / "doc.tex").write_text(
+        "\\documentclass{article}\n\\usepackage[margin=2cm,landscape]{geometry}\n"
+        "\\usepackage{booktabs,caption}\n\\begin{document}\n" + inputs + "\\end{document}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
+                           "doc.tex"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "Overfull" not in (tmp_path / "doc.log").read_text(errors="replace")
