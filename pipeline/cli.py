@@ -157,7 +157,7 @@ def _emit(output: StageOutput, args: argparse.Namespace, key: bytes, stage: str)
     path passes :func:`pipeline.io.inside`), and remove what the stage wrote last time but
     not now (an analysis now not estimable leaves no stale table)."""
     from pipeline import run_folder
-    from pipeline.figures import png_bytes
+    from pipeline.figures import png_bytes, svg_bytes
 
     written: list[Path] = []
     for name, table in output.tables.items():
@@ -166,6 +166,8 @@ def _emit(output: StageOutput, args: argparse.Namespace, key: bytes, stage: str)
     for name, figure in output.figures.items():
         written.append(io.write_bytes(png_bytes(figure),
                                       io.inside(args.out, "figures", f"{name}.png")))
+        written.append(io.write_bytes(svg_bytes(figure),
+                                      io.inside(args.out, "figures", f"{name}.svg")))
     written.append(io.write_text(json.dumps(list(output.messages), indent=2) + "\n",
                                  io.inside(args.out, "messages", f"{stage}.json")))
     run_folder.replace_stage_outputs(args.out, stage, written)
