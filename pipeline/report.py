@@ -127,11 +127,6 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-#: The file a reader-friendly view is built from (the others are their own file).
-VIEW_SOURCES = {"rates_observed": "response_rates.csv", "rates_itt": "response_rates.csv",
-                "model_formulas": "mixed_*_diagnostics.csv"}
-
-
 def _width(column: str, values: list[str]) -> float:
     """A column's printed width: its longest cell or header word, plus padding."""
     words = column.replace("_", " ").split() or [column]
@@ -246,7 +241,11 @@ def _views(tables: dict[str, pd.DataFrame], primary: str,
             ("phq9+gad7", "reliable_improvement"), ("phq9+gad7", "recovery"))
     if "response_rates" in tables:
         views["rates_observed"] = rates_view(tables["response_rates"], "observed", main)
-        views["rates_itt"] = rates_view(tables["response_rates"], "itt", main)
+        itt = rates_view(tables["response_rates"], "itt", main)
+        if itt.equals(views["rates_observed"]):
+            views["rates_itt_same"] = pd.DataFrame()  # a marker: the template says so
+        else:
+            views["rates_itt"] = itt
     if "attendance" in tables:
         views["attendance"] = attendance_view(tables["attendance"])
     if "relapse_free_interval" in tables:
