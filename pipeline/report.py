@@ -20,7 +20,7 @@ import jinja2
 import pandas as pd
 
 from pipeline import io
-from pipeline.findings import first_screen, percent
+from pipeline.findings import first_screen, instrument_label, percent
 
 TEMPLATES = Path(__file__).parent / "templates"
 DASH, EN_DASH, MINUS = "\u2013", "\u2013", "\u2212"
@@ -233,6 +233,64 @@ def turnbull_view(turnbull: pd.DataFrame, horizons: list[float]) -> pd.DataFrame
         columns=["relapse_free_low", "relapse_free_high"], errors="ignore")
 
 
+def _estimate_text(row: pd.Series, estimate: str, low: str, high: str) -> str:
+    """``0.912 (0.801-1.02)`` for a ratio or effect size (a dash when blank)."""
+    if row.get(estimate, "") in ("", None):
+        return "suppressed" if str(row.get("suppressed", "")) == "True" else DASH
+    return (f"{format_cell(row[estimate])} ({format_cell(row[low])}{EN_DASH}"
+            f"{format_cell(row[high])})")
+
+
+UNIT_VIEW_COLUMNS: Final = frozenset({
+    "unit", "site_id", "referred", "finished_course", "recovery_rate", "recovery_ci_low",
+    "recovery_ci_high", "adjusted_rate", "adjusted_ci_low", "adjusted_ci_high", "oe_ratio",
+    "oe_ci_low", "oe_ci_high", "dropout_rate", "dropout_ci_low", "dropout_ci_high",
+    "dna_rate", "completeness"})
+BENCHMARK_VIEW_COLUMNS: Final = frozenset({"level", "unit", "measure", "n", "estimate",
+                                           "ci_low", "ci_high", "benchmark", "verdict"})
+
+
+def audit_unit_view(units: pd.DataFrame) -> pd.DataFrame:
+    """A site or therapist table with each estimate and its CI in one cell: the columns a
+    reader compares units on (the CSV keeps every count and interval)."""
+    rows = list(units.iterrows())
+    view: dict[str, Any] = {"unit": units["unit"]}
+    if (units.get("level", pd.Series(dtype=str)) == "therapist").any():
+        view["site"] = units["site_id"]
+    view.update({
+        "referred": units["referred"], "finished": units["finished_course"],
+        "recovery (95% CI)": [_rate_text(r, "recovery_rate", "recovery_ci_low",
+                                         "recovery_ci_high") for _, r in rows],
+        "adjusted recovery (95% CI)": [_rate_text(r, "adjusted_rate", "adjusted_ci_low",
+                                                  "adjusted_ci_high") for _, r in rows],
+        "observed / expected (95% CI)": [_estimate_text(r, "oe_ratio", "oe_ci_low",
+                                                        "oe_ci_high") for _, r in rows],
+    })
+    for instrument in ("phq9", "gad7"):
+        if f"{instrument}_effect_size" in units:
+            view[f"{instrument_label(instrument)} effect size (95% CI)"] = [
+                _estimate_text(r, f"{instrument}_effect_size", f"{instrument}_es_ci_low",
+                               f"{instrument}_es_ci_high") for _, r in rows]
+    view.update({
+        "dropout (95% CI)": [_rate_text(r, "dropout_rate", "dropout_ci_low",
+                                        "dropout_ci_high") for _, r in rows],
+        "did not attend": [percent(v) for v in units["dna_rate"]],
+        "paired scores": [percent(v) for v in units["completeness"]],
+    })
+    return pd.DataFrame(view)
+
+
+def audit_benchmark_view(table: pd.DataFrame) -> pd.DataFrame:
+    """Each unit against each benchmark: estimate with its CI in one cell."""
+    return pd.DataFrame({
+        "level": table["level"], "unit": table["unit"],
+        "measure": table["measure"].str.replace("_", " "), "n": table["n"],
+        "estimate (95% CI)": [_estimate_text(r, "estimate", "ci_low", "ci_high")
+                              for _, r in table.iterrows()],
+        "benchmark": table["benchmark"], "verdict": table["verdict"].str.replace("_", " "),
+    })
+
+
 def _views(tables: dict[str, pd.DataFrame], primary: str,
            horizons: list[float]) -> dict[str, pd.DataFrame]:
     """Reader-friendly versions of the widest tables (the CSVs keep every column)."""
@@ -248,6 +306,13 @@ def _views(tables: dict[str, pd.DataFrame], primary: str,
             views["rates_itt"] = itt
     if "attendance" in tables:
         views["attendance"] = attendance_view(tables["attendance"])
+    # the reader's views of tables with the audit's columns (any other table is shown as is)
+    for name in ("audit_sites", "audit_therapists"):
+        if name in tables and set(tables[name].columns) >= UNIT_VIEW_COLUMNS:
+            views[name] = audit_unit_view(tables[name])
+    if "audit_benchmarks" in tables and set(
+            tables["audit_benchmarks"].columns) >= BENCHMARK_VIEW_COLUMNS:
+        views["audit_benchmarks"] = audit_benchmark_view(tables["audit_benchmarks"])
     if "relapse_free_interval" in tables:
         views["relapse_free_interval"] = turnbull_view(
             tables["relapse_free_interval"], horizons)
