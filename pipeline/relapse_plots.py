@@ -144,7 +144,7 @@ def km_figure(cohort: pd.DataFrame, by: Sequence[str] = ("format", "maintenance"
                            axes.get_lines()[-1].get_color())
         axes.set(title=TITLES.get(variable, f"By {variable}"), xlabel="Weeks since end of "
                  "acute treatment", ylabel="Relapse-free", ylim=(0.0, 1.02),
-                 xlim=(0.0, ticks[-1]), xticks=ticks)
+                 xlim=(0.0, max(ticks[-1], 1.0)), xticks=ticks)
         hidden = [GROUP_LABELS.get(label, label) for label, _rows in _groups(cohort, variable)
                   if _hidden(shared_at_risk, variable, label)]
         if hidden:
