@@ -200,12 +200,24 @@ def rates_view(rates: pd.DataFrame, denominator: str,
     if part.empty:
         return pd.DataFrame()
     cells = part.assign(
-        label=part["instrument"] + " " + part["outcome"],
+        label=[f"{instrument_label(i)} {o.replace('_', ' ')}"
+               for i, o in zip(part["instrument"], part["outcome"], strict=True)],
         text=[f"{_rate_text(r)}, n={r['n']}" for _, r in part.iterrows()],
     )
     view = cells.pivot_table(index=["condition", "format"], columns="label", values="text",
                              aggfunc="first", sort=False)
-    return view.reset_index().rename_axis(columns=None)
+    return human_groups(view.reset_index().rename_axis(columns=None))
+
+
+def human_groups(view: pd.DataFrame) -> pd.DataFrame:
+    """A view's condition and format codes in words (``major_depression`` -> ``Major
+    depression``, ``all`` -> ``All``); the CSVs keep the codes."""
+    out = view.copy()
+    for column in ("condition", "format"):
+        if column in out:
+            out[column] = out[column].map(
+                lambda code: "All" if code == "all" else str(code).replace("_", " ").capitalize())
+    return out
 
 
 def attendance_view(attendance: pd.DataFrame) -> pd.DataFrame:
@@ -215,7 +227,7 @@ def attendance_view(attendance: pd.DataFrame) -> pd.DataFrame:
                 f"{format_cell(r['sessions_attended_ci_low'])}{EN_DASH}"
                 f"{format_cell(r['sessions_attended_ci_high'])})")
 
-    return pd.DataFrame({
+    return human_groups(pd.DataFrame({
         "condition": attendance["condition"], "format": attendance["format"],
         "patients": attendance["patients"],
         "sessions attended, mean (95% CI)": [mean_ci(r) for _, r in attendance.iterrows()],
@@ -223,7 +235,7 @@ def attendance_view(attendance: pd.DataFrame) -> pd.DataFrame:
                                     for _, r in attendance.iterrows()],
         "dropout (95% CI)": [_rate_text(r, "dropout_rate", "dropout_ci_low", "dropout_ci_high")
                              for _, r in attendance.iterrows()],
-    })
+    }))
 
 
 def turnbull_view(turnbull: pd.DataFrame, horizons: list[float]) -> pd.DataFrame:
