@@ -46,11 +46,22 @@ def number(value: Any) -> float:
         return math.nan
 
 
+#: Cells that hold no value.
+BLANK: Final = ("", "nan", "NaN", "None", "<NA>")
+
+
 def percent(value: Any, digits: int = 1) -> str:
-    """A proportion as a percentage (``0.4843`` -> ``48.4%``); a label (``<5``) as is."""
+    """A proportion as a percentage (``0.4843`` -> ``48.4%``); a label (``<5``) as is;
+    a blank cell as an en dash.
+
+    Examples
+    --------
+    >>> percent("0.5806451612903226"), percent("<5"), percent("nan") == EN_DASH
+    ('58.1%', '<5', True)
+    """
     x = number(value)
     if math.isnan(x):
-        return str(value) if value not in ("", None) else EN_DASH
+        return EN_DASH if value is None or str(value) in BLANK else str(value)
     return f"{100 * x:.{digits}f}%"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
@@ -36,6 +37,21 @@ def _condition_label(code: str) -> str:
     return "All conditions" if code == "all" else code.replace("_", " ").capitalize()
 
 
+def _rate_points(axes: Axes, cells: pd.DataFrame, conditions: list[str],
+                 labels: dict[str, str]) -> None:
+    """Each format's rates (%) with 95% CIs, one row per condition, formats offset."""
+    for k, fmt in enumerate(("individual", "group", "all")):
+        part = cells[cells["format"] == fmt].set_index("condition").reindex(conditions)
+        y = np.arange(len(conditions)) + (k - 1) * 0.25
+        rate = 100 * pd.to_numeric(part["rate"], errors="coerce").to_numpy(float)
+        low = 100 * pd.to_numeric(part["ci_low"], errors="coerce").to_numpy(float)
+        high = 100 * pd.to_numeric(part["ci_high"], errors="coerce").to_numpy(float)
+        # a Wilson bound can sit a rounding error beyond the rate (2.8e-17 above 0%)
+        axes.errorbar(rate, y, xerr=[np.clip(rate - low, 0, None), np.clip(high - rate, 0, None)],
+                      fmt="o", ms=4, color=FORMAT_COLOURS[fmt], capsize=2,
+                      label=labels.get(fmt, GROUP_LABELS[fmt]))
+
+
 def rates_figure(rates: pd.DataFrame, outcomes: tuple[tuple[str, str], ...],
                  targets: dict[tuple[str, str], float] | None = None) -> Figure:
     """Rates (%) with 95% CIs by condition (rows) and format (colours), one panel per
@@ -56,17 +72,7 @@ def rates_figure(rates: pd.DataFrame, outcomes: tuple[tuple[str, str], ...],
     for axes, (instrument, outcome) in zip(panels, outcomes, strict=True):
         cells = rates[(rates["instrument"] == instrument) & (rates["outcome"] == outcome)]
         conditions = list(dict.fromkeys(cells["condition"]))
-        for k, fmt in enumerate(("individual", "group", "all")):
-            part = cells[cells["format"] == fmt].set_index("condition").reindex(conditions)
-            y = np.arange(len(conditions)) + (k - 1) * 0.25
-            rate = 100 * pd.to_numeric(part["rate"], errors="coerce").to_numpy(float)
-            low = 100 * pd.to_numeric(part["ci_low"], errors="coerce").to_numpy(float)
-            high = 100 * pd.to_numeric(part["ci_high"], errors="coerce").to_numpy(float)
-            # a Wilson bound can sit a rounding error beyond the rate (2.8e-17 above 0%)
-            below = np.clip(rate - low, 0.0, None)
-            above = np.clip(high - rate, 0.0, None)
-            axes.errorbar(rate, y, xerr=[below, above], fmt="o", ms=4,
-                          color=FORMAT_COLOURS[fmt], label=GROUP_LABELS[fmt], capsize=2)
+        _rate_points(axes, cells, conditions, {"all": "All"})
         target = (targets or {}).get((instrument, outcome))
         if target is not None:
             axes.axvline(100 * target, color="black", linestyle="--", linewidth=1)
@@ -97,15 +103,7 @@ def headline_figure(rates: pd.DataFrame, benchmarks: pd.DataFrame | None,
     conditions = [c for c in dict.fromkeys(cells["condition"]) if c != "all"] + ["all"]
     figure = new_figure(7.5, 0.8 + 0.28 * len(conditions))
     axes = figure.add_subplot()
-    for k, fmt in enumerate(("individual", "group", "all")):
-        part = cells[cells["format"] == fmt].set_index("condition").reindex(conditions)
-        y = np.arange(len(conditions)) + (k - 1) * 0.25
-        rate = 100 * pd.to_numeric(part["rate"], errors="coerce").to_numpy(float)
-        low = 100 * pd.to_numeric(part["ci_low"], errors="coerce").to_numpy(float)
-        high = 100 * pd.to_numeric(part["ci_high"], errors="coerce").to_numpy(float)
-        axes.errorbar(rate, y, xerr=[np.clip(rate - low, 0, None), np.clip(high - rate, 0, None)],
-                      fmt="o", ms=4, color=FORMAT_COLOURS[fmt], capsize=2,
-                      label={"all": "Both formats"}.get(fmt, GROUP_LABELS[fmt]))
+    _rate_points(axes, cells, conditions, {"all": "Both formats"})
     if benchmarks is not None and not benchmarks.empty:
         marks = benchmarks[benchmarks["outcome"] == outcome]
         for row, condition in enumerate(conditions):

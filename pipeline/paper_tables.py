@@ -28,7 +28,6 @@ in ``tables/analyses.csv``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -36,6 +35,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
+from pipeline.findings import percent
 from pipeline.report import format_cell, main_population
 from pipeline.sharing.suppression import ALL, CountTable, protect_tables
 
@@ -77,27 +77,6 @@ class PaperTable:
 
 
 # --------------------------------------------------------------------------- formatting
-
-
-def percent(value: Any) -> str:
-    """A share as a percentage with one decimal (``0.5806`` -> ``58.1%``), the report's rule.
-
-    Text that is not a number (a suppression label) is returned as it is; a missing value
-    reads as an en dash.
-
-    Examples
-    --------
-    >>> percent("0.5806451612903226"), percent("<5")
-    ('58.1%', '<5')
-    """
-    text = str(value)
-    if text in ("", "nan", "NaN", "None", "<NA>"):
-        return DASH
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return DASH if math.isnan(number) else f"{100 * number:.1f}%"
 
 
 def percent_ci(low: Any, high: Any) -> str:
