@@ -470,17 +470,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.out = final
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    """Render OUT/report.html from the outputs already under OUT."""
-    from pipeline import report, run_folder
+@contextlib.contextmanager
+def _finished_run(out: Path, what: str) -> Iterator[None]:
+    """Hold OUT's lock while reading a finished run's outputs, refusing an empty OUT or
+    one whose stages were run on different inputs or configurations."""
+    from pipeline import run_folder
 
-    if not (args.out / "validation" / "summary.json").exists():
-        raise UsageError(f"{args.out}: no outputs to report on; run the stages first")
-    with run_folder.locked(args.out):
+    if not (out / "validation" / "summary.json").exists():
+        raise UsageError(f"{out}: no outputs to {what}; run the stages first")
+    with run_folder.locked(out):
         try:
-            run_folder.check_consistent(args.out, io.read_json(args.out / "manifest.json"))
+            run_folder.check_consistent(out, io.read_json(out / "manifest.json"))
         except run_folder.FolderInconsistentError as exc:
             raise UsageError(str(exc)) from exc
+        yield
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Render OUT/report.html from the outputs already under OUT."""
+    from pipeline import report
+
+    with _finished_run(args.out, "report on"):
         path: Path = report.write(args.out)
     print(f"report: {path}")
     return EXIT_OK
@@ -490,15 +500,9 @@ def cmd_paper(args: argparse.Namespace) -> int:
     """Write the tables for papers under OUT/paper: Table 1 (baseline characteristics by
     format), outcomes by condition and format, the adjusted comparison, the growth model and
     relapse, each as LaTeX (.tex) and as printed (.csv), and all five in tables.docx."""
-    from pipeline import paper_export, run_folder
+    from pipeline import paper_export
 
-    if not (args.out / "validation" / "summary.json").exists():
-        raise UsageError(f"{args.out}: no outputs to build tables from; run the stages first")
-    with run_folder.locked(args.out):
-        try:
-            run_folder.check_consistent(args.out, io.read_json(args.out / "manifest.json"))
-        except run_folder.FolderInconsistentError as exc:
-            raise UsageError(str(exc)) from exc
+    with _finished_run(args.out, "build tables from"):
         paper_export.write(args.out)
     print(f"tables for papers: {args.out / paper_export.FOLDER}/ ({paper_export.DOCX_NAME}, "
           ".tex and .csv per table)")
