@@ -171,7 +171,8 @@ def test_tables_present(result: TrajectoryResult) -> None:
                                                 "pattern_mixture")
                  for kind in ("fixed", "variance", "diagnostics")}
     shared = {"mixed_trajectories", "mixed_slopes", "mixed_format_difference",
-              "mixed_phase_slopes", "mixed_patient_fitted"}
+              "mixed_phase_slopes", "mixed_patient_fitted", "mixed_observed_means",
+              "mixed_model_comparison"}
     assert set(result.tables) == per_model | shared
     diagnostics = result.tables["mixed_growth_diagnostics"].iloc[0]
     assert diagnostics["engine"] == "mixedlm" and diagnostics["converged"]
@@ -286,7 +287,8 @@ def test_figure_is_deterministic(result: TrajectoryResult) -> None:
 
     figure = result.figures["mixed_trajectories"]
     assert isinstance(figure, Figure)
-    again = trajectories_figure(result.tables["mixed_trajectories"], "phq9")
+    again = trajectories_figure(result.tables["mixed_trajectories"], "phq9",
+                                result.tables["mixed_observed_means"])
     assert png_bytes(figure) == png_bytes(again)
 
 
