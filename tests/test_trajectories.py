@@ -369,6 +369,10 @@ def test_individual_only_cohort_on_the_session_scale() -> None:
     table = out.tables["mixed_trajectories"]
     assert set(table["time_scale"]) == {"session_number"} and set(table["format"]) == {
         "individual"}
+    observed = out.tables["mixed_observed_means"]  # by session number, session 0 included
+    assert set(observed["time_scale"]) == {"session_number"}
+    assert set(observed["time_point"]) <= set(range(17)) and 0.0 in set(observed["time_point"])
+    assert out.tables["mixed_model_comparison"]["model"].tolist() == ["growth", "phases"]
     with pytest.raises(ValueError, match="unknown engine"):
         trajectories.analyse(cohort.patients, cohort.sessions, po, cfg, engine="lme4")
 

@@ -3,6 +3,7 @@ the format contrast at several weeks, and how the report shows them."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from pipeline.trajectory_plots import trajectories_figure
 from pipeline.trajectory_tables import (
     COMPARISON_COLUMNS,
     OBSERVED_COLUMNS,
+    comparison_row,
     model_comparison,
     observed_means,
     observed_n_wide,
@@ -196,14 +198,35 @@ def test_custom_models_follow_the_built_in_ones(small_demo: tuple[pd.DataFrame, 
     assert rows.loc["ml_linear", "formula"] == "phq9 ~ weeks + (1 | patient_id)"
 
 
-def test_contrast_at_two_weeks_by_hand(small_demo: tuple[pd.DataFrame, ...]) -> None:
-    """L beta and sqrt(L V L') of group minus individual at weeks 8 and 16 (growth model:
-    the condition and covariate terms cancel, leaving format[group] + w weeks:format[group])."""
+@pytest.fixture(scope="module")
+def growth_fit(small_demo: tuple[pd.DataFrame, ...]) -> tuple[engines.MixedFit, pd.DataFrame]:
     long = trajectories.long_scores(*small_demo, "phq9")
     frame, covariates, _ = trajectories.model_data(long)
     components, _ = trajectories.random_structure(frame, "weeks")
     fit = engines.fit(trajectories.model_spec("growth", "weeks", covariates, components),
                       frame, "auto")
+    return fit, frame
+
+
+def test_convergence_note_says_why(growth_fit: tuple[engines.MixedFit, pd.DataFrame]) -> None:
+    fit, frame = growth_fit
+    assert comparison_row("growth", fit, frame).iloc[0]["convergence_note"] == ""
+    failed = fit.diagnostics.assign(converged=False)
+    warning = "mixedlm: the optimiser (lbfgs) did not report convergence; treat with caution"
+    row = comparison_row("growth", replace(fit, diagnostics=failed,
+                                           messages=("boundary fit", warning)), frame).iloc[0]
+    assert not row["converged"] and row["convergence_note"] == warning
+    silent = comparison_row("growth", replace(fit, diagnostics=failed, messages=()),
+                            frame).iloc[0]
+    assert silent["convergence_note"].startswith(
+        f"optimiser {fit.diagnostics['optimizer'].iloc[0]} did not report convergence after")
+
+
+def test_contrast_at_two_weeks_by_hand(
+        growth_fit: tuple[engines.MixedFit, pd.DataFrame]) -> None:
+    """L beta and sqrt(L V L') of group minus individual at weeks 8 and 16 (growth model:
+    the condition and covariate terms cancel, leaving format[group] + w weeks:format[group])."""
+    fit, frame = growth_fit
     table = trajectories.format_difference("growth", fit, frame, "weeks", (8.0, 16.0), 5.0)
     assert table["time_point"].tolist() == [8.0, 16.0]
     terms = list(fit.coef.index)
