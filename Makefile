@@ -31,10 +31,12 @@ AUDIT_CODE := $(wildcard pipeline/audit*.py pipeline/funnel.py)
 REPORT_CODE := pipeline/report.py pipeline/findings.py pipeline/manifest.py \
         pipeline/trajectory_tables.py \
         $(wildcard pipeline/templates/*)
+PAPER_CODE := pipeline/paper_tables.py pipeline/paper_export.py pipeline/report.py
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo validate outcomes models relapse audit report run dictionary \
-        test test-fast lint notebooks validate-stats bench bench-e2e clean browser-deps
+.PHONY: help install demo validate outcomes models relapse audit report paper run dictionary \
+        test test-fast lint notebooks validate-stats bench bench-e2e clean browser-deps \
+        latex-deps
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F ':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -82,8 +84,13 @@ outcomes: $(STAMPS)/outcomes ## per-patient outcomes and rate tables into OUT/ta
 models: $(STAMPS)/models ## mixed-effects trajectory models into OUT/tables
 relapse: $(STAMPS)/relapse ## relapse survival analysis into OUT/tables
 audit: $(STAMPS)/audit ## clinic audit into OUT/audit
-report: $(OUT)/report.html ## everything, then OUT/report.html (only what changed is redone)
-	@echo "open $(OUT)/report.html"
+$(OUT)/paper/tables.docx: $(STAMPS)/outcomes $(STAMPS)/models $(STAMPS)/relapse $(STAMPS)/audit $(PAPER_CODE)
+	$(BIN)/ipt-outcomes paper --out $(OUT)
+	@touch $@
+
+report: $(OUT)/report.html $(OUT)/paper/tables.docx ## everything, then OUT/report.html and OUT/paper/ (only what changed is redone)
+	@echo "open $(OUT)/report.html; tables for papers in $(OUT)/paper/"
+paper: $(OUT)/paper/tables.docx ## tables for papers (LaTeX, Word) into OUT/paper
 
 run: | $(INSTALLED) $(DEMO_DEP) ## the whole pipeline in one process (ignores stamps)
 	$(BIN)/ipt-outcomes run $(DATA) --out $(OUT) $(CONFIG_ARG)
@@ -92,15 +99,21 @@ dictionary: | $(INSTALLED) ## regenerate data_schemas/DATA_DICTIONARY.md and tem
 	$(BIN)/ipt-outcomes dictionary --out data_schemas
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-browser-deps: ## install Debian's chromium (for the report's browser check) if missing
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=900
 
-test: browser-deps | $(INSTALLED) ## the test suite (notebooks and the browser check included)
+browser-deps: ## install Debian's chromium (for the report's browser check) if missing
+	@command -v chromium >/dev/null || { $(APT_GET) update -qq && \
+	  $(APT_GET) install -y -qq chromium >/dev/null; }
+
+latex-deps: ## install pdflatex with booktabs and caption (the paper tables' check) if missing
+	@command -v pdflatex >/dev/null || { $(APT_GET) update -qq && \
+	  $(APT_GET) install -y -qq --no-install-recommends texlive-latex-recommended >/dev/null; }
+
+test: browser-deps latex-deps | $(INSTALLED) ## the test suite (notebooks, browser, LaTeX included)
 	$(BIN)/pytest -q -n 2
 
-test-fast: | $(INSTALLED) ## the test suite without notebooks and the browser check
-	$(BIN)/pytest -q -n 2 -m "not notebook and not browser"
+test-fast: | $(INSTALLED) ## the test suite without notebooks, the browser and LaTeX checks
+	$(BIN)/pytest -q -n 2 -m "not notebook and not browser and not latex"
 
 lint: | $(INSTALLED) ## ruff and mypy on pipeline/ and data_schemas/
 	$(BIN)/ruff check pipeline data_schemas tests bench

@@ -57,7 +57,9 @@ Funnel plots (``pipeline.funnel``)
 Benchmarks (``audit_benchmarks``)
     Recovery against ``recovery_target`` (verdict ``above``/``below`` when the Wilson
     interval excludes it, else ``around``); effect sizes against the bands of
-    :class:`AuditOptions` (``high``, ``above_average``, ``below_average``, ``poor``).
+    :class:`AuditOptions` by the same rule, the bootstrap interval (``high``,
+    ``above_average``, ``around_average`` when the interval holds the average threshold,
+    ``below_average``, ``poor``).
 
 Patients not on track (``not_on_track``)
     An expected recovery curve (Finch, Lambert and Schaalje 2001; Lutz et al. 1999) from a
@@ -156,7 +158,7 @@ OUTCOMES: Final = ("recovery", "reliable_improvement", "reliable_recovery",
                    "reliable_deterioration")
 ADJUSTED: Final = ("expected", "oe_ratio", "oe_ci_low", "oe_ci_high", "adjusted_rate",
                    "adjusted_ci_low", "adjusted_ci_high")
-OUTLIER_COLUMNS: Final = ("level", "unit", "n", "rate", "z_score", "limit_hit")
+OUTLIER_COLUMNS: Final = ("level", "unit", "n", "adjusted_rate", "z_score", "limit_hit")
 BENCHMARK_COLUMNS: Final = ("level", "unit", "measure", "n", "estimate", "ci_low", "ci_high",
                             "benchmark", "verdict", "source")
 NOT_ON_TRACK_COLUMNS: Final = ("patient_id", "site_id", "therapist_id", "session_number",
@@ -510,8 +512,11 @@ def bootstrap_effect_size(
 def _effect_sizes(
     data: pd.DataFrame, units: pd.Series, instrument: str, options: AuditOptions
 ) -> pd.DataFrame:
-    """Effect size, bootstrap interval and n per unit (sorted) and for ``"all"`` (last),
-    one seeded generator drawn in that order."""
+    """Effect size, bootstrap interval and n per unit (sorted) and for ``"all"`` (last).
+
+    The units draw from one seeded generator in that order; ``"all"`` draws from a fresh
+    generator with the same seed, so the whole service's interval is the same number in
+    the site and the therapist tables (one bootstrap of one quantity, not two)."""
     rng = np.random.default_rng(options.seed)
     paired = data["finished_course"].astype(bool) & data[f"{instrument}_baseline"].notna() & (
         data[f"{instrument}_endpoint"].notna())
@@ -525,8 +530,9 @@ def _effect_sizes(
     for unit in [*sorted(members), ALL]:
         where = members[unit] if unit != ALL else np.arange(len(data), dtype=np.intp)
         where = where[keep[where]]
+        draw = rng if unit != ALL else np.random.default_rng(options.seed)
         estimate, low, high = bootstrap_effect_size(pre[where], post[where],
-                                                    options.bootstrap_resamples, rng)
+                                                    options.bootstrap_resamples, draw)
         rows.append({"unit": unit, f"{instrument}_es_n": len(where),
                      f"{instrument}_effect_size": estimate, f"{instrument}_es_ci_low": low,
                      f"{instrument}_es_ci_high": high})
@@ -717,19 +723,25 @@ def _outliers(level: str, result: funnel.FunnelResult, shared: pd.DataFrame) -> 
         "level": level,
         "unit": units["unit"],
         "n": units["recovery_n"],
-        "rate": units["adjusted_rate"].astype(float),
+        "adjusted_rate": units["adjusted_rate"].astype(float),
         "z_score": hits["z_adjusted"].where(visible),
         "limit_hit": hits["limit_hit"],
     })
     return frame.loc[listed, list(OUTLIER_COLUMNS)].reset_index(drop=True)
 
 
-def _band(value: float, high: float, average: float, poor: float) -> str:
-    if value >= high:
+def _band(low: float, top: float, high: float, average: float, poor: float) -> str:
+    """The band the whole interval [low, top] lies in, by the same rule as recovery's
+    verdict (an interval, never the point estimate alone): ``high`` or ``above_average``
+    when it lies above ``high`` or ``average``, ``poor`` or ``below_average`` when below
+    ``poor`` or ``average``, else ``around_average`` (it holds the average threshold)."""
+    if low >= high:
         return "high"
-    if value >= average:
+    if low >= average:
         return "above_average"
-    return "below_average" if value >= poor else "poor"
+    if top < poor:
+        return "poor"
+    return "below_average" if top < average else "around_average"
 
 
 def _verdict(estimate: float, low: float, high: float, n: object, target: float) -> str:
@@ -754,13 +766,12 @@ def benchmarks(shared: pd.DataFrame, instruments: Sequence[str],
                      RECOVERY_TARGET_SOURCE])
         for name in (i for i in instruments if i in bands):
             es = float(record[f"{name}_effect_size"])
+            low, top = (float(record[f"{name}_es_ci_{end}"]) for end in ("low", "high"))
             n = record[f"{name}_es_n"]
-            label = (_band(es, *bands[name]) if not np.isnan(es)
+            label = (_band(low, top, *bands[name]) if not np.isnan(es)
                      else "suppressed" if isinstance(n, str) else "no data")
             rows.append([record["level"], record["unit"], f"{name}_effect_size", n, es,
-                         float(record[f"{name}_es_ci_low"]),
-                         float(record[f"{name}_es_ci_high"]), bands[name][1], label,
-                         EFFECT_SIZE_SOURCE])
+                         low, top, bands[name][1], label, EFFECT_SIZE_SOURCE])
     return pd.DataFrame(rows, columns=list(BENCHMARK_COLUMNS))
 
 

@@ -157,7 +157,7 @@ def _emit(output: StageOutput, args: argparse.Namespace, key: bytes, stage: str)
     path passes :func:`pipeline.io.inside`), and remove what the stage wrote last time but
     not now (an analysis now not estimable leaves no stale table)."""
     from pipeline import run_folder
-    from pipeline.figures import png_bytes
+    from pipeline.figures import png_bytes, svg_bytes
 
     written: list[Path] = []
     for name, table in output.tables.items():
@@ -166,6 +166,8 @@ def _emit(output: StageOutput, args: argparse.Namespace, key: bytes, stage: str)
     for name, figure in output.figures.items():
         written.append(io.write_bytes(png_bytes(figure),
                                       io.inside(args.out, "figures", f"{name}.png")))
+        written.append(io.write_bytes(svg_bytes(figure),
+                                      io.inside(args.out, "figures", f"{name}.svg")))
     written.append(io.write_text(json.dumps(list(output.messages), indent=2) + "\n",
                                  io.inside(args.out, "messages", f"{stage}.json")))
     run_folder.replace_stage_outputs(args.out, stage, written)
@@ -305,7 +307,7 @@ def _run_stages(args: argparse.Namespace, stages: Sequence[str], render: bool) -
     traceback in the log), and the others still run. Exit 0 when every analysis was done or
     not estimable, ``EXIT_ANALYSIS_FAILED`` when any failed.
     """
-    from pipeline import config, estimability, report
+    from pipeline import config, estimability, paper_export, report
     from pipeline import stages as stage_functions
     from pipeline.runlog import RunLog
 
@@ -361,6 +363,8 @@ def _run_stages(args: argparse.Namespace, stages: Sequence[str], render: bool) -
         with runlog.stage("report"):
             path = estimability.attempt("report", "report.html",
                                         lambda: report.write(args.out), records)
+            estimability.attempt("report", "paper tables",
+                                 lambda: paper_export.write(args.out), records)
         _write_analyses(args, records)
         _progress(total, total, "report", runlog.stages["report"]["seconds"])
         if path is not None:
@@ -482,6 +486,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_paper(args: argparse.Namespace) -> int:
+    """Write the tables for papers under OUT/paper: Table 1 (baseline characteristics by
+    format), outcomes by condition and format, the adjusted comparison, the growth model and
+    relapse, each as LaTeX (.tex) and as printed (.csv), and all five in tables.docx."""
+    from pipeline import paper_export, run_folder
+
+    if not (args.out / "validation" / "summary.json").exists():
+        raise UsageError(f"{args.out}: no outputs to build tables from; run the stages first")
+    with run_folder.locked(args.out):
+        try:
+            run_folder.check_consistent(args.out, io.read_json(args.out / "manifest.json"))
+        except run_folder.FolderInconsistentError as exc:
+            raise UsageError(str(exc)) from exc
+        paper_export.write(args.out)
+    print(f"tables for papers: {args.out / paper_export.FOLDER}/ ({paper_export.DOCX_NAME}, "
+          ".tex and .csv per table)")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- utilities
 
 
@@ -564,6 +587,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description=cmd_report.__doc__)
     p.add_argument("--out", type=_folder, required=True, help="output folder of a run")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("paper", help="write the tables for papers (LaTeX, Word) under "
+                       "OUT/paper from existing outputs", description=cmd_paper.__doc__)
+    p.add_argument("--out", type=_folder, required=True, help="output folder of a run")
+    p.set_defaults(func=cmd_paper)
 
     p = sub.add_parser("demo", help="write the synthetic demo cohort",
                        description=cmd_demo.__doc__)

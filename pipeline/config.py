@@ -236,6 +236,7 @@ class StudyConfig:
     comparison: Comparison = field(default_factory=Comparison)
     benchmarks: str | None = None
     suppress_below: int = 5
+    paper_size: Literal["A4", "letter"] = "A4"
     trajectories: Trajectories = field(default_factory=Trajectories)
     relapse: Relapse = field(default_factory=Relapse)
     audit: Audit = field(default_factory=Audit)
@@ -774,6 +775,7 @@ comparison:
   min_level_n: 20                   # rarer levels are pooled to avoid separation
 benchmarks: null                    # CSV of condition,outcome,rate,source (null: the example)
 suppress_below: 5                   # counts 1-4 shown as <5 in shared files
+paper_size: A4                      # the printed report: A4 or letter
 trajectories:                       # mixed-effects models of every observed score (MAR)
   instrument: null                  # null: the primary instrument
   time: weeks                       # weeks since start_date | session_number | log_weeks

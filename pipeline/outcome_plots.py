@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
 from pipeline.estimability import require
-from pipeline.figures import FORMAT_COLOURS, new_figure
+from pipeline.figures import FORMAT_COLOURS, GROUP_LABELS, new_figure
 from pipeline.findings import instrument_label
 from pipeline.outcome_tables import FLOW_STEPS
 
@@ -32,11 +32,18 @@ def flow_figure(counts: dict[str, int], labels: dict[str, str] | None = None) ->
     return figure
 
 
-def rates_figure(rates: pd.DataFrame, outcomes: tuple[tuple[str, str], ...]) -> Figure:
-    """Rates with 95% CIs by condition (rows) and format (colours), one panel per outcome.
+def _condition_label(code: str) -> str:
+    return "All conditions" if code == "all" else code.replace("_", " ").capitalize()
+
+
+def rates_figure(rates: pd.DataFrame, outcomes: tuple[tuple[str, str], ...],
+                 targets: dict[tuple[str, str], float] | None = None) -> Figure:
+    """Rates (%) with 95% CIs by condition (rows) and format (colours), one panel per
+    outcome, with each outcome's target (e.g. 50% recovery) drawn where one is given.
 
     ``rates`` is the ``response_rates`` table, already filtered to one population and
-    denominator; ``outcomes`` lists (instrument, outcome) pairs.
+    denominator; ``outcomes`` lists (instrument, outcome) pairs; ``targets`` maps a pair to
+    its target proportion.
     """
     shown = tuple((i, o) for i, o in outcomes
                   if ((rates["instrument"] == i) & (rates["outcome"] == o)).any())
@@ -52,18 +59,25 @@ def rates_figure(rates: pd.DataFrame, outcomes: tuple[tuple[str, str], ...]) -> 
         for k, fmt in enumerate(("individual", "group", "all")):
             part = cells[cells["format"] == fmt].set_index("condition").reindex(conditions)
             y = np.arange(len(conditions)) + (k - 1) * 0.25
-            rate = pd.to_numeric(part["rate"], errors="coerce").to_numpy(float)
-            low = pd.to_numeric(part["ci_low"], errors="coerce").to_numpy(float)
-            high = pd.to_numeric(part["ci_high"], errors="coerce").to_numpy(float)
+            rate = 100 * pd.to_numeric(part["rate"], errors="coerce").to_numpy(float)
+            low = 100 * pd.to_numeric(part["ci_low"], errors="coerce").to_numpy(float)
+            high = 100 * pd.to_numeric(part["ci_high"], errors="coerce").to_numpy(float)
             # a Wilson bound can sit a rounding error beyond the rate (2.8e-17 above 0%)
             below = np.clip(rate - low, 0.0, None)
             above = np.clip(high - rate, 0.0, None)
             axes.errorbar(rate, y, xerr=[below, above], fmt="o", ms=4,
-                          color=FORMAT_COLOURS[fmt], label=fmt, capsize=2)
-        axes.set_yticks(np.arange(len(conditions)), conditions)
+                          color=FORMAT_COLOURS[fmt], label=GROUP_LABELS[fmt], capsize=2)
+        target = (targets or {}).get((instrument, outcome))
+        if target is not None:
+            axes.axvline(100 * target, color="black", linestyle="--", linewidth=1)
+            axes.annotate(f"target {100 * target:.0f}%", (100 * target, 1.0),
+                          xycoords=("data", "axes fraction"), xytext=(3, -10),
+                          textcoords="offset points", fontsize=8)
+        axes.set_yticks(np.arange(len(conditions)), [_condition_label(c) for c in conditions])
         axes.invert_yaxis()
-        axes.set_xlim(0, 1)
-        axes.set_xlabel(f"{instrument} {outcome} rate (95% Wilson CI)")
+        axes.set_xlim(0, 100)
+        axes.set_xlabel(f"{instrument_label(instrument)} {outcome.replace('_', ' ')} (%), "
+                        "95% Wilson CI")
         axes.grid(axis="x", alpha=0.3)
     panels[0].legend(loc="lower right", fontsize=8)
     return figure
@@ -91,7 +105,7 @@ def headline_figure(rates: pd.DataFrame, benchmarks: pd.DataFrame | None,
         high = 100 * pd.to_numeric(part["ci_high"], errors="coerce").to_numpy(float)
         axes.errorbar(rate, y, xerr=[np.clip(rate - low, 0, None), np.clip(high - rate, 0, None)],
                       fmt="o", ms=4, color=FORMAT_COLOURS[fmt], capsize=2,
-                      label={"all": "both formats"}.get(fmt, f"{fmt} IPT"))
+                      label={"all": "Both formats"}.get(fmt, GROUP_LABELS[fmt]))
     if benchmarks is not None and not benchmarks.empty:
         marks = benchmarks[benchmarks["outcome"] == outcome]
         for row, condition in enumerate(conditions):
@@ -101,9 +115,7 @@ def headline_figure(rates: pd.DataFrame, benchmarks: pd.DataFrame | None,
                 axes.plot([x, x], [row - 0.4, row + 0.4], color="black", lw=2,
                           label="benchmark" if "benchmark" not in
                           axes.get_legend_handles_labels()[1] else None)
-    axes.set_yticks(np.arange(len(conditions)),
-                    [c.replace("_", " ").capitalize() if c != "all" else "All conditions"
-                     for c in conditions])
+    axes.set_yticks(np.arange(len(conditions)), [_condition_label(c) for c in conditions])
     axes.invert_yaxis()
     axes.set_xlim(0, 100)
     axes.set_xlabel(f"{instrument_label(instrument)} {outcome} (%), 95% Wilson CI")

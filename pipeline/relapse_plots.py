@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
 from data_schemas.vocab import CONDITIONS, FORMATS
+from pipeline.figures import GROUP_COLOURS, GROUP_LABELS
 
 __all__ = ["cif_figure", "forest_figure", "km_figure", "last_time_at_risk"]
 
@@ -92,7 +93,7 @@ def _turnbull_line(axes: Axes, turnbull: pd.DataFrame | None, variable: str, lab
                     & turnbull["relapse_free"].notna() & (turnbull["time_weeks"] <= stop)]
     if len(rows):
         axes.plot(rows["time_weeks"], rows["relapse_free"], linestyle="--", color=color,
-                  linewidth=1.2, label=f"{label} (Turnbull)")
+                  linewidth=1.2, label=f"{GROUP_LABELS.get(label, label)} (Turnbull)")
 
 
 def km_figure(cohort: pd.DataFrame, by: Sequence[str] = ("format", "maintenance"),
@@ -131,20 +132,20 @@ def km_figure(cohort: pd.DataFrame, by: Sequence[str] = ("format", "maintenance"
         axes = figure.add_subplot(1, len(panels), position)
         fitters = []
         for label, rows in _groups(cohort, variable):
-            fitter = KaplanMeierFitter(label=label)
+            fitter = KaplanMeierFitter(label=GROUP_LABELS.get(label, label))
             fitter.fit(rows["time_weeks"], rows["event"] == RELAPSE)
             fitters.append(fitter)
             stop = last_time_at_risk(rows["time_weeks"], min_at_risk)
             if stop is None or _hidden(shared_at_risk, variable, label):
                 continue
             fitter.plot_survival_function(ax=axes, ci_show=True, show_censors=False,
-                                          loc=slice(0.0, stop))
+                                          loc=slice(0.0, stop), color=GROUP_COLOURS.get(label))
             _turnbull_line(axes, turnbull, variable, label, stop,
                            axes.get_lines()[-1].get_color())
         axes.set(title=TITLES.get(variable, f"By {variable}"), xlabel="Weeks since end of "
                  "acute treatment", ylabel="Relapse-free", ylim=(0.0, 1.02),
-                 xlim=(0.0, ticks[-1]), xticks=ticks)
-        hidden = [label for label, _rows in _groups(cohort, variable)
+                 xlim=(0.0, max(ticks[-1], 1.0)), xticks=ticks)
+        hidden = [GROUP_LABELS.get(label, label) for label, _rows in _groups(cohort, variable)
                   if _hidden(shared_at_risk, variable, label)]
         if hidden:
             axes.text(0.5, 0.5, "Not drawn (a count of 1-4 is suppressed): "
@@ -182,7 +183,8 @@ def _at_risk_labels(axes: Axes, shared_at_risk: pd.DataFrame, variable: str,
                               & (shared_at_risk["stratum"].astype(str) == label)]
         shown = dict(zip(rows["time_weeks"].astype(float), rows["at_risk"], strict=True))
         y = -0.26 - 0.06 * row
-        axes.text(-0.06, y, label, transform=axes.transAxes, ha="right", va="top",
+        axes.text(-0.06, y, GROUP_LABELS.get(label, label), transform=axes.transAxes,
+                  ha="right", va="top",
                   fontsize="small")
         for tick in ticks:
             axes.text(tick, y, str(shown.get(float(tick), "")),

@@ -14,13 +14,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import jinja2
 import pandas as pd
 
 from pipeline import io
-from pipeline.findings import first_screen, percent
+from pipeline.findings import first_screen, instrument_label, percent
 from pipeline.trajectory_tables import observed_n_wide
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -34,7 +34,17 @@ SECTIONS = (
     ("relapse", "Relapse"),
     ("audit", "Clinic audit"),
     ("methods", "Methods"),
+    ("appendix", "Appendix: detail tables"),
 )
+#: Tables shown in the appendix, in full (up to :data:`APPENDIX_ROWS` rows).
+APPENDIX: Final = frozenset({"audit_sites", "audit_therapists", "audit_benchmarks"})
+#: Rows shown of a table in the body and in the appendix (the CSV has them all).
+BODY_ROWS: Final = 60
+APPENDIX_ROWS: Final = 400
+#: The printable width of a table (A4 or letter less the margins, at 8pt), in CSS pixels,
+#: and the width of one character of a cell; wider tables are printed in column blocks.
+PRINT_WIDTH: Final = 620
+CHAR_WIDTH: Final = 6.5
 #: One row per patient or per score: never shown in the report (privacy), and not read
 #: (at registry scale they hold millions of rows).
 PATIENT_LEVEL = frozenset({"patient_outcomes", "mixed_patient_fitted", "not_on_track",
@@ -118,6 +128,37 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+def _width(column: str, values: list[str]) -> float:
+    """A column's printed width: its longest cell or header word, plus padding."""
+    words = column.replace("_", " ").split() or [column]
+    longest = max([len(w) for w in words] + [len(v) for v in values])
+    return longest * CHAR_WIDTH + 10.0
+
+
+def column_blocks(frame: pd.DataFrame, width: float = PRINT_WIDTH) -> list[list[str]]:
+    """The columns of ``frame`` in blocks that each fit the printed page: the leading
+    label columns (text, up to two) are repeated in every block, the others fill blocks in
+    order until the next would not fit."""
+    cells = {c: [format_cell(v, c) for v in frame[c].tolist()] for c in frame.columns}
+    labels = []
+    for column in frame.columns[:2]:
+        if pd.api.types.is_numeric_dtype(pd.to_numeric(frame[column], errors="coerce")) and \
+                pd.to_numeric(frame[column], errors="coerce").notna().any():
+            break
+        labels.append(column)
+    used = sum(_width(c, cells[c]) for c in labels)
+    blocks: list[list[str]] = [[]]
+    room = used
+    for column in (c for c in frame.columns if c not in labels):
+        size = _width(column, cells[column])
+        if blocks[-1] and room + size > width:
+            blocks.append([])
+            room = used
+        blocks[-1].append(column)
+        room += size
+    return [[*labels, *block] for block in blocks if block] or [labels]
+
+
 #: The file a reader-friendly view is built from (the others are their own file).
 VIEW_SOURCES = {"rates_observed": "response_rates.csv", "rates_itt": "response_rates.csv",
                 "model_formulas": "mixed_*_diagnostics.csv",
@@ -126,8 +167,9 @@ VIEW_SOURCES = {"rates_observed": "response_rates.csv", "rates_itt": "response_r
 
 def _table_rows(frame: pd.DataFrame, name: str, limit: int | None = None) -> dict[str, Any]:
     shown = frame if limit is None else frame.head(limit)
-    return {"columns": list(shown.columns), "rows": shown.values.tolist(),
-            "truncated": len(frame) - len(shown),
+    blocks = [{"columns": columns, "rows": shown[columns].values.tolist()}
+              for columns in column_blocks(shown)]
+    return {"blocks": blocks, "truncated": len(frame) - len(shown),
             "source": VIEW_SOURCES.get(name, f"{name}.csv")}
 
 
@@ -193,6 +235,64 @@ def turnbull_view(turnbull: pd.DataFrame, horizons: list[float]) -> pd.DataFrame
         columns=["relapse_free_low", "relapse_free_high"], errors="ignore")
 
 
+def _estimate_text(row: pd.Series, estimate: str, low: str, high: str) -> str:
+    """``0.912 (0.801-1.02)`` for a ratio or effect size (a dash when blank)."""
+    if row.get(estimate, "") in ("", None):
+        return "suppressed" if str(row.get("suppressed", "")) == "True" else DASH
+    return (f"{format_cell(row[estimate])} ({format_cell(row[low])}{EN_DASH}"
+            f"{format_cell(row[high])})")
+
+
+UNIT_VIEW_COLUMNS: Final = frozenset({
+    "unit", "site_id", "referred", "finished_course", "recovery_rate", "recovery_ci_low",
+    "recovery_ci_high", "adjusted_rate", "adjusted_ci_low", "adjusted_ci_high", "oe_ratio",
+    "oe_ci_low", "oe_ci_high", "dropout_rate", "dropout_ci_low", "dropout_ci_high",
+    "dna_rate", "completeness"})
+BENCHMARK_VIEW_COLUMNS: Final = frozenset({"level", "unit", "measure", "n", "estimate",
+                                           "ci_low", "ci_high", "benchmark", "verdict"})
+
+
+def audit_unit_view(units: pd.DataFrame) -> pd.DataFrame:
+    """A site or therapist table with each estimate and its CI in one cell: the columns a
+    reader compares units on (the CSV keeps every count and interval)."""
+    rows = list(units.iterrows())
+    view: dict[str, Any] = {"unit": units["unit"]}
+    if (units.get("level", pd.Series(dtype=str)) == "therapist").any():
+        view["site"] = units["site_id"]
+    view.update({
+        "referred": units["referred"], "finished": units["finished_course"],
+        "recovery (95% CI)": [_rate_text(r, "recovery_rate", "recovery_ci_low",
+                                         "recovery_ci_high") for _, r in rows],
+        "adjusted recovery (95% CI)": [_rate_text(r, "adjusted_rate", "adjusted_ci_low",
+                                                  "adjusted_ci_high") for _, r in rows],
+        "observed / expected (95% CI)": [_estimate_text(r, "oe_ratio", "oe_ci_low",
+                                                        "oe_ci_high") for _, r in rows],
+    })
+    for instrument in ("phq9", "gad7"):
+        if f"{instrument}_effect_size" in units:
+            view[f"{instrument_label(instrument)} effect size (95% CI)"] = [
+                _estimate_text(r, f"{instrument}_effect_size", f"{instrument}_es_ci_low",
+                               f"{instrument}_es_ci_high") for _, r in rows]
+    view.update({
+        "dropout (95% CI)": [_rate_text(r, "dropout_rate", "dropout_ci_low",
+                                        "dropout_ci_high") for _, r in rows],
+        "did not attend": [percent(v) for v in units["dna_rate"]],
+        "paired scores": [percent(v) for v in units["completeness"]],
+    })
+    return pd.DataFrame(view)
+
+
+def audit_benchmark_view(table: pd.DataFrame) -> pd.DataFrame:
+    """Each unit against each benchmark: estimate with its CI in one cell."""
+    return pd.DataFrame({
+        "level": table["level"], "unit": table["unit"],
+        "measure": table["measure"].str.replace("_", " "), "n": table["n"],
+        "estimate (95% CI)": [_estimate_text(r, "estimate", "ci_low", "ci_high")
+                              for _, r in table.iterrows()],
+        "benchmark": table["benchmark"], "verdict": table["verdict"].str.replace("_", " "),
+    })
+
+
 def _views(tables: dict[str, pd.DataFrame], primary: str,
            horizons: list[float]) -> dict[str, pd.DataFrame]:
     """Reader-friendly versions of the widest tables (the CSVs keep every column)."""
@@ -201,9 +301,20 @@ def _views(tables: dict[str, pd.DataFrame], primary: str,
             ("phq9+gad7", "reliable_improvement"), ("phq9+gad7", "recovery"))
     if "response_rates" in tables:
         views["rates_observed"] = rates_view(tables["response_rates"], "observed", main)
-        views["rates_itt"] = rates_view(tables["response_rates"], "itt", main)
+        itt = rates_view(tables["response_rates"], "itt", main)
+        if itt.equals(views["rates_observed"]):
+            views["rates_itt_same"] = pd.DataFrame()  # a marker: the template says so
+        else:
+            views["rates_itt"] = itt
     if "attendance" in tables:
         views["attendance"] = attendance_view(tables["attendance"])
+    # the reader's views of tables with the audit's columns (any other table is shown as is)
+    for name in ("audit_sites", "audit_therapists"):
+        if name in tables and set(tables[name].columns) >= UNIT_VIEW_COLUMNS:
+            views[name] = audit_unit_view(tables[name])
+    if "audit_benchmarks" in tables and set(
+            tables["audit_benchmarks"].columns) >= BENCHMARK_VIEW_COLUMNS:
+        views["audit_benchmarks"] = audit_benchmark_view(tables["audit_benchmarks"])
     if "relapse_free_interval" in tables:
         views["relapse_free_interval"] = turnbull_view(
             tables["relapse_free_interval"], horizons)
@@ -235,7 +346,8 @@ def render(inputs: ReportInputs, title: str = "IPT outcomes report") -> str:
     config = inputs.manifest.get("config", {})
     primary = str(config.get("primary_instrument", "phq9"))
     horizons = [float(h) for h in config.get("relapse", {}).get("horizon_weeks", (26.0, 52.0))]
-    tables = {name: _table_rows(frame, name, limit=60)
+    tables = {name: _table_rows(frame, name,
+                                limit=APPENDIX_ROWS if name in APPENDIX else BODY_ROWS)
               for name, frame in _views(inputs.tables, primary, horizons).items()}
     return _environment().get_template("report.html.j2").render(
         title=title,
@@ -243,6 +355,8 @@ def render(inputs: ReportInputs, title: str = "IPT outcomes report") -> str:
         findings=first_screen(inputs.tables, main_population(inputs.tables.get("response_rates")),
                               primary),
         synthetic=inputs.manifest.get("seeds", {}).get("demo_generator") is not None,
+        paper=str(config.get("paper_size", "A4")),
+        appendix=sorted(APPENDIX),
         tables=tables,
         figures=inputs.figures,
         messages=inputs.messages,

@@ -33,7 +33,7 @@ INCOMPLETE = ".incomplete"
 OUTPUTS = ".outputs"
 #: What an analysis stage writes; ``validate`` clears it all (the analyses depend on it).
 DERIVED = ("tables", "audit", "figures", "messages", OUTPUTS, "report.html", "manifest.json",
-           "run.log")
+           "run.log", "paper")
 
 
 class OutputFolderError(Exception):

@@ -156,7 +156,9 @@ def _outcome_figures(counts: dict[str, int], labels: dict[str, str],
         figures["outcome_rates"] = attempt(
             "outcomes", "figure outcome_rates", lambda: outcome_plots.rates_figure(
                 observed, ((config.primary_instrument, "response"),
-                           (rate_functions.PAIRED_INSTRUMENT, "recovery"))), records)
+                           (rate_functions.PAIRED_INSTRUMENT, "recovery")),
+                {(rate_functions.PAIRED_INSTRUMENT, "recovery"):
+                 config.audit.recovery_target}), records)
         figures["headline"] = attempt(
             "outcomes", "figure headline", lambda: outcome_plots.headline_figure(
                 observed, benchmarks, config.primary_instrument), records)

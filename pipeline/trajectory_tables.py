@@ -17,13 +17,13 @@ r"""Tables that let a reader check the trajectory models (:mod:`pipeline.traject
     time points or groups, so no complementary suppression is needed.
 ``model_comparison``
     One row per fitted model, in the order of fitting (the configured built-in models, then
-    the custom ones): formula, rows, patients, log-likelihood, AIC, BIC, REML or ML,
-    convergence. AIC and BIC compare models only when the likelihoods are of the same data:
-    ML fits of the same outcome values on the same rows, or REML fits that also have the
-    same fixed effects (the REML likelihood is of residual contrasts that depend on the
-    fixed-effects design; Pinheiro and Bates 2000, sec. 2.4.2). ``comparable_group`` labels
-    the models whose AIC and BIC may be compared with each other; a model alone in its
-    group has it empty.
+    the custom ones): REML or ML, rows, patients, log-likelihood, AIC, BIC, convergence,
+    and the formula in lme4 notation. AIC and BIC compare models only when the likelihoods
+    are of the same data: ML fits of the same outcome values on the same rows, or REML fits
+    that also have the same fixed effects (the REML likelihood is of residual contrasts
+    that depend on the fixed-effects design; Pinheiro and Bates 2000, sec. 2.4.2).
+    ``comparable_group`` labels the models whose AIC and BIC may be compared with each
+    other; a model alone in its group has it empty.
 
 References
 ----------
@@ -48,9 +48,10 @@ __all__ = ["comparison_row", "model_comparison", "observed_means", "observed_n_w
 
 OBSERVED_COLUMNS: Final = ("condition", "format", "time_scale", "time_point", "n", "mean",
                            "sd", "ci_low", "ci_high", "suppressed")
-COMPARISON_COLUMNS: Final = ("model", "formula", "method", "n_obs", "n_patients", "loglik",
-                             "aic", "bic", "converged", "singular", "convergence_note",
-                             "comparable_group", "comparable_with")
+#: The formula last: a long text that a printed table would otherwise repeat in every block
+COMPARISON_COLUMNS: Final = ("model", "method", "n_obs", "n_patients", "loglik", "aic", "bic",
+                             "converged", "singular", "convergence_note", "comparable_group",
+                             "comparable_with", "formula")
 
 
 def time_bins(long: pd.DataFrame, time: str) -> pd.Series:

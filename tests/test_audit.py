@@ -235,12 +235,24 @@ def test_benchmark_verdicts_follow_intervals_and_bands(result: audit.AuditResult
                                   recovery["verdict"], strict=True):
         assert verdict == ("above" if low > 0.5 else "below" if high < 0.5 else "around")
     phq = table[(table["measure"] == "phq9_effect_size") & table["estimate"].notna()]
-    for estimate, verdict in zip(phq["estimate"].to_numpy(dtype=float), phq["verdict"],
-                                 strict=True):
-        assert verdict == ("high" if estimate >= 0.91 else "above_average" if estimate >= 0.73
-                           else "below_average" if estimate >= 0.46 else "poor")
+    for low, high, verdict in zip(phq["ci_low"].to_numpy(dtype=float),
+                                  phq["ci_high"].to_numpy(dtype=float), phq["verdict"],
+                                  strict=True):
+        # the interval decides, as for recovery (never the point estimate alone)
+        assert verdict == ("high" if low >= 0.91 else "above_average" if low >= 0.73
+                           else "poor" if high < 0.46 else "below_average" if high < 0.73
+                           else "around_average")
     tiny = table[(table["unit"] == TINY) & (table["measure"] == "recovery_rate")]
     assert tiny["verdict"].iloc[0] == "suppressed"
+
+
+def test_the_whole_service_is_one_number_in_both_unit_tables(
+        unsuppressed: audit.AuditResult) -> None:
+    sites = unsuppressed.tables["audit_sites"].set_index("unit")
+    therapists = unsuppressed.tables["audit_therapists"].set_index("unit")
+    if sites.loc["all", "phq9_es_n"] == therapists.loc["all", "phq9_es_n"]:
+        for column in ("phq9_effect_size", "phq9_es_ci_low", "phq9_es_ci_high"):
+            assert sites.loc["all", column] == therapists.loc["all", column], column
 
 
 def test_only_declared_columns(result: audit.AuditResult) -> None:

@@ -122,8 +122,10 @@ def _effect_sizes_loop(data: pd.DataFrame, units: pd.Series, instrument: str,
         member = paired & ((units == unit) if unit != audit.ALL else True)
         pre = data.loc[member, f"{instrument}_baseline"].to_numpy(dtype=float)
         post = data.loc[member, f"{instrument}_endpoint"].to_numpy(dtype=float)
+        # the whole service draws from a fresh generator (one number in both unit tables)
+        draw = rng if unit != audit.ALL else np.random.default_rng(options.seed)
         estimate, low, high = audit.bootstrap_effect_size(pre, post,
-                                                          options.bootstrap_resamples, rng)
+                                                          options.bootstrap_resamples, draw)
         rows.append({"unit": unit, f"{instrument}_es_n": int(member.sum()),
                      f"{instrument}_effect_size": estimate, f"{instrument}_es_ci_low": low,
                      f"{instrument}_es_ci_high": high})

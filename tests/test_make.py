@@ -24,10 +24,12 @@ def test_report_targets_only_redo_what_changed(tmp_path: Path) -> None:
     variables = [f"DATA={data}", f"OUT={out}", f"CONFIG={config}"]
     built = _make("report", *variables)
     assert built.returncode == 0, built.stderr[-3000:]
-    assert (out / "report.html").exists()
-    up_to_date = _make("-q", str(out / "report.html"), *variables)
+    assert (out / "report.html").exists() and (out / "paper" / "tables.docx").exists()
+    up_to_date = _make("-q", str(out / "report.html"), str(out / "paper" / "tables.docx"),
+                       *variables)
     assert up_to_date.returncode == 0, "a second make report would do work"
     config.write_text("suppress_below: 6\n")
     planned = _make("-n", "report", *variables).stdout
     assert "ipt-outcomes outcomes" in planned and "ipt-outcomes report" in planned
+    assert "ipt-outcomes paper" in planned
     assert "ipt-outcomes validate" in planned and "--config" in planned

@@ -136,3 +136,20 @@ def test_relapse_section_states_the_primary_estimate() -> None:
     assert "<td>52" in section
     # without a Kaplan-Meier table there is no cohort size to state: no sentence is guessed
     assert "Did it last?" not in html[:html.index('<section id="data">')]
+
+
+def test_an_itt_table_equal_to_the_observed_one_is_said_once() -> None:
+    observed = pd.DataFrame({
+        "population": "finished_course", "instrument": "phq9", "outcome": "response",
+        "denominator": "observed", "condition": ["all"], "format": ["all"], "n": ["40"],
+        "events": ["20"], "rate": ["0.5"], "ci_low": ["0.35"], "ci_high": ["0.65"],
+        "suppressed": ["False"]})
+    same = pd.concat([observed, observed.assign(denominator="itt")], ignore_index=True)
+    page = report.render(report.ReportInputs(tables={"response_rates": same}, figures={},
+                                             messages={}, validation={}, manifest={}))
+    assert "intention-to-treat rates equal the observed ones" in page
+    assert 'id="t-rates_itt"' not in page and 'id="t-rates_observed"' in page
+    differ = same.assign(n=["40", "44"], rate=["0.5", "0.4545"])
+    page = report.render(report.ReportInputs(tables={"response_rates": differ}, figures={},
+                                             messages={}, validation={}, manifest={}))
+    assert 'id="t-rates_itt"' in page and "equal the observed ones" not in page

@@ -74,8 +74,36 @@ def test_prints_to_a_sensible_pdf(rendered: Path) -> None:
     pdf = rendered / "report.pdf"
     _run([f"--print-to-pdf={pdf}", "--no-pdf-header-footer",
           (rendered / "out" / "report.html").as_uri()], rendered / "profile2")
-    pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf.read_bytes()))
+    data = pdf.read_bytes()
+    pages = len(re.findall(rb"/Type\s*/Page[^s]", data))
     assert 4 <= pages <= 60, pages
+    # A4 by default (paper_size), 595 x 842 points, on every page
+    boxes = {tuple(round(float(v)) for v in box.split()) for box in
+             re.findall(rb"/MediaBox\s*\[\s*([\d.\s]+)\]", data)}
+    assert boxes == {(0, 0, 595, 842)}, boxes
+
+
+WIDE = """<script>
+window.addEventListener('load', () => {
+  const edge = document.body.getBoundingClientRect().right + 1;
+  const wide = [...document.querySelectorAll('table, pre, img')]
+      .filter(e => e.getBoundingClientRect().right > edge).map(e => e.id || e.tagName);
+  document.body.setAttribute('data-wide', JSON.stringify(wide));
+});
+</script>"""
+
+
+def test_no_table_is_wider_than_the_printed_page(rendered: Path) -> None:
+    # the A4 text width (210 mm less 2 x 12 mm margins) at 96 dpi is 703 CSS pixels
+    page = (rendered / "out" / "report.html").read_text()
+    probe = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page)
+    probe_path = rendered / "wide.html"
+    probe_path.write_text(probe.replace("</body>", WIDE + "</body>"))
+    dom = _run(["--window-size=720,1000", "--virtual-time-budget=10000", "--dump-dom",
+                probe_path.as_uri()], rendered / "profile5")
+    match = re.search(r'data-wide="([^"]*)"', dom)
+    assert match, "the page did not finish loading"
+    assert json.loads(html.unescape(match.group(1))) == []
 
 
 FOLD = """<script>

@@ -74,12 +74,15 @@ def test_stages_run_on_different_configs_are_not_reported_together(
                  str(_config(tmp_path))]) == 0
     assert main(["report", "--out", str(out)]) == 2
     assert "different inputs or configurations" in capsys.readouterr().err
+    assert main(["paper", "--out", str(out)]) == 2
+    assert "different inputs or configurations" in capsys.readouterr().err
 
 
 def test_a_rerun_whose_validation_fails_leaves_no_earlier_report(
         small_demo: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["run", str(small_demo), "--out", str(out)]) == 0
+    assert (out / "paper" / "tables.docx").exists()  # `run` writes the tables for papers
     broken = tmp_path / "broken"
     broken.mkdir()
     for name in ("patients.csv", "sessions.csv", "followups.csv"):
@@ -93,7 +96,7 @@ def test_a_rerun_whose_validation_fails_leaves_no_earlier_report(
     (broken / "sessions.csv").write_text("\n".join([text[0], *map(",".join, rows)]) + "\n")
     assert main(["run", str(broken), "--out", str(out)]) == 1
     assert (out / "validation" / "failure_cases.csv").exists()
-    for stale in ("report.html", "manifest.json", "tables", "figures"):
+    for stale in ("report.html", "manifest.json", "tables", "figures", "paper"):
         assert not (out / stale).exists(), stale
     assert main(["report", "--out", str(out)]) == 0 or not (out / "report.html").exists()
 
