@@ -23,11 +23,13 @@ CORE := pipeline/io.py pipeline/clean.py pipeline/validate.py pipeline/cli.py \
         data_schemas/instruments.csv
 OUTCOME_CODE := pipeline/rates.py pipeline/outcome_tables.py pipeline/outcome_plots.py \
         pipeline/figures.py pipeline/findings.py
-MODEL_CODE := pipeline/trajectories.py pipeline/trajectory_plots.py pipeline/lme_formula.py \
+MODEL_CODE := pipeline/trajectories.py pipeline/trajectory_plots.py pipeline/trajectory_tables.py \
+        pipeline/lme_formula.py \
         pipeline/formula_grammar.py $(wildcard pipeline/engines/*.py)
 RELAPSE_CODE := pipeline/relapse.py pipeline/relapse_plots.py pipeline/relapse_interval.py
 AUDIT_CODE := $(wildcard pipeline/audit*.py pipeline/funnel.py)
 REPORT_CODE := pipeline/report.py pipeline/findings.py pipeline/manifest.py \
+        pipeline/trajectory_tables.py \
         $(wildcard pipeline/templates/*)
 PAPER_CODE := pipeline/paper_tables.py pipeline/paper_export.py pipeline/report.py
 

@@ -170,7 +170,11 @@ class Trajectories:
     models: tuple[str, ...] = ("growth", "phases", "problem_area", "completers",
                                "pattern_mixture")
     engine: Literal["auto", "statsmodels", "mixedlm"] = "auto"
-    contrast_week: float = 16.0
+    #: weeks (session numbers on the session scale) at which the format difference is
+    #: reported, one row per model and week
+    contrast_weeks: tuple[float, ...] = (16.0,)
+    #: deprecated: one week, read as ``contrast_weeks: [week]`` when the config is loaded
+    contrast_week: float | None = None
     custom: tuple[ModelSpec, ...] = ()
     max_patients: int | None = 250_000  # None: every patient, whatever the size
 
@@ -560,10 +564,32 @@ def _check(config: StudyConfig) -> StudyConfig:
         raise ConfigError("trajectories.max_patients: a whole number of at least 100, or null")
     if config.suppress_below < 1:
         raise ConfigError("suppress_below: at least 1")
-
+    config = _contrast_weeks(config)
     _check_lists(config)
     _check_ranges(config)
     return config
+
+
+def _contrast_weeks(config: StudyConfig) -> StudyConfig:
+    """``trajectories.contrast_weeks``: at least one week, each at least 0 and named once;
+    the deprecated single ``contrast_week`` is read as ``contrast_weeks: [week]``."""
+    settings = config.trajectories
+    weeks = settings.contrast_weeks
+    if settings.contrast_week is not None:
+        if weeks not in (Trajectories().contrast_weeks, (settings.contrast_week,)):
+            raise ConfigError("trajectories.contrast_week: deprecated; give the weeks in "
+                              "trajectories.contrast_weeks only")
+        weeks = (settings.contrast_week,)
+    if not weeks:
+        raise ConfigError("trajectories.contrast_weeks: at least one week, e.g. [16]")
+    for i, week in enumerate(weeks):
+        if week < 0:
+            raise ConfigError(f"trajectories.contrast_weeks[{i}]: a week (or session number) "
+                              f"of at least 0, got {week!r}")
+    if len(set(weeks)) < len(weeks):
+        raise ConfigError(f"trajectories.contrast_weeks: each week once, got {list(weeks)}")
+    return dataclasses.replace(config, trajectories=dataclasses.replace(
+        settings, contrast_weeks=tuple(float(w) for w in weeks), contrast_week=None))
 
 
 #: (key, value, smallest allowed, largest allowed); None: no bound on that side.
@@ -755,7 +781,9 @@ trajectories:                       # mixed-effects models of every observed sco
   time: weeks                       # weeks since start_date | session_number | log_weeks
   models: [growth, phases, problem_area, completers, pattern_mixture]
   engine: auto                      # auto | statsmodels | mixedlm
-  contrast_week: 16.0               # format difference reported at this week
+  contrast_weeks: [16.0]            # format difference (group - individual) reported at
+                                    # these weeks (session numbers on the session scale),
+                                    # e.g. [8, 16]: one row per model and week
   max_patients: 250000              # more patients: models fit a sample of this many
                                     # (null: all; ~12 GB per million patients, docs/SCALING.md)
   custom: []                        # your own lme4-style models, e.g.

@@ -21,6 +21,7 @@ import pandas as pd
 
 from pipeline import io
 from pipeline.findings import first_screen, instrument_label, percent
+from pipeline.trajectory_tables import observed_n_wide
 
 TEMPLATES = Path(__file__).parent / "templates"
 DASH, EN_DASH, MINUS = "\u2013", "\u2013", "\u2212"
@@ -160,7 +161,8 @@ def column_blocks(frame: pd.DataFrame, width: float = PRINT_WIDTH) -> list[list[
 
 #: The file a reader-friendly view is built from (the others are their own file).
 VIEW_SOURCES = {"rates_observed": "response_rates.csv", "rates_itt": "response_rates.csv",
-                "model_formulas": "mixed_*_diagnostics.csv"}
+                "model_formulas": "mixed_*_diagnostics.csv",
+                "mixed_observed_n": "mixed_observed_means.csv"}
 
 
 def _table_rows(frame: pd.DataFrame, name: str, limit: int | None = None) -> dict[str, Any]:
@@ -328,6 +330,8 @@ def _views(tables: dict[str, pd.DataFrame], primary: str,
     if "relapse_free_interval" in tables:
         views["relapse_free_interval"] = turnbull_view(
             tables["relapse_free_interval"], horizons)
+    if "mixed_observed_means" in tables:
+        views["mixed_observed_n"] = observed_n_wide(tables["mixed_observed_means"])
     formulas = []
     for name, frame in tables.items():
         if name.startswith("mixed_") and name.endswith("_diagnostics"):

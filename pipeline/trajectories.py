@@ -66,8 +66,8 @@ Model-based means by condition x format over time points 0..16 (weeks; session n
 when ``time`` is ``session_number``; weeks, entered as log(1 + weeks), for ``log_weeks``),
 with baseline covariates at their means (growth, completers, pattern mixture); slopes per
 time unit by format, averaged over the condition (and problem-area or pattern) distribution
-of the patients in the model; the format difference (group minus individual) at
-``contrast_week`` (a session number on the session scale), also divided by the SD of the
+of the patients in the model; the format difference (group minus individual) at each of
+``contrast_weeks`` (session numbers on the session scale), also divided by the SD of the
 baseline scores of the patients in the model (a standardised mean difference treating that
 SD as known; Feingold 2009); and for ``phases`` the slope of each phase by format.
 
@@ -90,7 +90,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -113,6 +113,7 @@ from pipeline.estimability import (
     require,
 )
 from pipeline.lme_formula import FormulaError, to_spec
+from pipeline.trajectory_tables import comparison_row, model_comparison, observed_means
 
 __all__ = ["TrajectoryResult", "analyse", "long_scores", "model_data", "model_spec",
            "sample_patients"]
@@ -151,10 +152,13 @@ class TrajectoryResult:
     tables : dict of str to DataFrame
         Written as ``OUT/tables/<key>.csv``: ``mixed_<model>_fixed``,
         ``mixed_<model>_variance``, ``mixed_<model>_diagnostics`` per model fitted, and
-        ``mixed_trajectories``, ``mixed_slopes``, ``mixed_format_difference``,
-        ``mixed_phase_slopes`` (with ``phases``) and ``mixed_patient_fitted``.
+        ``mixed_trajectories``, ``mixed_slopes``, ``mixed_format_difference`` (one row
+        per model and contrast week), ``mixed_phase_slopes`` (with ``phases``),
+        ``mixed_patient_fitted``, ``mixed_observed_means`` and ``mixed_model_comparison``
+        (:mod:`pipeline.trajectory_tables`).
     figures : dict of str to Figure
-        ``mixed_trajectories``: model-based mean curves with 95% bands.
+        ``mixed_trajectories``: model-based mean curves with 95% bands, and the observed
+        means with their 95% intervals.
     messages : tuple of str
         Non-convergence, boundary fits, dropped rows or terms.
     records : tuple of AnalysisRecord
@@ -598,23 +602,39 @@ def slope_table(model: str, fit: MixedFit, frame: pd.DataFrame, time: str) -> pd
 
 
 def format_difference(model: str, fit: MixedFit, frame: pd.DataFrame, time: str,
-                      week: float, baseline_sd: float) -> pd.DataFrame:
-    """Group minus individual at ``week``: points and standardised by the baseline SD."""
+                      weeks: Sequence[float], baseline_sd: float) -> pd.DataFrame:
+    r"""Group minus individual at each of ``weeks``: points and standardised by the
+    baseline SD.
+
+    Each row is a linear combination :math:`L\hat\beta` of the fixed effects (the mean of
+    group minus the mean of individual at that week, averaged over the condition
+    distribution of the patients in the model; see :func:`_combine`) with standard error
+    :math:`\sqrt{L V L^\top}`, :math:`V` the fixed-effects covariance matrix (plus the
+    pattern-share term in the pattern-mixture model), and a Wald 95% interval.
+
+    Returns
+    -------
+    DataFrame
+        One row per week, in the order given (empty when the data hold one format only).
+    """
     if not {"individual", "group"} <= set(_formats(frame)):
         return pd.DataFrame()
-    focal = {time: _time_value(week, time)}
-    group, individual = _means(fit, frame, [{**focal, "format": "group"},
-                                            {**focal, "format": "individual"}],
-                               _averaged_over(model))
-    row = _row(*_combine(fit, [(1.0, group), (-1.0, individual)]), model=model,
-               time_scale=time, time_point=week, contrast="group - individual")
-    row["baseline_sd"] = baseline_sd
-    for key in ("estimate", "ci_low", "ci_high"):
-        target = "effect_size" if key == "estimate" else f"effect_size_{key}"
-        value = row[key]
-        assert isinstance(value, float)
-        row[target] = value / baseline_sd if baseline_sd > 0 else np.nan
-    return pd.DataFrame([row])
+    focals: list[dict[str, object]] = [{time: _time_value(week, time), "format": fmt}
+              for week in weeks for fmt in ("group", "individual")]
+    means = _means(fit, frame, focals, _averaged_over(model))
+    rows = []
+    for i, week in enumerate(weeks):
+        group, individual = means[2 * i], means[2 * i + 1]
+        row = _row(*_combine(fit, [(1.0, group), (-1.0, individual)]), model=model,
+                   time_scale=time, time_point=float(week), contrast="group - individual")
+        row["baseline_sd"] = baseline_sd
+        for key in ("estimate", "ci_low", "ci_high"):
+            target = "effect_size" if key == "estimate" else f"effect_size_{key}"
+            value = row[key]
+            assert isinstance(value, float)
+            row[target] = value / baseline_sd if baseline_sd > 0 else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def phase_slopes(fit: MixedFit, frame: pd.DataFrame) -> pd.DataFrame:
@@ -630,10 +650,12 @@ def phase_slopes(fit: MixedFit, frame: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- fitting
 
 
-def _tables(name: str, fit: MixedFit) -> dict[str, pd.DataFrame]:
+def _tables(name: str, fit: MixedFit, rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The per-model tables and the model's row of the comparison table."""
     diagnostics = fit.diagnostics.assign(model=name, formula=fit.spec.lme4())
     return {f"mixed_{name}_fixed": fit.fixed, f"mixed_{name}_variance": fit.variance,
-            f"mixed_{name}_diagnostics": diagnostics}
+            f"mixed_{name}_diagnostics": diagnostics,
+            "mixed_model_comparison": comparison_row(name, fit, rows)}
 
 
 def _subset(model: str, frame: pd.DataFrame) -> pd.DataFrame:
@@ -672,7 +694,7 @@ class _Context:
     components: tuple[VarianceComponent, ...]
     time: str
     engine: str
-    week: float
+    weeks: tuple[float, ...]
     instrument: str
 
 
@@ -684,7 +706,7 @@ def _derived(model: str, fit: MixedFit, rows: pd.DataFrame, ctx: _Context
     baseline_sd = float(rows.drop_duplicates("patient_id")[column].std()) \
         if column in rows.columns else np.nan
     out = {"mixed_slopes": slope_table(model, fit, rows, ctx.time)}
-    difference = format_difference(model, fit, rows, ctx.time, ctx.week, baseline_sd)
+    difference = format_difference(model, fit, rows, ctx.time, ctx.weeks, baseline_sd)
     if not difference.empty:
         difference.insert(1, "instrument", ctx.instrument)
         out["mixed_format_difference"] = difference
@@ -717,7 +739,7 @@ def _fit_builtin(model: str, ctx: _Context, warm: engines.WarmStart | None
     rows = _subset(model, ctx.frame)
     spec = model_spec(model, ctx.time, ctx.covariates, ctx.components)
     fit = _fit_or_refuse(spec, rows, ctx.engine, warm)
-    tables = _tables(model, fit)
+    tables = _tables(model, fit, rows)
     tables.update(_derived(model, fit, rows, ctx))
     return tables, [f"{model}: {m}" for m in fit.messages], fit.warm_start or warm
 
@@ -751,7 +773,7 @@ def _fit_custom(model: ModelSpec, long_for: Callable[[str], pd.DataFrame], engin
     if model.exclude_baseline:
         data = data.loc[~data["is_baseline"] & (data["session_number"] > 0)]
     fit = _fit_or_refuse(spec, data, engine)
-    return _tables(model.name, fit), [f"{model.name}: {m}" for m in fit.messages]
+    return _tables(model.name, fit, data), [f"{model.name}: {m}" for m in fit.messages]
 
 
 def _merge(tables: dict[str, pd.DataFrame], new: dict[str, pd.DataFrame]) -> None:
@@ -788,8 +810,12 @@ def _builtin_models(patients: pd.DataFrame, sessions: pd.DataFrame,
     components, notes = random_structure(frame, settings.time)
     messages += notes
     ctx = _Context(frame, covariates, components, settings.time, engine,
-                   settings.contrast_week, instrument)
+                   settings.contrast_weeks, instrument)
     tables: dict[str, pd.DataFrame] = {}
+    observed = attempt(STAGE, "observed means", lambda: observed_means(
+        frame, settings.time, config.suppress_below), records)
+    if observed is not None:
+        tables["mixed_observed_means"] = observed
     warm: engines.WarmStart | None = None
     for model in settings.models:
         def one(model: str = model, warm: engines.WarmStart | None = warm
@@ -821,7 +847,8 @@ def analyse(patients: pd.DataFrame, sessions: pd.DataFrame, patient_outcomes: pd
         From :func:`pipeline.outcomes.derive`.
     config : StudyConfig
         ``config.trajectories`` picks the instrument, time scale, models, engine, contrast
-        week and custom models; ``config.populations.final_phase_start`` the phases.
+        weeks and custom models; ``config.suppress_below`` the small counts of the observed
+        means; ``config.populations.final_phase_start`` the phases.
     engine : str or None
         Overrides ``config.trajectories.engine`` (``auto``, ``statsmodels``, ``mixedlm``).
 
@@ -860,10 +887,13 @@ def analyse(patients: pd.DataFrame, sessions: pd.DataFrame, patient_outcomes: pd
         if done is not None:
             _merge(tables, done[0])
             messages += done[1]
+    if "mixed_model_comparison" in tables:
+        tables["mixed_model_comparison"] = model_comparison(tables["mixed_model_comparison"])
     figures = {}
     if "mixed_trajectories" in tables:
         figure = attempt(STAGE, "figure mixed_trajectories",
-                         lambda: trajectories_figure(tables["mixed_trajectories"], instrument),
+                         lambda: trajectories_figure(tables["mixed_trajectories"], instrument,
+                                                     tables.get("mixed_observed_means")),
                          records)
         if figure is not None:
             figures["mixed_trajectories"] = figure

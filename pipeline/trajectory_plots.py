@@ -3,8 +3,13 @@
 ``trajectories_figure`` draws the model-based mean score by format over time points 0..16,
 one panel per condition, with 95% confidence bands, from the ``mixed_trajectories`` table
 (growth model; the pattern-mixture means are dashed when present, to show how far MNAR
-dropout could move the curves). Figures are drawn on the non-interactive Agg canvas without
-pyplot's global state, so the same table gives the same picture; saving is the report's job.
+dropout could move the curves) and, when given, the observed mean score at each time point
+(``mixed_observed_means``) as points with 95% interval bars, so a reader sees where the
+model follows the data and where it relies on the missing-at-random assumption (late weeks
+hold the patients still attending). A point whose count is hidden (fewer patients than
+``suppress_below``: its mean is blanked in the table) is not drawn. Figures are drawn on the
+non-interactive Agg canvas without pyplot's global state, so the same table gives the same
+picture; saving is the report's job.
 """
 
 from __future__ import annotations
@@ -13,12 +18,18 @@ import math
 from typing import Final
 
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from data_schemas.vocab import CONDITIONS, FORMATS
 from pipeline.figures import FORMAT_COLOURS, new_figure
 
 __all__ = ["trajectories_figure"]
+
+#: Observed points of the two formats sit this far either side of the time point.
+DODGE: Final = 0.15
+OBSERVED_LABEL: Final = "observed mean (95% CI)"
 
 COLUMNS: Final = 4
 STYLES: Final = {"growth": "-", "pattern_mixture": "--", "completers": ":"}
@@ -33,16 +44,33 @@ def _ordered(values: pd.Series, vocabulary: tuple[str, ...]) -> list[str]:
     return [v for v in vocabulary if v in present] + sorted(present - set(vocabulary))
 
 
-def _panel(axes: object, table: pd.DataFrame, condition: str) -> None:
-    """Curves and bands of one condition."""
-    from matplotlib.axes import Axes
+def _observed(axes: Axes, observed: pd.DataFrame, condition: str) -> None:
+    """The observed means of one condition (rows with a blanked mean are not drawn)."""
+    cell = observed.loc[(observed["condition"].astype(str) == condition)]
+    means = pd.to_numeric(cell["mean"], errors="coerce")
+    cell = cell.loc[means.notna()]
+    for fmt, rows in cell.groupby("format", sort=False):
+        shift = {"individual": -DODGE, "group": DODGE}.get(str(fmt), 0.0)
+        x = pd.to_numeric(rows["time_point"]) + shift
+        y = pd.to_numeric(rows["mean"])
+        low = (y - pd.to_numeric(rows["ci_low"], errors="coerce")).fillna(0.0)
+        high = (pd.to_numeric(rows["ci_high"], errors="coerce") - y).fillna(0.0)
+        axes.errorbar(x, y, yerr=[low.to_numpy(), high.to_numpy()], fmt="o", markersize=2.5,
+                      color=FORMAT_COLOURS.get(str(fmt), "#444444"), elinewidth=0.8,
+                      capsize=0, alpha=0.9, zorder=3)
 
+
+def _panel(axes: object, table: pd.DataFrame, condition: str,
+           observed: pd.DataFrame | None = None) -> None:
+    """Curves and bands of one condition, with its observed means."""
     assert isinstance(axes, Axes)
+    if observed is not None:
+        _observed(axes, observed, condition)
     cell = table.loc[table["condition"] == condition]
     for (model, fmt), rows in cell.groupby(["model", "format"], sort=False):
         rows = rows.sort_values("time_point")
         colour = FORMAT_COLOURS.get(str(fmt), "#444444")
-        label = f"{fmt}" if model == "growth" else f"{fmt} ({str(model).replace('_', ' ')})"
+        label = f"{fmt} ({str(model).replace('_', ' ')} model)"
         axes.plot(rows["time_point"], rows["estimate"], STYLES.get(str(model), "-"),
                   color=colour, label=label, linewidth=1.5)
         if model == "growth":
@@ -54,8 +82,10 @@ def _panel(axes: object, table: pd.DataFrame, condition: str) -> None:
 
 
 def trajectories_figure(table: pd.DataFrame, instrument: str,
+                        observed: pd.DataFrame | None = None,
                         models: tuple[str, ...] = ("growth", "pattern_mixture")) -> Figure:
-    """Model-based mean trajectories by condition and format with 95% bands.
+    """Model-based mean trajectories by condition and format with 95% bands, and the
+    observed means.
 
     Parameters
     ----------
@@ -64,6 +94,9 @@ def trajectories_figure(table: pd.DataFrame, instrument: str,
         ci_low, ci_high).
     instrument : str
         Score name for the y-axis.
+    observed : DataFrame or None
+        ``mixed_observed_means`` (condition, format, time_point, mean, ci_low, ci_high;
+        suppressed rows have no mean and are not drawn).
     models : tuple of str
         Models to draw (growth with bands; others as lines only).
 
@@ -79,7 +112,7 @@ def trajectories_figure(table: pd.DataFrame, instrument: str,
     grid = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
     for k, axes in enumerate(grid.flat):
         if k < len(conditions):
-            _panel(axes, shown, conditions[k])
+            _panel(axes, shown, conditions[k], observed)
             if k + columns >= len(conditions):  # no panel below: label the x axis here
                 axes.tick_params(labelbottom=True)
         else:
@@ -87,10 +120,15 @@ def trajectories_figure(table: pd.DataFrame, instrument: str,
     scale = str(shown["time_scale"].iloc[0]) if not shown.empty else "weeks"
     figure.supxlabel(AXIS_LABELS.get(scale, scale), fontsize=9)
     name = INSTRUMENT_NAMES.get(instrument, instrument)
-    figure.supylabel(f"model-based mean {name} (95% CI)", fontsize=9)
+    figure.supylabel(f"mean {name} (95% CI)", fontsize=9)
     handles, labels = grid.flat[0].get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: _rank(labels[i]))
-    figure.legend([handles[i] for i in order], [labels[i] for i in order],
+    handles, labels = [handles[i] for i in order], [labels[i] for i in order]
+    if observed is not None and not observed.empty:
+        handles.append(Line2D([], [], marker="o", linestyle="", markersize=3,
+                              color="#444444"))
+        labels.append(OBSERVED_LABEL)
+    figure.legend(handles, labels,
                   loc="outside upper center", ncols=max(1, len(labels)), fontsize=8,
                   frameon=False)
     return figure

@@ -335,3 +335,26 @@ def test_declared_instrument_can_be_primary() -> None:
     c = config.from_mapping({"primary_instrument": "own", "instruments": {"own": {
         "min": 0, "max": 10, "direction": "lower_is_better", "reliable_change": 2}}})
     assert c.primary_instrument == "own"
+
+
+def test_contrast_weeks() -> None:
+    assert config.from_mapping(None).trajectories.contrast_weeks == (16.0,)
+    weeks = config.from_mapping({"trajectories": {"contrast_weeks": [8, 16]}})
+    assert weeks.trajectories.contrast_weeks == (8.0, 16.0)
+    # the single contrast_week of older configs is still read, as one contrast week
+    legacy = config.from_mapping({"trajectories": {"contrast_week": 12}}).trajectories
+    assert (legacy.contrast_weeks, legacy.contrast_week) == ((12.0,), None)
+    assert "contrast_weeks: [16.0]" in config.EXAMPLE
+
+
+@pytest.mark.parametrize(("weeks", "message"), [
+    ({"contrast_weeks": []}, "contrast_weeks: at least one week"),
+    ({"contrast_weeks": [8, -1]}, r"contrast_weeks\[1\]: a week .* at least 0"),
+    ({"contrast_weeks": [8, 8.0]}, "contrast_weeks: each week once"),
+    ({"contrast_weeks": ["eight"]}, r"contrast_weeks\[0\]: expected a number"),
+    ({"contrast_weeks": 16}, "contrast_weeks: expected a list"),
+    ({"contrast_weeks": [8], "contrast_week": 12}, "contrast_week: deprecated"),
+])
+def test_bad_contrast_weeks_name_the_key(weeks: dict[str, object], message: str) -> None:
+    with pytest.raises(config.ConfigError, match=message):
+        config.from_mapping({"trajectories": weeks})

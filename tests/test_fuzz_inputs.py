@@ -363,7 +363,8 @@ CONFIG_KEYS: list[tuple[str, ...]] = [
     ("comparison", "outcome"), ("comparison", "cluster"), ("comparison", "covariates"),
     ("comparison", "min_level_n"), ("benchmarks",), ("suppress_below",),
     ("trajectories", "instrument"), ("trajectories", "time"), ("trajectories", "models"),
-    ("trajectories", "engine"), ("trajectories", "contrast_week"), ("trajectories", "custom"),
+    ("trajectories", "engine"), ("trajectories", "contrast_week"),
+    ("trajectories", "contrast_weeks"), ("trajectories", "custom"),
     ("trajectories", "max_patients"), ("relapse", "at_risk"), ("relapse", "instrument"),
     ("relapse", "threshold"), ("relapse", "cluster"), ("relapse", "horizon_weeks"),
     ("relapse", "rmst_weeks"), ("relapse", "min_events_per_parameter"),
@@ -484,7 +485,7 @@ def test_hostile_yaml_documents_get_a_message(document: str,
     # once exit 4 (audit/units: zero bootstrap resamples); now refused at loading, exit 2
     "populations: {finished_course_min_sessions: -5}\naudit: {bootstrap_resamples: 0}\n",
     "relapse: {horizon_weeks: [1.0e9], rmst_weeks: 1.0e-9, min_events_per_parameter: 0}\n"
-    "trajectories: {contrast_week: -100}\nsuppress_below: 1000000000\n",
+    "trajectories: {contrast_weeks: [0, 1.0e6]}\nsuppress_below: 1000000000\n",
 ])
 def test_loadable_odd_configs_do_not_break_the_analyses(
         document: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -171,7 +171,8 @@ def test_tables_present(result: TrajectoryResult) -> None:
                                                 "pattern_mixture")
                  for kind in ("fixed", "variance", "diagnostics")}
     shared = {"mixed_trajectories", "mixed_slopes", "mixed_format_difference",
-              "mixed_phase_slopes", "mixed_patient_fitted"}
+              "mixed_phase_slopes", "mixed_patient_fitted", "mixed_observed_means",
+              "mixed_model_comparison"}
     assert set(result.tables) == per_model | shared
     diagnostics = result.tables["mixed_growth_diagnostics"].iloc[0]
     assert diagnostics["engine"] == "mixedlm" and diagnostics["converged"]
@@ -286,7 +287,8 @@ def test_figure_is_deterministic(result: TrajectoryResult) -> None:
 
     figure = result.figures["mixed_trajectories"]
     assert isinstance(figure, Figure)
-    again = trajectories_figure(result.tables["mixed_trajectories"], "phq9")
+    again = trajectories_figure(result.tables["mixed_trajectories"], "phq9",
+                                result.tables["mixed_observed_means"])
     assert png_bytes(figure) == png_bytes(again)
 
 
@@ -367,6 +369,10 @@ def test_individual_only_cohort_on_the_session_scale() -> None:
     table = out.tables["mixed_trajectories"]
     assert set(table["time_scale"]) == {"session_number"} and set(table["format"]) == {
         "individual"}
+    observed = out.tables["mixed_observed_means"]  # by session number, session 0 included
+    assert set(observed["time_scale"]) == {"session_number"}
+    assert set(observed["time_point"]) <= set(range(17)) and 0.0 in set(observed["time_point"])
+    assert out.tables["mixed_model_comparison"]["model"].tolist() == ["growth", "phases"]
     with pytest.raises(ValueError, match="unknown engine"):
         trajectories.analyse(cohort.patients, cohort.sessions, po, cfg, engine="lme4")
 
