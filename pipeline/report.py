@@ -340,7 +340,14 @@ def _views(tables: dict[str, pd.DataFrame], primary: str,
                 formulas.append(pd.DataFrame({"model": name[6:-12], "formula": frame["formula"]}))
             views[name] = frame.drop(columns=["warnings", "formula", "model"], errors="ignore")
     if formulas:
-        views["model_formulas"] = pd.concat(formulas, ignore_index=True)
+        # in the order of the model comparison (the config's), not the files' names
+        order = list(tables.get("mixed_model_comparison", pd.DataFrame({"model": []}))["model"])
+
+        def rank(frame: pd.DataFrame) -> tuple[int, str]:
+            model = str(frame["model"].iloc[0])
+            return (order.index(model) if model in order else len(order), model)
+
+        views["model_formulas"] = pd.concat(sorted(formulas, key=rank), ignore_index=True)
     return views
 
 

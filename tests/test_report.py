@@ -153,3 +153,16 @@ def test_an_itt_table_equal_to_the_observed_one_is_said_once() -> None:
     page = report.render(report.ReportInputs(tables={"response_rates": differ}, figures={},
                                              messages={}, validation={}, manifest={}))
     assert 'id="t-rates_itt"' in page and "equal the observed ones" not in page
+
+
+def test_model_formulas_follow_the_model_comparison_order() -> None:
+    def diagnostics(model: str) -> pd.DataFrame:
+        return pd.DataFrame({"model": [model], "formula": [f"phq9 ~ {model}"], "aic": ["1"]})
+
+    tables = {"mixed_completers_diagnostics": diagnostics("completers"),
+              "mixed_growth_diagnostics": diagnostics("growth"),
+              "mixed_model_comparison": pd.DataFrame({"model": ["growth", "completers"]})}
+    page = report.render(report.ReportInputs(tables=tables, figures={}, messages={},
+                                             validation={}, manifest={}))
+    methods = page[page.index('<section id="methods">'):]
+    assert methods.index("phq9 ~ growth") < methods.index("phq9 ~ completers")
