@@ -332,7 +332,7 @@ def _views(tables: dict[str, pd.DataFrame], primary: str,
             tables["relapse_free_interval"], horizons)
     if "mixed_observed_means" in tables:
         views["mixed_observed_n"] = observed_n_wide(tables["mixed_observed_means"])
-    formulas = []
+    formulas: list[pd.DataFrame] = []
     for name, frame in tables.items():
         if name.startswith("mixed_") and name.endswith("_diagnostics"):
             # warnings are shown as notes above the tables, formulas in the methods
