@@ -347,7 +347,9 @@ def _views(tables: dict[str, pd.DataFrame], primary: str,
             model = str(frame["model"].iloc[0])
             return (order.index(model) if model in order else len(order), model)
 
-        views["model_formulas"] = pd.concat(sorted(formulas, key=rank), ignore_index=True)
+        positions = sorted(range(len(formulas)), key=lambda i: rank(formulas[i]))
+        views["model_formulas"] = pd.concat([formulas[i] for i in positions],
+                                            ignore_index=True)
     return views
 
 
