@@ -684,14 +684,20 @@ def _relapse_tables() -> dict[str, pa.DataFrameSchema]:
         }),
         "relapse_rmst": schema("relapse_rmst", (
             "Restricted mean survival time (relapse-free weeks up to tau) per group."), {
-            "variable": text(STRATUM_VARIABLE), "group": text(STRATUM),
+            "variable": text(STRATUM_VARIABLE),
+            "group": text(STRATUM + " A row `<level> - <reference>` (e.g. `group - "
+                          "individual`) holds the difference between two levels."),
             "n": shared_count(N_COHORT), "events": shared_count(EVENTS),
             "tau_weeks": number("Restriction time tau in weeks.", ge=0, nullable=False),
-            "rmst": number("Restricted mean relapse-free time in weeks.", ge=0),
-            "se": number("Standard error of the RMST.", ge=0),
+            "rmst": number("Restricted mean relapse-free time to tau, in weeks (>= 0), or "
+                           "the difference of two groups' RMST on a difference row."),
+            "se": number("Standard error of the RMST (of the difference: sqrt(Var_1 + "
+                         "Var_0)).", ge=0),
             "ci_low": number(CI_LOW), "ci_high": number(CI_HIGH),
             "suppressed": flag(SUPPRESSED),
-        }, [ordered("rmst", "ci_low", "ci_high")]),
+        }, [ordered("rmst", "ci_low", "ci_high"),
+            pa.Check(_rmst_nonnegative, name="rmst_nonnegative",
+                     error="an RMST (not a difference) is >= 0")]),
         "relapse_cif": schema("relapse_cif", (
             "Cumulative incidence of relapse with other exits as competing events "
             "(Aalen-Johansen); the at-risk and competing counts are left out of the shared "
@@ -718,6 +724,12 @@ def _relapse_tables() -> dict[str, pa.DataFrameSchema]:
     }
     tables.update(_relapse_models())
     return tables
+
+
+def _rmst_nonnegative(frame: pd.DataFrame) -> pd.Series:
+    """An RMST is >= 0; only a difference row (``a - b``) may be negative."""
+    difference = frame["group"].astype(str).str.contains(" - ", regex=False)
+    return difference | frame["rmst"].isna() | (frame["rmst"] >= 0)
 
 
 def _relapse_models() -> dict[str, pa.DataFrameSchema]:
