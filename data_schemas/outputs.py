@@ -1017,3 +1017,20 @@ def undocumented_columns() -> list[str]:
     """``table.column`` of every contract column without a description (should be none)."""
     return [f"{table}.{column}" for table, contract in OUTPUT_CONTRACTS.items()
             for column, spec in contract.columns.items() if not spec.description]
+
+
+#: How a regular-expression column name is shown to a reader, fragment by fragment.
+_SHOWN: Final = (
+    (r"[a-z][a-z0-9_]*(?<!_pct)(?<!^reliable)_", "<instrument>_"),
+    (r"[a-z][a-z0-9_]*_", "<instrument>_"), (r"residual_[a-z0-9_]+", "residual_<instrument>"),
+    (r"\d+w", "<weeks>w"), ("^", ""), ("$", ""),
+)
+
+
+def display_name(name: str, column: pa.Column) -> str:
+    """A column's name as a reader sees it: ``<instrument>_baseline`` for a pattern."""
+    if not column.regex:
+        return name
+    for pattern, shown in _SHOWN:
+        name = name.replace(pattern, shown)
+    return name
