@@ -319,12 +319,16 @@ def _outcome_tables() -> dict[str, pa.DataFrameSchema]:
             "sessions_attended_mean": number("Mean attended treatment sessions per "
                                              "patient.", ge=0),
             "sessions_attended_ci_low": number("Lower bound of the 95% t interval of the "
-                                               "mean."),
+                                               "mean (mean -/+ t(0.975, k-1) s / "
+                                               "sqrt(k) over k patients)."),
             "sessions_attended_ci_high": number("Upper bound of the 95% t interval of the "
                                                 "mean."),
-            "dna_rate": rate("Did-not-attend sessions / scheduled treatment sessions."),
-            "dna_ci_low": rate("Lower bound of the 95% interval of the DNA rate."),
-            "dna_ci_high": rate("Upper bound of the 95% interval of the DNA rate."),
+            "dna_rate": rate("sum(sessions_did_not_attend) / sum(sessions_scheduled) over "
+                             "the patients (treatment sessions)."),
+            "dna_ci_low": rate("Lower bound of the 95% Wilson interval of the DNA rate "
+                               "(sessions are clustered within patients, so it is too "
+                               "narrow: a lower bound on the uncertainty)."),
+            "dna_ci_high": rate("Upper bound of the 95% Wilson interval of the DNA rate."),
             "dropouts": shared_count("Patients who dropped out (`dropout` in "
                                      "`patient_outcomes`)."),
             "dropout_rate": rate("dropouts / patients."),
@@ -358,8 +362,10 @@ def _outcome_tables() -> dict[str, pa.DataFrameSchema]:
             "suppressed": flag(SUPPRESSED),
         }),
         "response_models": schema("response_models", (
-            "Logistic regression (GEE, exchangeable within site) of response in the main "
-            "population on condition, format and covariates: odds ratios."), {
+            "Population-averaged logistic model (GEE, Liang and Zeger 1986; exchangeable "
+            "working correlation within therapy groups, or therapists for individual "
+            "patients; robust standard errors) of response in the main population on "
+            "condition, format and covariates: odds ratios."), {
             "term": text("Model term (`Intercept`, `condition[adjustment]`, ...)."),
             "odds_ratio": number("exp(coefficient): the odds ratio of the term.", ge=0),
             "ci_low": number("Lower bound of the 95% interval of the odds ratio.", ge=0),
@@ -367,13 +373,15 @@ def _outcome_tables() -> dict[str, pa.DataFrameSchema]:
             "p_value": p_value(),
         }, [ordered("odds_ratio", "ci_low", "ci_high")]),
         "response_standardised": schema("response_standardised", (
-            "Response rates by format standardised to the case mix of all patients (g-"
-            "computation from the response model) and their difference."), {
+            "Response rates by format standardised to the case mix of all patients "
+            "(g-computation from the `response_models` GEE: everyone individual, everyone "
+            "in a group) and their difference; intervals by the delta method with the "
+            "robust covariance."), {
             "quantity": text("`rate_<format>` (standardised rate) or `risk_difference` "
                              "(group minus individual)."),
             "estimate": number("The standardised rate, or the risk difference.",
                                ge=-1, le=1),
-            "ci_low": number(CI_LOW + " (bootstrap or delta method)", ge=-1, le=1),
+            "ci_low": number(CI_LOW, ge=-1, le=1),
             "ci_high": number(CI_HIGH, ge=-1, le=1),
         }, [ordered("estimate", "ci_low", "ci_high")]),
     }
@@ -395,13 +403,19 @@ def _patient_outcomes() -> pa.DataFrameSchema:
         "sessions_attended": "Treatment sessions attended.",
         "sessions_did_not_attend": "Treatment sessions not attended (DNA).",
         "attendance_rate": "sessions_attended / sessions_scheduled.",
-        "ended": "Treatment has ended (an end date or end reason).",
-        "dropout": "Ended without completing (end reason `dropped_out` or equivalent).",
+        "ended": "Treatment has ended: an end date and an end reason other than "
+                 "`ongoing`.",
+        "dropout": "Started, ended before the final phase without completing, and either "
+                   "the end reason is `dropped_out` or a gap of more than "
+                   "`populations.dropout_gap_weeks` (default 4) weeks between attended "
+                   "sessions or before the end date.",
         "started": "At least one attended treatment session.",
-        "finished_course": "Ended after at least two attended treatment sessions (NHS "
-                           "Talking Therapies).",
-        "completers": "Attended the planned course (`populations.completers` in the "
-                      "config).",
+        "finished_course": "Ended after at least `populations."
+                           "finished_course_min_sessions` (default 2) attended treatment "
+                           "sessions (NHS Talking Therapies).",
+        "completers": "Started and reached the final phase (`populations."
+                      "final_phase_start`) or attended at least `populations."
+                      "completer_min_sessions` (default 12) treatment sessions.",
         "randomised": "Trial only: every patient (intention to treat).",
         "assessed": "Trial only: a post-baseline assessment of the primary instrument.",
         "caseness_at_start": "PHQ-9 >= 10 and/or GAD-7 >= 8 at baseline (blank: not "
@@ -635,14 +649,16 @@ def _relapse_tables() -> dict[str, pa.DataFrameSchema]:
                 "End-of-treatment score of the instrument (`residual_<instrument>`): "
                 "residual symptoms.", name=r"^residual_[a-z0-9_]+$"),
             "maintenance": flag("Offered maintenance IPT.", nullable=True, required=False),
-            "time_weeks": number("Weeks from the end of acute treatment to relapse or "
-                                 "censoring.", ge=0, nullable=False),
-            "event": count("1 = relapse, 0 = censored (2 = competing event where "
-                           "recorded)."),
+            "time_weeks": number("Weeks from the origin (the last attended acute-phase "
+                                 "session) to relapse, competing event or censoring.",
+                                 ge=0, nullable=False),
+            "event": count("1 = relapse, 2 = competing event (died, other treatment), "
+                           "0 = censored at the last relapse-free follow-up."),
         }, strict=False),
         "relapse_km": schema("relapse_km", (
-            "Kaplan-Meier estimates per stratum: median relapse-free time and the "
-            "relapse-free proportion at the configured horizons."), {
+            "Kaplan-Meier estimates per stratum (competing events censored): median "
+            "relapse-free time and the relapse-free proportion at the horizons "
+            "(`relapse.horizon_weeks`)."), {
             "stratum_variable": text(STRATUM_VARIABLE), "stratum": text(STRATUM),
             "n": shared_count(N_COHORT), "events": shared_count(EVENTS),
             "median_weeks": number("Median relapse-free time in weeks (blank: not "
@@ -806,9 +822,9 @@ def _unit_columns() -> dict[str, pa.Column]:
         "es_n": shared_count("Finished courses with paired scores on the instrument "
                              "(`<instrument>_es_n`).", name=ES_PATTERN.format(
                                  suffix="es_n")),
-        "effect_size": number("Pre-post effect size (mean change / SD of baseline "
-                              "scores) on the instrument, as Delgadillo et al. "
-                              "(`<instrument>_effect_size`).",
+        "effect_size": number("Pre-post effect size on the instrument: (mean baseline - "
+                              "mean end score) / SD of baseline scores, positive = "
+                              "improvement (Delgadillo et al.).",
                               name=ES_PATTERN.format(suffix="effect_size")),
         "es_ci_low": number("Lower bound of the effect size's 95% bootstrap interval.",
                             name=ES_PATTERN.format(suffix="es_ci_low")),
@@ -869,8 +885,9 @@ def _audit_tables() -> dict[str, pa.DataFrameSchema]:
                                     ge=0),
             "z_score": number("Standardised distance from the overall rate (over-dispersion "
                               "adjusted where applied)."),
-            "limit_hit": text("Limit crossed: `above_95`, `below_95`, `above_998`, "
-                              "`below_998` (Spiegelhalter 2005), or `too_small`."),
+            "limit_hit": text("Widest control limit crossed: `above_95`, `below_95`, "
+                              "`above_99.8`, `below_99.8` (Spiegelhalter 2005), or "
+                              "`too_small` (not placed on the funnel)."),
         }),
         "audit_benchmarks": schema("audit_benchmarks", (
             "Each unit's recovery rate against the national standard and its effect sizes "
@@ -907,10 +924,13 @@ def _audit_tables() -> dict[str, pa.DataFrameSchema]:
             "therapist_id": text("Therapist id.", nullable=True),
             "session_number": integer("Session of the latest score."),
             "score": number("Latest score of the primary instrument."),
-            "expected": number("Expected score at that session (the service's recovery "
-                               "curve)."),
-            "upper_bound": number("Upper bound of the expected band."),
-            "sessions_remaining": integer("Planned sessions left."),
+            "expected": number("Expected score at that week given the baseline, from the "
+                               "service's expected recovery curve (mixed model; Finch, "
+                               "Lambert and Schaalje 2001)."),
+            "upper_bound": number("Upper bound of the curve's two-sided prediction band "
+                                  "(default 90%, `audit.prediction_level`)."),
+            "sessions_remaining": count("Planned sessions (`audit.planned_sessions`) minus "
+                                        "session_number, at least 0."),
             "flagged": flag("score > upper_bound: not on track."),
         }),
     }
