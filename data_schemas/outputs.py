@@ -395,7 +395,8 @@ def _patient_outcomes() -> pa.DataFrameSchema:
         "site_id": "Site id from the patients table.",
         "therapist_id": "Therapist id (pseudonymised with `--pseudonymise-therapists`).",
         "group_id": "Therapy group id (group format), blank otherwise.",
-        "condition": "Condition code from the patients table.",
+        "condition": "Condition code from the patients table (built-in or declared by "
+                     "the study config).",
         "format": "Treatment format (`individual`, `group`).",
         "problem_area": "IPT problem area (grief, role disputes, role transitions, "
                         "interpersonal deficits).",
@@ -432,9 +433,12 @@ def _patient_outcomes() -> pa.DataFrameSchema:
              "boolean": "flag"}
     columns: dict[str, pa.Column] = {}
     for name, column in fixed.columns.items():
+        # read back from CSV a yes/no column with gaps is object: coerce to nullable boolean
         dtype = "boolean" if str(column.dtype) == "bool" else column.dtype
+        # a study may declare its own conditions (the input contract is extended per study)
+        checks = [] if name == "condition" else column.checks
         columns[name] = pa.Column(
-            dtype, column.checks, nullable=column.nullable, required=column.required,
+            dtype, checks, nullable=column.nullable, required=column.required,
             unique=column.unique, description=described[name],
             metadata={"kind": kinds.get(str(column.dtype), "text")})
     columns.update(_patient_covariates())
@@ -887,8 +891,11 @@ def _audit_tables() -> dict[str, pa.DataFrameSchema]:
                               "adjusted where applied)."),
             "limit_hit": text("Widest control limit crossed: `above_95`, `below_95`, "
                               "`above_99.8`, `below_99.8` (Spiegelhalter 2005), or "
-                              "`too_small` (not placed on the funnel)."),
-        }),
+                              "`too_small` (not placed on the funnel); the levels are "
+                              "`audit.funnel_levels`."),
+        }, [pa.Check(lambda frame: frame["limit_hit"].astype(str).str.fullmatch(
+                r"(above|below)_\d+(\.\d+)?|too_small"), name="limit_label",
+                     error="limit_hit is above_<percent>, below_<percent> or too_small")]),
         "audit_benchmarks": schema("audit_benchmarks", (
             "Each unit's recovery rate against the national standard and its effect sizes "
             "against the Delgadillo et al. bands."), {

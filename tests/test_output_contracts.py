@@ -134,7 +134,7 @@ def test_every_written_table_meets_its_contract(written: Written) -> None:
     assert not problems, f"{written.name}:\n" + "\n".join(problems)
 
 
-def test_demo_writes_every_kind_of_table(demo_run: Written, real_run: Written,
+def test_every_contract_is_exercised(demo_run: Written, real_run: Written,
                                          faulty_run: Written) -> None:
     """Every contract is exercised by at least one of the runs above, so none is stale."""
     used = {key for run in (demo_run, real_run, faulty_run) for name in run.files()
