@@ -110,7 +110,9 @@ def read_output(path: Path) -> pd.DataFrame:
 
 
 def test_run_succeeded(written: Written) -> None:
-    assert written.code == 0, written.name
+    log = written.out / "run.log"
+    tail = log.read_text()[-2000:] if log.is_file() else "(no run.log)"
+    assert written.code == 0, f"{written.name}: exit {written.code}\n{tail}"
     assert written.files(), f"{written.name}: nothing written under {FOLDERS}"
 
 
