@@ -260,8 +260,9 @@ def _rate_columns() -> dict[str, pa.Column]:
             "`completers` (attended the planned course), or for trials `randomised` / "
             "`assessed`.", isin=[*POPULATIONS, "randomised", "assessed"]),
         "instrument": text("Instrument whose scores define the outcome (catalogue name, "
-                           "e.g. `phq9`), or `paired` for outcomes over PHQ-9 and GAD-7 "
-                           "together (recovery, reliable recovery)."),
+                           "e.g. `phq9`), or `phq9+gad7` for the paired outcomes over "
+                           "PHQ-9 and GAD-7 together (recovery, reliable improvement, "
+                           "reliable recovery)."),
         "outcome": text("Outcome: `response`, `remission`, `reliable_improvement`, "
                         "`recovery`, `reliable_recovery` (definitions in the study config "
                         "and `patient_outcomes`)."),
@@ -300,14 +301,18 @@ def _outcome_tables() -> dict[str, pa.DataFrameSchema]:
             "benchmark_rate": rate("The benchmark proportion (from `benchmarks` in the "
                                    "study config).", nullable=False),
             "source": text("Where the benchmark comes from (citation or note)."),
-            "n": shared_count("Patients in the denominator (main population, observed)."),
-            "events": shared_count("Patients with the outcome."),
+            "n": shared_count("Patients in the denominator (main population, observed "
+                              "denominator, format `all`); blank when no rate matches "
+                              "(verdict `no data`).", nullable=True),
+            "events": shared_count("Patients with the outcome (blank: no data).",
+                                   nullable=True),
             "rate": rate("events / n."),
             "ci_low": rate("Lower bound of the 95% Wilson interval of the rate."),
             "ci_high": rate("Upper bound of the 95% Wilson interval of the rate."),
             "verdict": text("`above` / `below`: the interval lies wholly above / below the "
-                            "benchmark; `around`: it contains it; blank when suppressed or "
-                            "no data.", nullable=True),
+                            "benchmark; `around`: it contains it; `no data`: no matching "
+                            "rate; `suppressed`: the rate is hidden.",
+                            isin=["above", "around", "below", "no data", "suppressed"]),
             "suppressed": flag(SUPPRESSED),
         }, [ordered("rate", "ci_low", "ci_high")]),
         "attendance": schema("attendance", (
@@ -596,8 +601,9 @@ def _mixed_model_tables() -> dict[str, pa.DataFrameSchema]:
                          "covariance, `ICC`, or blank for the residual.", nullable=True),
             "variance": number("Variance of the term (covariance for `cor(...)` rows)."),
             "sd": number("Standard deviation of the term.", ge=0),
-            "correlation": number("Correlation of the two terms (`cor(...)` rows).",
-                                  ge=-1, le=1),
+            "correlation": number("Correlation of the two terms (`cor(...)` rows); "
+                                  "+-1 (to rounding, 1e-9) at a boundary fit.",
+                                  ge=-1 - 1e-9, le=1 + 1e-9),
             "icc": rate("Intraclass correlation of the level (`ICC` rows): its intercept "
                         "variance / total."),
         }),
