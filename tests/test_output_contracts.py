@@ -6,6 +6,9 @@ The pipeline is run in-process (``pipeline.cli.main``) once per module on three 
   threshold, so that the Cox, proportional-hazards and Weibull AFT tables are written too;
 - a real public study, ``tests/fixtures/real/beat_the_blues`` (one site, no therapists,
   BDI-II only, three custom models: see ``tests/test_real_datasets.py``);
+- a generated study shape (``tests/study_shapes.py``, ``everyone_responds``: seven
+  patients, one condition and format), whose benchmark rows have no data and whose phase
+  model is a boundary fit (a correlation of -1);
 - a faulty demo through ``validate`` only, so the failure cases and the quarantine files
   have rows.
 
@@ -31,6 +34,7 @@ import pytest
 from data_schemas import outputs
 from data_schemas.outputs import OUTPUT_CONTRACTS, contract_for, is_shared_count
 from pipeline import cli
+from tests.study_shapes import NAMED_SHAPES, write_study
 
 REAL = Path(__file__).parent / "fixtures" / "real"
 FOLDERS = ("tables", "audit", "validation")
@@ -87,6 +91,14 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> Written:
 
 
 @pytest.fixture(scope="module")
+def shape_run(tmp_path_factory: pytest.TempPathFactory) -> Written:
+    root = tmp_path_factory.mktemp("contracts_shape")
+    folder = write_study(NAMED_SHAPES["everyone_responds"], root / "study")
+    code = _main(["run", str(folder), "--out", str(root / "out")])
+    return Written("everyone_responds", root / "out", code)
+
+
+@pytest.fixture(scope="module")
 def faulty_run(tmp_path_factory: pytest.TempPathFactory) -> Written:
     root = tmp_path_factory.mktemp("contracts_faulty")
     assert _main(["demo", "--out", str(root / "data"), "--patients", "60",
@@ -95,7 +107,7 @@ def faulty_run(tmp_path_factory: pytest.TempPathFactory) -> Written:
     return Written("faulty", root / "out", code)
 
 
-@pytest.fixture(params=["demo_run", "real_run", "faulty_run"])
+@pytest.fixture(params=["demo_run", "real_run", "shape_run", "faulty_run"])
 def written(request: pytest.FixtureRequest) -> Written:
     run: Written = request.getfixturevalue(request.param)
     return run
