@@ -209,13 +209,7 @@ def schema(name: str, doc: str, columns: dict[str, pa.Column],
            checks: Sequence[pa.Check] = (), *, strict: bool = True) -> pa.DataFrameSchema:
     """An output schema: coerced as described in the module docstring; ``strict`` means
     no column outside the contract (regex columns included)."""
-    named = {}
-    for key, column in columns.items():
-        if column.regex:
-            named[key] = column.set_name(key)
-        else:
-            named[key] = column
-    return pa.DataFrameSchema(named, checks=list(checks), name=name, description=doc,
+    return pa.DataFrameSchema(columns, checks=list(checks), name=name, description=doc,
                               coerce=True, strict=strict)
 
 
