@@ -13,6 +13,7 @@ import pandera.pandas as pa
 
 from data_schemas import CATALOGUE, CONTRACTS, TableContract
 from data_schemas.instruments import CATALOGUE_FILE, Instrument
+from data_schemas.outputs import OUTPUT_CONTRACTS, OUTPUT_PATTERNS
 from data_schemas.vocab import SYNONYMS
 
 #: Score columns written into the CSV templates (a study adds a column per instrument it
@@ -41,6 +42,8 @@ def _allowed(column: pa.Column) -> str:
             parts.append("non-empty")
         elif check.name in ("whole_score", "whole_number", "whole_years"):
             parts.append("whole number")
+        elif check.name == "in_range":
+            parts.append(f"{stats['min_value']:g} to {stats['max_value']:g}")
     if column.unique:
         parts.append("unique")
     return ", ".join(parts)
@@ -189,6 +192,53 @@ def _catalogue_section() -> list[str]:
     return [*lines, ""]
 
 
+def _output_table(key: str, schema: pa.DataFrameSchema) -> list[str]:
+    from data_schemas.outputs import KINDS, display_name, folder_of
+
+    lines = [f"### `{folder_of(key)}/{schema.name}.csv`", "", schema.description or "", ""]
+    if key in OUTPUT_PATTERNS:
+        lines += [f"One file per match of the name pattern `{key.replace('|', chr(92) + '|')}`.",
+                  ""]
+    lines += ["| column | type | always present | may be empty | allowed | description |",
+              "|---|---|---|---|---|---|"]
+    for name, column in schema.columns.items():
+        kind = KINDS[(column.metadata or {}).get("kind", "text")]
+        present = "no" if column.regex or not column.required else "yes"
+        lines.append(
+            f"| `{display_name(name, column)}` | {kind} | {present} "
+            f"| {'yes' if column.nullable else 'no'} | {_allowed(column)} "
+            f"| {column.description or ''} |")
+    rules = [str(check.name) for check in schema.checks]
+    if rules:
+        lines += ["", "Rules: " + "; ".join(f"`{rule}`" for rule in rules) + "."]
+    if not schema.strict:
+        lines += ["", "Other columns may follow (the study's own covariates or input "
+                  "columns)."]
+    return [*lines, ""]
+
+
+def _outputs_section() -> list[str]:
+    lines = [
+        "## Output tables",
+        "",
+        "Every CSV that `ipt-outcomes run` writes under `--out` (`tables/`, `audit/`, "
+        "`validation/`), as shared (pseudonymised ids, small counts suppressed). Generated "
+        "from the pandera schemas in `data_schemas/outputs.py`; `tests/test_output_"
+        "contracts.py` checks every file of a run against them. Read them with "
+        "`pd.read_csv(path, keep_default_na=False, na_values=[\"\"])`: an empty cell is "
+        "missing. A count of a protected table is a whole number, `<5` (1-4) or `*` "
+        "(hidden to protect another count); the rates, intervals and means of a row with a "
+        "hidden count are empty. Where an estimate and its interval are present, "
+        "low <= estimate <= high. `<instrument>` stands for an instrument's column name "
+        "(`phq9`), `<weeks>` for a horizon in weeks (`relapse.horizon_weeks`), `<model>` "
+        "for a mixed model's name.",
+        "",
+    ]
+    for key, schema in OUTPUT_CONTRACTS.items():
+        lines += _output_table(key, schema)
+    return lines
+
+
 def render_dictionary() -> str:
     """The data dictionary as Markdown."""
     lines = [
@@ -203,6 +253,7 @@ def render_dictionary() -> str:
     lines += _synonyms_section()
     lines += _catalogue_section()
     lines += _outcomes_section()
+    lines += _outputs_section()
     return "\n".join(lines)
 
 

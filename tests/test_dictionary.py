@@ -32,3 +32,14 @@ def test_dictionary_documents_every_column_and_rule() -> None:
     for rule in ("no_score_on_missed_session", "group_id_matches_format", "patient_exists",
                  "followup_after_last_session", "session_not_after_end"):
         assert f"`{rule}`" in text
+
+
+def test_dictionary_documents_every_output_table_and_column() -> None:
+    from data_schemas.outputs import OUTPUT_CONTRACTS, display_name, folder_of
+
+    text = render_dictionary()
+    section = text[text.index("## Output tables"):]
+    for key, schema in OUTPUT_CONTRACTS.items():
+        assert f"### `{folder_of(key)}/{schema.name}.csv`" in section
+        for name, column in schema.columns.items():
+            assert f"| `{display_name(name, column)}` |" in section, f"{key}.{name}"
