@@ -35,7 +35,7 @@ PAPER_CODE := pipeline/paper_tables.py pipeline/paper_export.py pipeline/report.
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo validate outcomes models relapse audit report paper run dictionary \
-        test test-fast lint notebooks validate-stats bench bench-e2e clean browser-deps \
+        test test-fast lint notebooks validate-stats bench bench-sharing bench-e2e clean browser-deps \
         latex-deps
 
 help: ## list the targets
@@ -127,6 +127,9 @@ validate-stats: | $(INSTALLED) ## slow statistical validation (coverage of mixed
 
 bench: | $(INSTALLED) ## mixed-model benchmark: 1e3..1e6 patients (and lme4 where R is installed)
 	$(BIN)/python bench/mixed.py
+
+bench-sharing: | $(INSTALLED) ## complementary suppression of the shared tables, 600..20,000 patients
+	$(BIN)/python bench/sharing.py
 
 bench-e2e: | $(INSTALLED) ## whole pipeline at 1e4, 1e5, 1e6 patients -> bench/results/e2e.json
 	$(BIN)/python bench/e2e.py
