@@ -570,6 +570,48 @@ def _mixed_tables() -> dict[str, pa.DataFrameSchema]:
             "effect_size_ci_low": number("Lower bound of the effect size's 95% interval."),
             "effect_size_ci_high": number("Upper bound of the effect size's 95% interval."),
         }, [*wald, ordered("effect_size", "effect_size_ci_low", "effect_size_ci_high")]),
+        "mixed_observed_means": schema("mixed_observed_means", (
+            "Observed mean score of the primary instrument by condition, format and time "
+            "point (each patient counted once per time point), drawn beside the model "
+            "lines; a count below `suppress_below` is hidden with its statistics."), {
+            "condition": text("Condition code."),
+            "format": text("Treatment format.", isin=FORMATS),
+            "time_scale": text(TIME_SCALE),
+            "time_point": number("Time point: whole weeks since the first treatment session "
+                                 "(negative: assessment before it), or the session number."),
+            "n": shared_count("Patients with a score at this time point (`<5` when small)."),
+            "mean": number("Mean score (blank when suppressed)."),
+            "sd": number("Standard deviation of the scores (blank for one patient or when "
+                         "suppressed).", ge=0),
+            "ci_low": number("Lower bound of the mean's 95% t interval."),
+            "ci_high": number("Upper bound of the mean's 95% t interval."),
+            "suppressed": flag(SUPPRESSED),
+        }, [ordered("mean", "ci_low", "ci_high")]),
+        "mixed_model_comparison": schema("mixed_model_comparison", (
+            "One row per fitted mixed model, in the config's order, with its fit "
+            "statistics; AIC and BIC compare only models with the same "
+            "`comparable_group`."), {
+            "model": text(MODEL, unique=True),
+            "method": text("Estimation method.", isin=("REML", "ML")),
+            "n_obs": count("Scores (observations) in the fit."),
+            "n_patients": count("Patients in the fit."),
+            "loglik": number("Log-likelihood (restricted for REML) at the estimates."),
+            "aic": number("Akaike information criterion: -2 loglik + 2 parameters."),
+            "bic": number("Bayesian information criterion: -2 loglik + log(n_obs) "
+                          "parameters."),
+            "converged": flag("The optimiser converged (and a second optimiser agreed)."),
+            "singular": flag("The fit is on the boundary (a variance at 0 or a correlation "
+                             "at +-1), as lme4's isSingular.", nullable=True),
+            "convergence_note": text("The engine's message when it did not converge, else "
+                                     "the optimiser and its iterations.", nullable=True),
+            "comparable_group": text("A letter shared by the models whose AIC and BIC are "
+                                     "comparable (ML fits of the same rows, or REML fits "
+                                     "with the same fixed effects on the same rows); blank "
+                                     "when comparable with none.", nullable=True),
+            "comparable_with": text("The other models of the same comparable group.",
+                                    nullable=True),
+            "formula": text("The model in lme4 notation, as fitted."),
+        }),
     }
 
 
