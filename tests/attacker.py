@@ -250,6 +250,29 @@ def _range(target: int, cells: _Cells, equations: Sequence[list[tuple[int, float
     return ends[0], ends[1]
 
 
+def _work_back(cells: _Cells, equations: list[list[tuple[int, float]]],
+               complements: list[int]) -> Attack:
+    """Every hidden count and every small complement, pinned or not: equal cells merged,
+    then the smallest and largest value of each by linear programming (:func:`_range`)."""
+    latent = set(complements)
+    hidden = [c for c in range(len(cells.truth)) if cells.hidden[c] and c not in latent]
+    small = [c for c in complements if 1 <= cells.truth[c] <= 4]
+    roots, merged = _merge_equal(cells, equations)
+    of_cell: dict[int, list[int]] = {}
+    for i, equation in enumerate(merged):
+        for c, _w in equation:
+            of_cell.setdefault(c, []).append(i)
+    exposed: dict[int, bool] = {}
+    for r in sorted({roots[c] for c in [*hidden, *small]}):
+        low, top = _range(r, cells, merged, of_cell) if cells.hidden[r] else (0.0, 0.0)
+        exposed[r] = math.floor(top + 1e-6) - math.ceil(low - 1e-6) < 1
+    pinned = [c for c in [*hidden, *small] if exposed[roots[c]]]
+    tiny = {c for c in hidden if 1 <= cells.truth[c] <= 4}
+    return Attack(len(hidden), sum(c not in latent for c in pinned), len(tiny),
+                  len(tiny & set(pinned)), len(small), sum(c in latent for c in pinned),
+                  tuple(cells.names[c] for c in pinned))
+
+
 def attack(published: Path, truth: Path, primary: str = "phq9") -> Attack:
     """Work back every hidden count of the shared tables in ``published`` (see module)."""
     cells = _Cells()
@@ -278,23 +301,7 @@ def attack(published: Path, truth: Path, primary: str = "phq9") -> Attack:
         den, num = COUNTS[name]
         equations.append([(ids[(name, str(num))][int(p)] or 0, 1.0), (c, 1.0),
                           (ids[(name, den)][int(p)] or 0, -1.0)])
-    latent = set(complements)
-    hidden = [c for c in range(len(cells.truth)) if cells.hidden[c] and c not in latent]
-    small = [c for c in complements if 1 <= cells.truth[c] <= 4]
-    roots, equations = _merge_equal(cells, equations)
-    of_cell: dict[int, list[int]] = {}
-    for i, equation in enumerate(equations):
-        for c, _w in equation:
-            of_cell.setdefault(c, []).append(i)
-    exposed: dict[int, bool] = {}
-    for r in sorted({roots[c] for c in [*hidden, *small]}):
-        low, top = _range(r, cells, equations, of_cell) if cells.hidden[r] else (0.0, 0.0)
-        exposed[r] = math.floor(top + 1e-6) - math.ceil(low - 1e-6) < 1
-    pinned = [c for c in [*hidden, *small] if exposed[roots[c]]]
-    tiny = {c for c in hidden if 1 <= cells.truth[c] <= 4}
-    return Attack(len(hidden), sum(c not in latent for c in pinned), len(tiny),
-                  len(tiny & set(pinned)), len(small),
-                  sum(c in latent for c in pinned), tuple(cells.names[c] for c in pinned))
+    return _work_back(cells, equations, complements)
 
 
 if __name__ == "__main__":
@@ -341,20 +348,4 @@ def attack_relapse(published: Path, truth: Path) -> Attack:
             total = ids.get(("all", "all", column))
             if total is not None and members and values[members].sum() == values[total]:
                 equations.append([*((m, 1.0) for m in members), (total, -1.0)])
-    latent = set(complements)
-    hidden = [c for c in range(len(cells.truth)) if cells.hidden[c] and c not in latent]
-    small = [c for c in complements if 1 <= cells.truth[c] <= 4]
-    roots, merged = _merge_equal(cells, equations)
-    of_cell: dict[int, list[int]] = {}
-    for i, equation in enumerate(merged):
-        for c, _w in equation:
-            of_cell.setdefault(c, []).append(i)
-    exposed: dict[int, bool] = {}
-    for r in sorted({roots[c] for c in [*hidden, *small]}):
-        low, top = _range(r, cells, merged, of_cell) if cells.hidden[r] else (0.0, 0.0)
-        exposed[r] = math.floor(top + 1e-6) - math.ceil(low - 1e-6) < 1
-    pinned = [c for c in [*hidden, *small] if exposed[roots[c]]]
-    tiny = {c for c in hidden if 1 <= cells.truth[c] <= 4}
-    return Attack(len(hidden), sum(c not in latent for c in pinned), len(tiny),
-                  len(tiny & set(pinned)), len(small), sum(c in latent for c in pinned),
-                  tuple(cells.names[c] for c in pinned))
+    return _work_back(cells, equations, complements)
