@@ -17,21 +17,21 @@ INSTALLED := $(VENV)/.installed
 DEMO_DEP := $(if $(filter data/demo,$(DATA)),data/demo/patients.csv)
 DATA_FILES := $(DEMO_DEP) $(filter-out $(DEMO_DEP),$(wildcard $(DATA)/*.csv $(DATA)/*.parquet))
 STAMPS := $(OUT)/.stamps
-CORE := pipeline/io.py pipeline/clean.py pipeline/validate.py pipeline/cli.py \
-        pipeline/config.py pipeline/outcomes.py pipeline/stages.py $(wildcard data_schemas/*.py) \
-        $(wildcard pipeline/sharing/*.py) pipeline/estimability.py pipeline/run_folder.py \
+CORE := pipeline/io.py pipeline/ingest/clean.py pipeline/ingest/validate.py pipeline/cli.py \
+        pipeline/config.py pipeline/outcomes/definitions.py pipeline/runner/stages.py $(wildcard data_schemas/*.py) \
+        $(wildcard pipeline/sharing/*.py) pipeline/estimability.py pipeline/runner/run_folder.py \
         data_schemas/instruments.csv
-OUTCOME_CODE := pipeline/rates.py pipeline/outcome_tables.py pipeline/outcome_plots.py \
-        pipeline/figures.py pipeline/findings.py
-MODEL_CODE := pipeline/trajectories.py pipeline/trajectory_plots.py pipeline/trajectory_tables.py \
-        pipeline/lme_formula.py \
-        pipeline/formula_grammar.py $(wildcard pipeline/engines/*.py)
-RELAPSE_CODE := pipeline/relapse.py pipeline/relapse_plots.py pipeline/relapse_interval.py
-AUDIT_CODE := $(wildcard pipeline/audit*.py pipeline/funnel.py)
-REPORT_CODE := pipeline/report.py pipeline/findings.py pipeline/manifest.py \
-        pipeline/trajectory_tables.py \
-        $(wildcard pipeline/templates/*)
-PAPER_CODE := pipeline/paper_tables.py pipeline/paper_export.py pipeline/report.py
+OUTCOME_CODE := pipeline/outcomes/rates.py pipeline/outcomes/tables.py pipeline/report/outcome_plots.py \
+        pipeline/report/figures.py pipeline/report/findings.py
+MODEL_CODE := pipeline/trajectories/models.py pipeline/report/trajectory_plots.py pipeline/trajectories/means.py \
+        pipeline/trajectories/formula.py \
+        pipeline/trajectories/formula_grammar.py $(wildcard pipeline/trajectories/engines/*.py)
+RELAPSE_CODE := pipeline/relapse/analysis.py pipeline/report/relapse_plots.py pipeline/relapse/interval.py
+AUDIT_CODE := $(wildcard pipeline/audit/*.py) pipeline/report/audit_plots.py
+REPORT_CODE := pipeline/report/html.py pipeline/report/findings.py pipeline/report/manifest.py \
+        pipeline/trajectories/means.py \
+        $(wildcard pipeline/report/templates/*)
+PAPER_CODE := pipeline/report/paper_tables.py pipeline/report/paper_export.py pipeline/report/html.py
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo validate outcomes models relapse audit report paper run dictionary \

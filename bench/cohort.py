@@ -1,8 +1,9 @@
 """A light, vectorised generator of long-format IPT scores for the benchmark.
 
-Much faster and leaner than :mod:`pipeline.demo` at a million patients because it writes the
+Much faster and leaner than :mod:`pipeline.demo.generate` at a million patients because it writes
+the
 model's long data directly (integer ids, categorical factors) instead of the three input
-tables. The trajectory model matches the growth model of :mod:`pipeline.trajectories`:
+tables. The trajectory model matches the growth model of :mod:`pipeline.trajectories.models`:
 
 ``score = mu0[condition] + u0 + g_group + a_therapist + (slope[format] + u1 + a'_therapist)
 * weeks + e``, rounded and clipped to 0-27, with (u0, u1) SDs 4 and 0.15 (correlation

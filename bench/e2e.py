@@ -77,7 +77,7 @@ def _rows(path: Path) -> int:
 
 
 def plot(results: list[dict[str, object]], path: Path) -> None:
-    from pipeline.figures import new_figure, png_bytes
+    from pipeline.report.figures import new_figure, png_bytes
 
     figure = new_figure(7, 4.5)
     axes = figure.add_subplot()

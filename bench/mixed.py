@@ -1,4 +1,4 @@
-"""Benchmark: the growth model of ``pipeline.trajectories`` at registry scale.
+"""Benchmark: the growth model of ``pipeline.trajectories.models`` at registry scale.
 
     .venv/bin/python bench/mixed.py                      # 1e3 .. 1e6 patients, lme4 to 1e5
     .venv/bin/python bench/mixed.py --sizes 1000 10000 --r-max 0
@@ -54,7 +54,8 @@ def child(n: int, repeats: int, csv: str | None) -> dict[str, Any]:
     sys.path[:0] = [str(ROOT), str(HERE)]
     import cohort
 
-    from pipeline import engines, trajectories
+    from pipeline.trajectories import engines
+    from pipeline.trajectories import models as trajectories
 
     tic = time.perf_counter()
     long = cohort.generate(n)
@@ -133,7 +134,7 @@ def _compare(python: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
 def plot(results: list[dict[str, Any]], path: Path) -> None:
     """Log-log plot of fit time and peak memory against the number of patients."""
     sys.path.insert(0, str(ROOT))
-    from pipeline.figures import new_figure, png_bytes
+    from pipeline.report.figures import new_figure, png_bytes
 
     figure = new_figure(width=9.0, height=3.8)
     time_axes, memory_axes = figure.subplots(1, 2)
@@ -193,7 +194,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     summary = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                            "platform": platform.platform()},
-               "model": "growth (pipeline.trajectories.model_spec), engine mixedlm",
+               "model": "growth (pipeline.trajectories.models.model_spec), engine mixedlm",
                "results": results}
     (RESULTS / "mixed.json").write_text(json.dumps(summary, indent=2))
     plot(results, RESULTS / "mixed.png")

@@ -1,6 +1,6 @@
 # Time lme4 on the benchmark's growth model (called by bench/mixed.py).
 #   Rscript bench/mixed_lme4.R DATA.csv REPEATS OUT.json
-# Same model as pipeline.trajectories' growth model: correlated patient intercept and slope,
+# Same model as pipeline.trajectories.models' growth model: correlated patient intercept and slope,
 # therapy-group intercept for group-format patients, therapist intercept and slope.
 suppressPackageStartupMessages({library(lme4); library(jsonlite); library(data.table)})
 args <- commandArgs(trailingOnly = TRUE)

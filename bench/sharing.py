@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import config, demo, io, stages, validate
+from pipeline import config, io
 from pipeline.cli import BENCHMARK_EXAMPLE
+from pipeline.demo import generate as demo
+from pipeline.ingest import validate
+from pipeline.runner import stages
 from pipeline.sharing import outcome_tables
 from pipeline.sharing.publish import SharingOptions
 

@@ -1,4 +1,5 @@
-"""Contract for ``patient_outcomes``: one row per patient, written by ``pipeline.outcomes``.
+"""Contract for ``patient_outcomes``: one row per patient, written by
+``pipeline.outcomes.definitions``.
 
 Outcome columns are nullable booleans: missing means *not known* (no paired scores, or not
 defined for this patient or instrument), never False. Per-instrument columns exist for the

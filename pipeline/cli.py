@@ -1,6 +1,6 @@
 """The ``ipt-outcomes`` command line: the only place that parses arguments and decides
 what the user sees. Each subcommand reads at the edge (``pipeline.io``), calls pure stage
-functions (``pipeline.stages``), writes their outputs and returns an exit code:
+functions (``pipeline.runner.stages``), writes their outputs and returns an exit code:
 
 - 0: done (data valid, or the quarantined share within ``--max-quarantine``);
 - 1: data invalid beyond that share (or any fault with ``--strict``);
@@ -36,9 +36,9 @@ from pipeline.sharing.publish import SharingOptions
 if TYPE_CHECKING:
     from pipeline.config import StudyConfig
     from pipeline.estimability import AnalysisRecord
-    from pipeline.runlog import RunLog
-    from pipeline.stages import StageOutput
-    from pipeline.validate import ValidationResult
+    from pipeline.ingest.validate import ValidationResult
+    from pipeline.runner.runlog import RunLog
+    from pipeline.runner.stages import StageOutput
 
 log = logging.getLogger("pipeline")
 
@@ -156,8 +156,8 @@ def _emit(output: StageOutput, args: argparse.Namespace, key: bytes, stage: str)
     """Write a stage's tables, figures and messages under OUT (and nowhere else: every
     path passes :func:`pipeline.io.inside`), and remove what the stage wrote last time but
     not now (an analysis now not estimable leaves no stale table)."""
-    from pipeline import run_folder
-    from pipeline.figures import png_bytes, svg_bytes
+    from pipeline.report.figures import png_bytes, svg_bytes
+    from pipeline.runner import run_folder
 
     written: list[Path] = []
     for name, table in output.tables.items():
@@ -175,7 +175,9 @@ def _emit(output: StageOutput, args: argparse.Namespace, key: bytes, stage: str)
 
 def _update_manifest(args: argparse.Namespace, study: StudyConfig, inputs: dict[str, str],
                      stage_rows: dict[str, dict[str, int]]) -> None:
-    from pipeline import config, manifest, run_folder
+    from pipeline import config
+    from pipeline.report import manifest
+    from pipeline.runner import run_folder
 
     path = args.out / "manifest.json"
     current = io.read_json(path)
@@ -205,7 +207,7 @@ def _update_run_log(args: argparse.Namespace, runlog: RunLog) -> None:
 def _validated(args: argparse.Namespace, key: bytes) -> tuple[ValidationResult, int, dict[str,
                                                                                            str]]:
     """Read and validate DATA_DIR, write the validation report, return (result, code, hashes)."""
-    from pipeline import validate
+    from pipeline.ingest import validate
 
     raw = io.read_study(args.data_dir, validate.TABLE_ORDER, validate.REQUIRED_TABLES)
     result = validate.run(raw, date_format=args.date_format, config=_config(args))
@@ -239,7 +241,7 @@ def _print_validation(summary: dict[str, Any], folder: Path, invalid: bool, limi
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate a study folder and write the validation report."""
-    from pipeline import run_folder
+    from pipeline.runner import run_folder
 
     with _owned(args, "validate"):
         run_folder.clear_derived(args.out)  # the analyses of the previous data are void
@@ -250,7 +252,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _owned(args: argparse.Namespace, command: str) -> Iterator[None]:
     """A stage command's hold on OUT: the lock, and OUT marked incomplete until it ends."""
-    from pipeline import run_folder
+    from pipeline.runner import run_folder
 
     with run_folder.locked(args.out), run_folder.marked_incomplete(args.out, command):
         yield
@@ -307,9 +309,11 @@ def _run_stages(args: argparse.Namespace, stages: Sequence[str], render: bool) -
     traceback in the log), and the others still run. Exit 0 when every analysis was done or
     not estimable, ``EXIT_ANALYSIS_FAILED`` when any failed.
     """
-    from pipeline import config, estimability, paper_export, report
-    from pipeline import stages as stage_functions
-    from pipeline.runlog import RunLog
+    from pipeline import config, estimability
+    from pipeline.report import html as report
+    from pipeline.report import paper_export
+    from pipeline.runner import stages as stage_functions
+    from pipeline.runner.runlog import RunLog
 
     study = _config(args)
     benchmarks = _benchmarks(study) if "outcomes" in stages else pd.DataFrame()
@@ -319,7 +323,7 @@ def _run_stages(args: argparse.Namespace, stages: Sequence[str], render: bool) -
     with runlog.stage("validate"):
         result, code, inputs = _validated(args, key)
     if code != EXIT_OK:
-        from pipeline import run_folder
+        from pipeline.runner import run_folder
 
         run_folder.clear_derived(args.out)  # no report of earlier data beside this failure
         print("analysis not run: fix the data or raise --max-quarantine", file=sys.stderr)
@@ -390,7 +394,7 @@ def _stage_output(name: str, runner: Callable[[pd.DataFrame], StageOutput],
                   records: list[AnalysisRecord]) -> StageOutput:
     """The stage's output, or an empty one recording why it could not run."""
     from pipeline import estimability
-    from pipeline.stages import StageOutput
+    from pipeline.runner.stages import StageOutput
 
     folder = "audit" if name == "audit" else "tables"
     if patient_outcomes is None:
@@ -459,7 +463,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     The run is written into a staging folder beside OUT and replaces OUT only when it
     completes, so an interrupted run leaves the previous OUT as it was.
     """
-    from pipeline import run_folder
+    from pipeline.runner import run_folder
 
     final = args.out
     with run_folder.locked(final), run_folder.staged(final) as staging:
@@ -474,7 +478,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _finished_run(out: Path, what: str) -> Iterator[None]:
     """Hold OUT's lock while reading a finished run's outputs, refusing an empty OUT or
     one whose stages were run on different inputs or configurations."""
-    from pipeline import run_folder
+    from pipeline.runner import run_folder
 
     if not (out / "validation" / "summary.json").exists():
         raise UsageError(f"{out}: no outputs to {what}; run the stages first")
@@ -488,7 +492,7 @@ def _finished_run(out: Path, what: str) -> Iterator[None]:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Render OUT/report.html from the outputs already under OUT."""
-    from pipeline import report
+    from pipeline.report import html as report
 
     with _finished_run(args.out, "report on"):
         path: Path = report.write(args.out)
@@ -500,7 +504,7 @@ def cmd_paper(args: argparse.Namespace) -> int:
     """Write the tables for papers under OUT/paper: Table 1 (baseline characteristics by
     format), outcomes by condition and format, the adjusted comparison, the growth model and
     relapse, each as LaTeX (.tex) and as printed (.csv), and all five in tables.docx."""
-    from pipeline import paper_export
+    from pipeline.report import paper_export
 
     with _finished_run(args.out, "build tables from"):
         paper_export.write(args.out)
@@ -514,7 +518,7 @@ def cmd_paper(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Write the synthetic demo cohort."""
-    from pipeline import demo
+    from pipeline.demo import generate as demo
 
     cohort = demo.generate_cohort(demo.DemoConfig(n_patients=args.patients, seed=args.seed))
     faults = None
@@ -621,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _busy_error() -> type[Exception]:
-    from pipeline.run_folder import OutputFolderError
+    from pipeline.runner.run_folder import OutputFolderError
 
     return OutputFolderError
 

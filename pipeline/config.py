@@ -122,7 +122,7 @@ class Populations:
     ``finished_course``) or ``trial``: every row of ``patients`` is a randomised patient and
     the main population is ``randomised`` (intention to treat, everyone analysed in the arm
     allocated: CONSORT 2010, item 16; ICH E9), with ``assessed`` (a post-baseline score on
-    the primary instrument) beside it; see ``pipeline.outcomes.populations``.
+    the primary instrument) beside it; see ``pipeline.outcomes.definitions.populations``.
     """
 
     definition: Literal["service", "trial"] = "service"
@@ -153,7 +153,7 @@ class Comparison:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A researcher's own mixed model, in lme4 notation (see ``pipeline.trajectories``)."""
+    """A researcher's own mixed model, in lme4 notation (see ``pipeline.trajectories.models``)."""
 
     name: str = "custom"
     formula: str = ""
@@ -163,7 +163,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Trajectories:
-    """Mixed-effects models of symptom trajectories (``pipeline.trajectories``)."""
+    """Mixed-effects models of symptom trajectories (``pipeline.trajectories.models``)."""
 
     instrument: str | None = None  # None: the primary instrument
     time: Literal["weeks", "session_number", "log_weeks"] = "weeks"
@@ -181,7 +181,7 @@ class Trajectories:
 
 @dataclass(frozen=True)
 class Relapse:
-    """Relapse after acute treatment (``pipeline.relapse``)."""
+    """Relapse after acute treatment (``pipeline.relapse.analysis``)."""
 
     #: remission | response (Frank et al. 1991) | completed (completers of the acute course
     #: ending below the relapse threshold, irrespective of response; Frank et al. 1990)
@@ -201,7 +201,7 @@ class Relapse:
 
 @dataclass(frozen=True)
 class Audit:
-    """The clinic audit's analysis options (``pipeline.audit``; privacy options are flags
+    """The clinic audit's analysis options (``pipeline.audit.review``; privacy options are flags
     of the command line)."""
 
     recovery_target: float = 0.50
@@ -471,9 +471,9 @@ def _check_custom(models: tuple[ModelSpec, ...]) -> None:
     A name must match :data:`MODEL_NAME` (it names output files, so ``x/../..`` could
     otherwise write outside the output folder) and differ from the built-in models and the
     other custom models; a formula must parse under the whitelist grammar of
-    :mod:`pipeline.formula_grammar` (``formulaic`` evaluates formulas as Python).
+    :mod:`pipeline.trajectories.formula_grammar` (``formulaic`` evaluates formulas as Python).
     """
-    from pipeline.lme_formula import FormulaError, to_spec
+    from pipeline.trajectories.formula import FormulaError, to_spec
 
     seen = set(BUILTIN_MODELS)
     for i, model in enumerate(models):

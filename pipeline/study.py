@@ -9,8 +9,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from pipeline import demo, io, validate
-from pipeline.validate import TABLE_ORDER, ValidationResult
+from pipeline import io
+from pipeline.demo import generate as demo
+from pipeline.ingest import validate
+from pipeline.ingest.validate import TABLE_ORDER, ValidationResult
 
 
 def demo_folder(n_patients: int = 2000, seed: int = 20261122) -> Path:

@@ -18,7 +18,10 @@ import pytest
 from matplotlib.text import Text
 from scipy import stats
 
-from pipeline import audit, config, outcomes, rates
+from pipeline import config
+from pipeline.audit import review as audit
+from pipeline.outcomes import definitions as outcomes
+from pipeline.outcomes import rates
 from pipeline.sharing import pseudonyms as privacy
 
 KEY = b"audit-test-key"

@@ -21,7 +21,9 @@ import numpy.typing as npt
 import pandas as pd
 import pytest
 
-from pipeline import audit, config, outcomes
+from pipeline import config
+from pipeline.audit import review as audit
+from pipeline.outcomes import definitions as outcomes
 from tests.test_audit import OPTIONS, simulate
 
 FloatArray = npt.NDArray[np.float64]

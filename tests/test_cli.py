@@ -171,7 +171,7 @@ def _broken(*_args: object, **_kwargs: object) -> None:
 def test_a_failing_analysis_is_isolated_and_exits_4(
         demo_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str], verbose: list[str]) -> None:
-    from pipeline import outcome_tables
+    from pipeline.outcomes import tables as outcome_tables
 
     monkeypatch.setattr(outcome_tables, "format_comparison", _broken)
     out = tmp_path / "out"
@@ -193,7 +193,8 @@ def test_a_failing_analysis_is_isolated_and_exits_4(
 
 def test_models_relapse_and_audit_do_not_fit_the_format_comparison(
         demo_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline import outcome_tables, rates
+    from pipeline.outcomes import rates
+    from pipeline.outcomes import tables as outcome_tables
 
     monkeypatch.setattr(outcome_tables, "format_comparison", _broken)
     monkeypatch.setattr(rates, "adjusted_response", _broken)
@@ -304,7 +305,7 @@ def test_the_writing_edge_refuses_paths_outside_out(tmp_path: Path) -> None:
 
     from pipeline import io
     from pipeline.cli import _emit
-    from pipeline.stages import StageOutput
+    from pipeline.runner.stages import StageOutput
 
     out = tmp_path / "a" / "out"
     args = argparse.Namespace(out=out, keep_ids=True, pseudonymise_therapists=False)

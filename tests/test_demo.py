@@ -1,4 +1,4 @@
-"""Tests of the synthetic IPT cohort generator (``pipeline.demo``)."""
+"""Tests of the synthetic IPT cohort generator (``pipeline.demo.generate``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.demo import (
+from pipeline.demo.generate import (
     ATTENDANCE,
     CONDITION_PREVALENCE,
     CONDITIONS,

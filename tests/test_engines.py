@@ -1,4 +1,5 @@
-"""Tests for ``pipeline.engines``: both engines against R lme4, against each other, and the
+"""Tests for ``pipeline.trajectories.engines``: both engines against R lme4, against each other,
+and the
 tidy tables they share.
 
 Golden values come from ``tests/golden/mixed_golden.R`` (R 4.2.2, lme4 1.1-31; output in
@@ -29,8 +30,13 @@ import pandas as pd
 import pytest
 
 from data_schemas.vocab import CONDITIONS
-from pipeline import config, demo, engines, outcomes, trajectories
-from pipeline.engines import (
+from pipeline import config
+from pipeline.demo import generate as demo
+from pipeline.estimability import NotEstimable
+from pipeline.outcomes import definitions as outcomes
+from pipeline.trajectories import engines
+from pipeline.trajectories import models as trajectories
+from pipeline.trajectories.engines import (
     EngineError,
     MixedFit,
     MixedSpec,
@@ -42,8 +48,7 @@ from pipeline.engines import (
     mixedlm_engine,
     select_engine,
 )
-from pipeline.estimability import NotEstimable
-from pipeline.lme_formula import to_spec
+from pipeline.trajectories.formula import to_spec
 
 GOLDEN = Path(__file__).parent / "golden"
 ENGINES = ("mixedlm", "statsmodels")

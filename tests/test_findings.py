@@ -1,12 +1,12 @@
-"""The report's first screen (``pipeline.findings``): sentences written from the tables,
+"""The report's first screen (``pipeline.report.findings``): sentences written from the tables,
 checked on hand-made tables (as the report reads them: strings)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from pipeline import findings
-from pipeline.findings import MINUS
+from pipeline.report import findings
+from pipeline.report.findings import MINUS
 
 
 def _standardised(estimate: float, low: float, high: float) -> dict[str, pd.DataFrame]:

@@ -1,4 +1,4 @@
-"""``pipeline.formula_grammar``: formulas are a whitelist language, never Python.
+"""``pipeline.trajectories.formula_grammar``: formulas are a whitelist language, never Python.
 
 The payloads below run a shell command when ``formulaic`` evaluates them (the canary
 tests prove that nothing ran); each must be refused with the offending part quoted.
@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import engines, trajectories
 from pipeline.config import BUILTIN_MODELS, ModelSpec, StudyConfig, Trajectories
-from pipeline.engines import MixedSpec, RandomEffect
-from pipeline.formula_grammar import FormulaError, check_fixed, check_formula, tokenize
+from pipeline.trajectories import engines
+from pipeline.trajectories import models as trajectories
+from pipeline.trajectories.engines import MixedSpec, RandomEffect
+from pipeline.trajectories.formula_grammar import FormulaError, check_fixed, check_formula, tokenize
 
 
 def payloads(canary: Path) -> list[tuple[str, str]]:

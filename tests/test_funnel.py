@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pipeline import funnel
+from pipeline.audit import funnels as funnel
 
 Z95, Z998 = 1.959964, 3.090232  # normal quantiles 0.975 and 0.999 (tables)
 

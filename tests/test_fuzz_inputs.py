@@ -622,7 +622,7 @@ def test_out_and_data_dir_get_a_message(
 
 def test_interrupt_gets_a_message_not_a_traceback(monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from pipeline import validate
+    from pipeline.ingest import validate
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt

@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import io, validate
+from pipeline import io
+from pipeline.ingest import validate
 from tests.conftest import StudyWriter, base_sessions, to_csv
 
 

@@ -1,11 +1,12 @@
-"""Tests for ``pipeline.lme_formula``: lme4 bar notation taken apart by hand-checkable cases."""
+"""Tests for ``pipeline.trajectories.formula``: lme4 bar notation taken apart by hand-checkable
+cases."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.engines import RandomEffect
-from pipeline.lme_formula import FormulaError, parse, split_top_level, to_spec
+from pipeline.trajectories.engines import RandomEffect
+from pipeline.trajectories.formula import FormulaError, parse, split_top_level, to_spec
 
 
 def test_split_respects_parentheses() -> None:
@@ -72,7 +73,7 @@ def test_to_spec_needs_a_random_term() -> None:
 def test_variance_components_in_lme4_notation_fit_no_extra_intercept() -> None:
     # a therapist slope variance beside a therapist intercept variance, uncorrelated:
     # "(weeks | therapist_id)" would make lme4 fit a second, correlated intercept
-    from pipeline.engines import MixedSpec, VarianceComponent
+    from pipeline.trajectories.engines import MixedSpec, VarianceComponent
 
     spec = MixedSpec("phq9", "weeks", (RandomEffect("patient_id", ("1", "weeks")),),
                      (VarianceComponent("group_id", where="is_group"),

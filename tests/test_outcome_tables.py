@@ -1,4 +1,4 @@
-"""The outcome tables assembled from per-patient outcomes (``pipeline.outcome_tables``)."""
+"""The outcome tables assembled from per-patient outcomes (``pipeline.outcomes.tables``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.outcome_tables import FLOW_STEPS, flow_counts
+from pipeline.outcomes.tables import FLOW_STEPS, flow_counts
 
 
 def test_flow_counts_by_hand() -> None:

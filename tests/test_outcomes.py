@@ -18,7 +18,7 @@ import pytest
 from data_schemas import Patients, SessionsInContext
 from data_schemas.outcomes import per_instrument_schema
 from pipeline import config as study_config
-from pipeline import outcomes
+from pipeline.outcomes import definitions as outcomes
 
 START = pd.Timestamp("2024-01-08")
 NA = None
@@ -309,7 +309,7 @@ def test_assessment_only_trial_gets_trial_populations() -> None:
     assessment a 'final phase' session); the trial definition has 6 randomised and 4
     assessed (R1, R2, R3, R6). PHQ-9 response among the randomised: observed 3 of 4 (R1, R2,
     R6 of those with an endpoint), itt 3 of 5 (R5 has no baseline, so is not eligible)."""
-    from pipeline import rates
+    from pipeline.outcomes import rates
 
     patients, sessions = _trial()
     service = outcomes.derive(patients, sessions, study_config.from_mapping(None))

@@ -14,9 +14,11 @@ import pytest
 
 from data_schemas.outcomes import per_instrument_schema
 from pipeline import config as study_config
-from pipeline import outcome_tables, outcomes, rates
 from pipeline.cli import BENCHMARK_EXAMPLE
 from pipeline.estimability import NotEstimable
+from pipeline.outcomes import definitions as outcomes
+from pipeline.outcomes import rates
+from pipeline.outcomes import tables as outcome_tables
 
 START = pd.Timestamp("2024-01-08")
 
@@ -190,7 +192,7 @@ def test_paired_measures_need_the_paired_rules() -> None:
 
 def test_audit_without_the_paired_instruments_is_not_estimable(
         madrs_outcomes: pd.DataFrame) -> None:
-    from pipeline import audit
+    from pipeline.audit import review as audit
 
     patients, sessions = study(MADRS)
     result = audit.review(patients, sessions, madrs_outcomes.reset_index(),

@@ -14,7 +14,11 @@ import pytest
 from scipy import stats
 
 from data_schemas.outcomes import per_instrument_schema
-from pipeline import config, demo, io, outcomes, rates, validate
+from pipeline import config, io
+from pipeline.demo import generate as demo
+from pipeline.ingest import validate
+from pipeline.outcomes import definitions as outcomes
+from pipeline.outcomes import rates
 
 OUTCOME_KEYS = {
     "phq9_response_finished_course": ("phq9", "response"),

@@ -11,9 +11,9 @@ import docx
 import pandas as pd
 import pytest
 
-from pipeline import paper_export
-from pipeline import paper_tables as pt
 from pipeline.cli import main
+from pipeline.report import paper_export
+from pipeline.report import paper_tables as pt
 
 EN_DASH = "\u2013"
 

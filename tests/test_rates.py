@@ -1,4 +1,5 @@
-"""Tests for ``pipeline.rates``: hand-checkable frames and one simulation with known truth."""
+"""Tests for ``pipeline.outcomes.rates``: hand-checkable frames and one simulation with known
+truth."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from statsmodels.stats.proportion import proportion_confint
 
 from data_schemas.outcomes import PAIRED, PER_INSTRUMENT, per_instrument_schema
 from data_schemas.vocab import INSTRUMENTS
-from pipeline import rates as rates_module
 from pipeline.estimability import NotEstimable
-from pipeline.rates import (
+from pipeline.outcomes import rates as rates_module
+from pipeline.outcomes.rates import (
     adjusted_response,
     attendance_summary,
     benchmark_comparison,
@@ -527,7 +528,7 @@ def test_large_n_route_is_the_independence_gee() -> None:
     statsmodels' GEE with an independence working correlation (same estimator)."""
     import statsmodels.api as sm
 
-    from pipeline.rates import _fit_gee
+    from pipeline.outcomes.rates import _fit_gee
 
     rng = np.random.default_rng(3)
     n = 600

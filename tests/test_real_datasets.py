@@ -61,11 +61,14 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipeline import cli, engines, outcomes, study, trajectories
+from pipeline import cli, study
 from pipeline import config as study_config
-from pipeline.engines import MixedSpec
 from pipeline.estimability import NotEstimable
-from pipeline.lme_formula import to_spec
+from pipeline.outcomes import definitions as outcomes
+from pipeline.trajectories import engines
+from pipeline.trajectories import models as trajectories
+from pipeline.trajectories.engines import MixedSpec
+from pipeline.trajectories.formula import to_spec
 
 REAL = Path(__file__).parent / "fixtures" / "real"
 GOLDEN = Path(__file__).parent / "golden" / "real_mixed_golden.json"

@@ -1,4 +1,4 @@
-"""Tests of ``pipeline.relapse`` and ``pipeline.relapse_plots``.
+"""Tests of ``pipeline.relapse.analysis`` and ``pipeline.report.relapse_plots``.
 
 Golden values come from R 4.2.2 with survival 3.5-3 (``tests/golden/relapse_golden.R``, run
 once; its output is ``tests/golden/relapse_golden.json`` and ``relapse_golden.Rout``). R is
@@ -27,8 +27,13 @@ from lifelines.exceptions import ConvergenceError
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pipeline import config, demo, outcomes, relapse, relapse_interval, relapse_plots
+from pipeline import config
+from pipeline.demo import generate as demo
 from pipeline.estimability import NotEstimable
+from pipeline.outcomes import definitions as outcomes
+from pipeline.relapse import analysis as relapse
+from pipeline.relapse import interval as relapse_interval
+from pipeline.report import relapse_plots
 from tests.conftest import GOLDEN_DIR
 
 GOLDEN: dict[str, Any] = json.loads((GOLDEN_DIR / "relapse_golden.json").read_text())

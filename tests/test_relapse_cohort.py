@@ -1,4 +1,4 @@
-"""The relapse cohort of ``pipeline.relapse`` on a hand-built study of twelve patients.
+"""The relapse cohort of ``pipeline.relapse.analysis`` on a hand-built study of twelve patients.
 
 Every patient starts on Monday 2024-01-01 (assessment, session 0, on 2023-12-28, PHQ-9 15)
 and attends sessions 1-3 on 01-01, 01-08 and 01-15, so the time origin (last attended
@@ -42,8 +42,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import config, outcomes, relapse
+from pipeline import config
 from pipeline.estimability import NotEstimable
+from pipeline.outcomes import definitions as outcomes
+from pipeline.relapse import analysis as relapse
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "relapse_golden.json").read_text())
 NaT = pd.NaT

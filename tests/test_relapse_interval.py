@@ -1,4 +1,4 @@
-"""Tests of ``pipeline.relapse_interval`` (Turnbull NPMLE, interval-censored Weibull AFT) and
+"""Tests of ``pipeline.relapse.interval`` (Turnbull NPMLE, interval-censored Weibull AFT) and
 of the Kaplan-Meier figure's ``relapse.min_at_risk``.
 
 Golden values come from R 4.2.2 with survival 3.5-3 (``tests/golden/interval_relapse_golden.R``,
@@ -45,8 +45,11 @@ import pandas as pd
 import pytest
 from lifelines import KaplanMeierFitter
 
-from pipeline import config, relapse, relapse_interval, relapse_plots
+from pipeline import config
 from pipeline.estimability import NotEstimable
+from pipeline.relapse import analysis as relapse
+from pipeline.relapse import interval as relapse_interval
+from pipeline.report import relapse_plots
 from tests.conftest import GOLDEN_DIR
 from tests.test_relapse_cohort import _followups, _patients, _sessions
 
@@ -78,7 +81,7 @@ def _frame(left: list[float], right: list[float], **columns: Any) -> pd.DataFram
 def _hand_intervals(exact: bool = False) -> pd.DataFrame:
     patients, sessions, followups = _patients(), _sessions(), _followups()
     cfg = config.from_mapping({"relapse": {"clinician_relapse_exact": exact}})
-    from pipeline import outcomes
+    from pipeline.outcomes import definitions as outcomes
 
     po = outcomes.derive(patients, sessions, cfg)
     cohort, _ = relapse.relapse_cohort(patients, sessions, followups, po, cfg)

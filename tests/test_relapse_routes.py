@@ -1,4 +1,5 @@
-"""The faster routes of ``pipeline.relapse`` give the same answers as the routes they replace.
+"""The faster routes of ``pipeline.relapse.analysis`` give the same answers as the routes they
+replace.
 
 - Efron score residuals (robust variance): cumulative sums over event times
   (``relapse._efron_score_residuals``) against the previous loop over event times, kept
@@ -25,7 +26,7 @@ import pytest
 from lifelines import CoxPHFitter
 from lifelines.statistics import proportional_hazard_test
 
-from pipeline import relapse
+from pipeline.relapse import analysis as relapse
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import report
 from pipeline.cli import main
+from pipeline.report import html as report
 
 
 def _inputs(**tables: pd.DataFrame) -> report.ReportInputs:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import report
 from pipeline.cli import main
+from pipeline.report import html as report
 
 pytestmark = pytest.mark.browser
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -15,8 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import findings, report
 from pipeline.cli import main
+from pipeline.report import findings
+from pipeline.report import html as report
 
 PERCENT = re.compile(r"(\d+\.\d)%")
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import run_folder
 from pipeline.cli import main
+from pipeline.runner import run_folder
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import config, demo, io, stages, validate
+from pipeline import config, io
+from pipeline.demo import generate as demo
+from pipeline.ingest import validate
+from pipeline.runner import stages
 from pipeline.sharing import relapse_tables
 from pipeline.sharing.publish import SharingOptions
 from tests.attacker import attack_relapse

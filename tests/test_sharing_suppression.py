@@ -16,8 +16,11 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 
-from pipeline import config, demo, io, stages, validate
+from pipeline import config, io
 from pipeline.cli import BENCHMARK_EXAMPLE
+from pipeline.demo import generate as demo
+from pipeline.ingest import validate
+from pipeline.runner import stages
 from pipeline.sharing import suppression
 from pipeline.sharing.publish import SharingOptions
 from pipeline.sharing.suppression import CountTable, margin_relations, protect_tables
@@ -91,7 +94,7 @@ def test_equal_grids_in_two_slices_hide_the_same_cells() -> None:
 
 
 def test_engine_is_the_audits() -> None:
-    from pipeline import audit
+    from pipeline.audit import review as audit
 
     assert audit.audit_column is suppression.audit_column
     assert audit.Relation is suppression.Relation

@@ -23,9 +23,10 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
-from pipeline import io, validate
+from pipeline import io
 from pipeline.cli import main
 from pipeline.estimability import RECORD_COLUMNS
+from pipeline.ingest import validate
 from tests.study_shapes import (
     NAMED_SHAPES,
     StudyShape,

@@ -1,4 +1,4 @@
-"""Tests for ``pipeline.trajectories`` (and ``pipeline.trajectory_plots``).
+"""Tests for ``pipeline.trajectories.models`` (and ``pipeline.report.trajectory_plots``).
 
 Hand-checkable frames for the long data and the phases; the demo cohort (2,000 patients,
 seed 20261122) for the models, whose derived quantities are re-computed by hand from the
@@ -13,9 +13,12 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from pipeline import config, demo, outcomes, trajectories
-from pipeline.figures import png_bytes
-from pipeline.trajectories import TrajectoryResult, add_phases, long_scores, model_data
+from pipeline import config
+from pipeline.demo import generate as demo
+from pipeline.outcomes import definitions as outcomes
+from pipeline.report.figures import png_bytes
+from pipeline.trajectories import models as trajectories
+from pipeline.trajectories.models import TrajectoryResult, add_phases, long_scores, model_data
 
 DAY = pd.Timedelta(days=1)
 START = pd.Timestamp("2024-01-10")
@@ -283,7 +286,7 @@ def test_messages_report_boundary_fits(result: TrajectoryResult) -> None:
 
 
 def test_figure_is_deterministic(result: TrajectoryResult) -> None:
-    from pipeline.trajectory_plots import trajectories_figure
+    from pipeline.report.trajectory_plots import trajectories_figure
 
     figure = result.figures["mixed_trajectories"]
     assert isinstance(figure, Figure)

@@ -1,4 +1,4 @@
-"""Tables that let a reader check the trajectory models (``pipeline.trajectory_tables``),
+"""Tables that let a reader check the trajectory models (``pipeline.trajectories.means``),
 the format contrast at several weeks, and how the report shows them."""
 
 from __future__ import annotations
@@ -12,9 +12,14 @@ import pytest
 from matplotlib.figure import Figure
 from scipy import stats
 
-from pipeline import config, demo, engines, outcomes, report, trajectories
-from pipeline.trajectory_plots import trajectories_figure
-from pipeline.trajectory_tables import (
+from pipeline import config
+from pipeline.demo import generate as demo
+from pipeline.outcomes import definitions as outcomes
+from pipeline.report import html as report
+from pipeline.report.trajectory_plots import trajectories_figure
+from pipeline.trajectories import engines
+from pipeline.trajectories import models as trajectories
+from pipeline.trajectories.means import (
     COMPARISON_COLUMNS,
     OBSERVED_COLUMNS,
     comparison_row,

@@ -1,5 +1,5 @@
 """Validation against the contract built from the study: catalogue score columns, the
-study's own instruments and conditions (``pipeline.validate`` with a ``StudyConfig``)."""
+study's own instruments and conditions (``pipeline.ingest.validate`` with a ``StudyConfig``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import config as study_config
-from pipeline import io, validate
-from pipeline.validate import ValidationResult
+from pipeline import io
+from pipeline.ingest import validate
+from pipeline.ingest.validate import ValidationResult
 from tests.conftest import base_patients, to_csv
 
 #: Three patients (see ``tests/conftest.py``), each with an assessment and one session.

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import io, validate
+from pipeline import io
+from pipeline.ingest import validate
 from tests.conftest import StudyWriter, base_followups, base_patients, base_sessions
 
 Rows = list[dict[str, str]]

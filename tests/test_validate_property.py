@@ -11,7 +11,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import io, validate
+from pipeline import io
+from pipeline.ingest import validate
 from tests.conftest import base_followups, base_patients, base_sessions, to_csv
 
 TABLES = ("patients", "sessions", "followups")

@@ -36,7 +36,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from pipeline.rates import ALL, PAIRED_INSTRUMENT, PAIRED_OUTCOMES
+from pipeline.outcomes.rates import ALL, PAIRED_INSTRUMENT, PAIRED_OUTCOMES
 from pipeline.sharing.suppression import CountTable, SuppressionSummary, protect_tables
 
 RATE_KEYS: Final = ("population", "instrument", "outcome", "denominator")

@@ -5,7 +5,7 @@ pseudonyms for the CLI's outputs (the audit calls :mod:`pipeline.sharing.pseudon
 because it orders its rows by pseudonym before it suppresses, and its stage says so with
 ``StageOutput.pseudonymised``). Cells and headers that a spreadsheet would run as a
 formula are defused when any CSV is written (``pipeline.io.write_csv``), and validation
-writes only the contract's declared columns (``pipeline.validate.declared_columns``).
+writes only the contract's declared columns (``pipeline.ingest.validate.declared_columns``).
 """
 
 from __future__ import annotations

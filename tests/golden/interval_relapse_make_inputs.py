@@ -4,10 +4,10 @@
 
 For a real study with relapses found at visits (``tests/fixtures/real/SOURCE.md``) and the
 demo, the relapse cohort and its intervals exactly as the pipeline builds them
-(:func:`pipeline.relapse_interval.interval_data`: ``left_weeks``, ``right_weeks`` with
+(:func:`pipeline.relapse.interval.interval_data`: ``left_weeks``, ``right_weeks`` with
 ``inf`` for no relapse, ``exact``) and the terms of its Cox model
-(:func:`pipeline.relapse.cox_terms`, as indicator columns of
-:func:`pipeline.relapse.cox_design`), so that R fits the same numbers:
+(:func:`pipeline.relapse.analysis.cox_terms`, as indicator columns of
+:func:`pipeline.relapse.analysis.cox_design`), so that R fits the same numbers:
 
 - ``interval_relapse_btb.csv``: ``beat_the_blues_followup`` (BDI-II, relapse after response
   found at the 4-, 6- and 8-month follow-ups: interval-censored;
@@ -31,8 +31,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import config, demo, io, outcomes, relapse, relapse_interval, validate
+from pipeline import config, io
+from pipeline.demo import generate as demo
 from pipeline.estimability import NotEstimable
+from pipeline.ingest import validate
+from pipeline.outcomes import definitions as outcomes
+from pipeline.relapse import analysis as relapse
+from pipeline.relapse import interval as relapse_interval
 
 HERE = Path(__file__).parent
 REAL = HERE.parent / "fixtures" / "real"

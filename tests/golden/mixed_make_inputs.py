@@ -3,7 +3,7 @@
     .venv/bin/python tests/golden/mixed_make_inputs.py
 
 ``mixed_demo_growth.csv``: the growth-model frame of a demo cohort (600 patients, seed
-20261122, default config) as built by :func:`pipeline.trajectories.model_data`: the PHQ-9
+20261122, default config) as built by :func:`pipeline.trajectories.models.model_data`: the PHQ-9
 score, weeks since start, condition, format, centred age and sex, the grouping columns and
 the group-format indicator. ``mixed_sleepstudy.csv`` and ``mixed_pastes.csv`` are written by
 the R script itself from lme4's own copies of the data sets.
@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import config, demo, outcomes, trajectories
+from pipeline import config
+from pipeline.demo import generate as demo
+from pipeline.outcomes import definitions as outcomes
+from pipeline.trajectories import models as trajectories
 
 HERE = Path(__file__).parent
 COLUMNS = ["patient_id", "therapist_id", "group_id", "is_group", "condition", "format",

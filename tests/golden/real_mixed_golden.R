@@ -4,7 +4,7 @@
 #
 # Reads the shaped study folders under tests/fixtures/real/ (written by make_real.py) and
 # rebuilds exactly the rows and the time variable the pipeline gives a custom model
-# (pipeline.trajectories.long_scores and _fit_custom):
+# (pipeline.trajectories.models.long_scores and _fit_custom):
 #   * one row per session that was attended and has a value of the outcome column;
 #   * weeks = (session_date - start_date) in days / 7;
 #   * rows sorted by patient and session number; is_baseline = a patient's first such row;

@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/golden/relapse_demo_estimand.py > tests/golden/relapse_demo_estimand.txt
 
-The demo (``pipeline.demo``) draws relapse from ``exp(-5.6 + 0.08 phq9_end + log(0.5)
+The demo (``pipeline.demo.generate``) draws relapse from ``exp(-5.6 + 0.08 phq9_end + log(0.5)
 maintenance)`` per week but records it only at the next follow-up (13, 26, 52 weeks), and the
 pipeline's relapse endpoint also counts any follow-up PHQ-9 >= 10, which the demo produces
 from measurement noise (SD 2.5 around the end-of-treatment level) whether or not the patient
@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline import config, demo, outcomes, relapse
+from pipeline import config
+from pipeline.demo import generate as demo
+from pipeline.outcomes import definitions as outcomes
+from pipeline.relapse import analysis as relapse
 
 SPEC = relapse.CoxSpec(categorical=("format", "condition", "maintenance", "problem_area", "sex"),
                        numeric=("residual_phq9", "age"))

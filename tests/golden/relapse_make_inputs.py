@@ -16,7 +16,10 @@ from pathlib import Path
 
 from lifelines.datasets import load_lung, load_rossi
 
-from pipeline import config, demo, outcomes, relapse
+from pipeline import config
+from pipeline.demo import generate as demo
+from pipeline.outcomes import definitions as outcomes
+from pipeline.relapse import analysis as relapse
 
 HERE = Path(__file__).parent
 

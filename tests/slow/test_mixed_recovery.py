@@ -1,7 +1,7 @@
 """Parameter recovery of the growth model on simulated cohorts with known truth.
 
 200 cohorts of 400 patients are simulated from the growth model of
-``pipeline.trajectories`` (missing at random: 15% of sessions missed, 20% stop early at
+``pipeline.trajectories.models`` (missing at random: 15% of sessions missed, 20% stop early at
 random) and fitted with the fast engine (``mixedlm``); the 95% Wald interval of the
 time x format effect must cover the truth in 90-99% of cohorts, and its estimates must be
 unbiased. Run with ``make validate-stats`` (about two
@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline import engines, trajectories
+from pipeline.trajectories import engines
+from pipeline.trajectories import models as trajectories
 
 REPLICATES = 200
 N_PATIENTS = 400

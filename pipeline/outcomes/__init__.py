@@ -1,0 +1,13 @@
+"""Outcomes: what happened to each patient, and how often, by condition and format.
+
+Modules
+-------
+``definitions``
+    ``derive(patients, sessions, config)``: the per-patient outcomes (response,
+    remission, reliable change, recovery, finished course) from the instrument catalogue.
+``rates``
+    Rates with Wilson intervals, benchmarks, attendance, response models.
+``tables``
+    The outcome stage's tables: rate tables, format comparison, standardised
+    difference, patient flow counts.
+"""

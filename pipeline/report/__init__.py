@@ -1,0 +1,15 @@
+"""Report: everything a reader sees, drawn from the tables the stages returned.
+
+Modules
+-------
+``html``
+    ``write(out_dir)``: the HTML report (jinja2) from a run's outputs.
+``findings``
+    The first screen's sentences, from the tables.
+``figures``, ``outcome_plots``, ``trajectory_plots``, ``relapse_plots``, ``audit_plots``
+    The figures (matplotlib lives only here).
+``paper_tables``, ``paper_export``
+    Tables 1--5 for papers (CSV, LaTeX, Word).
+``manifest``
+    Software versions, inputs and seeds of a run.
+"""

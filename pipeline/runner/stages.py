@@ -1,0 +1,265 @@
+"""The pipeline's stages as pure functions: validated tables and a config in, a
+``StageOutput`` (named tables, figures, messages, row counts) out. The command line writes
+the outputs; the report reads them back.
+
+Stages: ``outcomes`` (per-patient outcomes and rates), ``models`` (mixed-effects
+trajectories), ``relapse`` (survival after acute treatment), ``audit`` (clinic audit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from pipeline.config import StudyConfig
+from pipeline.estimability import AnalysisRecord, NotEstimable, attempt, require
+from pipeline.outcomes import definitions as outcomes
+from pipeline.outcomes import rates as rate_functions
+from pipeline.outcomes import tables as outcome_tables
+from pipeline.report import outcome_plots
+from pipeline.sharing import outcome_tables as shared_outcomes
+from pipeline.sharing import relapse_tables as shared_relapse
+from pipeline.sharing.publish import SharingOptions
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, eq=False)
+class StageOutput:
+    """What one stage produced.
+
+    Attributes
+    ----------
+    tables : dict of str to DataFrame
+        Written as ``OUT/<folder>/<name>.csv``.
+    figures : dict of str to Figure
+        Written as ``OUT/figures/<name>.png``.
+    messages : tuple of str
+        Plain-language notes for the report (smaller model used, fit on the boundary, ...).
+    rows : dict of str to int
+        Row counts for the manifest.
+    folder : str
+        ``tables`` or ``audit``.
+    records : tuple of AnalysisRecord
+        What became of each analysis of the stage (``pipeline.estimability``).
+    pseudonymised : bool
+        The stage replaced ids by pseudonyms itself (the audit, which orders rows by them);
+        otherwise ``pipeline.sharing.publish.table`` does when the tables are written.
+    """
+
+    tables: dict[str, pd.DataFrame]
+    figures: dict[str, Figure] = field(default_factory=dict)
+    messages: tuple[str, ...] = ()
+    rows: dict[str, int] = field(default_factory=dict)
+    folder: str = "tables"
+    records: tuple[AnalysisRecord, ...] = ()
+    pseudonymised: bool = False
+
+
+def completeness(patient_outcomes: pd.DataFrame, config: StudyConfig) -> pd.DataFrame:
+    """Share of finished courses with paired scores on both paired instruments (NHS
+    Talking Therapies data-completeness standard: ``audit.completeness_standard``, 90%).
+
+    Raises
+    ------
+    NotEstimable
+        When a paired instrument is not in the data, or nobody finished a course.
+    """
+    first, second = config.paired_instruments
+    missing = [i for i in (first, second) if f"{i}_change" not in patient_outcomes.columns
+               or not patient_outcomes[f"{i}_baseline"].notna().any()]
+    require(not missing, f"no {' or '.join(missing)} scores: paired-score completeness "
+            "is defined for the paired instruments", f"{first} and {second} scores")
+    finished = patient_outcomes[patient_outcomes["finished_course"]]
+    require(not finished.empty, "no patient finished a course of treatment",
+            "patients who ended treatment after >= "
+            f"{config.populations.finished_course_min_sessions} attended sessions")
+    paired = finished[f"{first}_change"].notna() & finished[f"{second}_change"].notna()
+    share = float(paired.mean())
+    standard = config.audit.completeness_standard
+    return pd.DataFrame({
+        "finished_courses": [len(finished)], "paired": [int(paired.sum())],
+        "share_paired": [share], "standard": [standard],
+        "meets_standard": [bool(share >= standard)],
+    })
+
+
+def derive_outcomes(tables: dict[str, pd.DataFrame], config: StudyConfig) -> pd.DataFrame:
+    """The per-patient outcomes every analysis stage starts from (``outcomes.derive``)."""
+    return outcomes.derive(tables["patients"], tables["sessions"], config)
+
+
+def run_outcomes(
+    tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame, config: StudyConfig,
+    benchmarks: pd.DataFrame, sharing: SharingOptions,
+) -> StageOutput:
+    """The outcome tables and figures; each one an analysis at its own boundary."""
+    records: list[AnalysisRecord] = []
+
+    def step(name: str, func: Callable[[], T]) -> T | None:
+        return attempt("outcomes", name, func, records)
+
+    built: dict[str, pd.DataFrame | None] = {}
+    rates = step("response_rates", lambda: outcome_tables.rate_table(patient_outcomes, config))
+    built["response_rates"] = rates
+    if rates is not None:
+        built["response_rates_main"] = step(
+            "response_rates_main", lambda: outcome_tables.main_rates(rates, config))
+        built["benchmark_comparison"] = step(
+            "benchmark_comparison", lambda: rate_functions.benchmark_comparison(
+                rates, benchmarks, population=outcomes.main_population(config),
+                primary=config.primary_instrument,
+                defined=outcome_tables.defined_outcomes(patient_outcomes, config)))
+    comparison = step("response_models",
+                      lambda: outcome_tables.format_comparison(patient_outcomes, config))
+    notes: tuple[str, ...] = ()
+    if comparison is not None:
+        built["response_models"] = comparison.table
+        notes = comparison.notes
+        built["response_standardised"] = step(
+            "response_standardised", lambda: outcome_tables.standardised(comparison))
+    built["attendance"] = step("attendance",
+                               lambda: rate_functions.attendance_summary(patient_outcomes))
+    built["completeness"] = step("completeness", lambda: completeness(patient_outcomes, config))
+    counts = outcome_tables.flow_counts(patient_outcomes, tables.get("followups"))
+    built["patient_flow"] = shared_outcomes.flow_table(counts)
+    tables_built = {name: table for name, table in built.items() if table is not None}
+    shared = tables_built if sharing.no_suppress else shared_outcomes.share(
+        tables_built, config.suppress_below - 1, config.primary_instrument)[0]
+    # the figures show what the shared tables show (a suppressed rate is not drawn)
+    figures = _outcome_figures(counts, shared_outcomes.flow_labels(shared["patient_flow"]),
+                               shared.get("response_rates"), shared.get("benchmark_comparison"),
+                               config, records)
+    return StageOutput(
+        tables={"patient_outcomes": patient_outcomes, **shared},
+        figures=figures, messages=(*outcomes.population_notes(patient_outcomes, config), *notes),
+        rows={"patient_outcomes": len(patient_outcomes), **counts},
+        records=tuple(records),
+    )
+
+
+def _outcome_figures(counts: dict[str, int], labels: dict[str, str],
+                     rates: pd.DataFrame | None, benchmarks: pd.DataFrame | None,
+                     config: StudyConfig, records: list[AnalysisRecord]) -> dict[str, Figure]:
+    """The patient flow (its ``counts``, shown as the shared ``labels``), the rates figure
+    and the first screen's figure (with the ``benchmarks`` it is compared with), each a
+    recorded analysis."""
+    figures = {"patient_flow": attempt("outcomes", "figure patient_flow",
+                                       lambda: outcome_plots.flow_figure(counts, labels),
+                                       records)}
+    if rates is not None:
+        observed = rates[(rates["population"] == outcomes.main_population(config))
+                         & (rates["denominator"] == "observed")]
+        figures["outcome_rates"] = attempt(
+            "outcomes", "figure outcome_rates", lambda: outcome_plots.rates_figure(
+                observed, ((config.primary_instrument, "response"),
+                           (rate_functions.PAIRED_INSTRUMENT, "recovery")),
+                {(rate_functions.PAIRED_INSTRUMENT, "recovery"):
+                 config.audit.recovery_target}), records)
+        figures["headline"] = attempt(
+            "outcomes", "figure headline", lambda: outcome_plots.headline_figure(
+                observed, benchmarks, config.primary_instrument), records)
+    return {name: figure for name, figure in figures.items() if figure is not None}
+
+
+def run_models(
+    tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame, config: StudyConfig,
+    engine: str | None,
+) -> StageOutput:
+    """Mixed-effects trajectory models (``pipeline.trajectories.models``); one record per model."""
+    from pipeline.trajectories import models as trajectories
+
+    result = trajectories.analyse(tables["patients"], tables["sessions"], patient_outcomes,
+                                  config, engine=engine)
+    return StageOutput(dict(result.tables), dict(result.figures), tuple(result.messages),
+                       rows={"models": len([t for t in result.tables if t.endswith("_fixed")])},
+                       records=result.records)
+
+
+def _relapse(tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame,
+             config: StudyConfig) -> StageOutput:
+    from pipeline.relapse import analysis as relapse
+
+    followups = tables.get("followups")
+    if followups is None or followups.empty:
+        raise NotEstimable("no follow-ups after treatment in the data",
+                           "a followups table with post-treatment assessments")
+    result = relapse.analyse(tables["patients"], tables["sessions"], followups,
+                             patient_outcomes, config)
+    cohort = result.tables.get("relapse_cohort", pd.DataFrame())
+    return StageOutput(dict(result.tables), dict(result.figures), tuple(result.messages),
+                       rows={"relapse_cohort": len(cohort)},
+                       records=result.records)
+
+
+def _shared_relapse_figures(output: StageOutput, shared: dict[str, pd.DataFrame],
+                            config: StudyConfig) -> dict[str, Figure]:
+    """The relapse figures redrawn from the shared tables: no curve of a group whose
+    counts are hidden, numbers at risk as the shared table shows them."""
+    from pipeline.report import relapse_plots
+
+    figures = dict(output.figures)
+    cohort = output.tables.get("relapse_cohort")
+    if "relapse_km" in figures and cohort is not None:
+        figures["relapse_km"] = relapse_plots.km_figure(
+            cohort, ("format", "maintenance"), config.relapse.min_at_risk,
+            shared.get("relapse_free_interval"), shared.get("relapse_km_at_risk"))
+    if "relapse_cif" in figures and "relapse_cif" in shared:
+        figures["relapse_cif"] = relapse_plots.cif_figure(shared["relapse_cif"])
+    return figures
+
+
+def run_relapse(
+    tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame, config: StudyConfig,
+    sharing: SharingOptions | None = None,
+) -> StageOutput:
+    """Relapse after acute treatment (``pipeline.relapse.analysis``); its count tables protected by
+    ``pipeline.sharing.relapse_tables`` unless ``sharing.no_suppress``."""
+    records: list[AnalysisRecord] = []
+    output = attempt("relapse", "relapse", lambda: _relapse(tables, patient_outcomes, config),
+                     records)
+    if output is None:
+        return StageOutput({}, records=tuple(records))
+    if not (sharing or SharingOptions()).no_suppress:
+        shared, _summary = shared_relapse.share(output.tables, config.suppress_below - 1)
+        output = dataclasses.replace(output, tables=shared,
+                                     figures=_shared_relapse_figures(output, shared, config))
+    if output.records:  # the relapse analyses recorded themselves
+        return output
+    return dataclasses.replace(output, records=tuple(records))
+
+
+def _audit(tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame,
+           config: StudyConfig, sharing: SharingOptions, key: bytes) -> StageOutput:
+    from pipeline.audit import review as audit
+
+    options = audit.AuditOptions(
+        key=key or None, keep_ids=sharing.keep_ids, no_suppress=sharing.no_suppress,
+        pseudonymise_therapists=sharing.pseudonymise_therapists,
+        **dataclasses.asdict(config.audit),
+    )
+    result = audit.review(tables["patients"], tables["sessions"], patient_outcomes, config,
+                          options)
+    return StageOutput(dict(result.tables), dict(result.figures), tuple(result.messages),
+                       rows={"audit_sites": len(result.tables.get("audit_sites", []))},
+                       folder="audit", records=result.records, pseudonymised=True)
+
+
+def run_audit(
+    tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame, config: StudyConfig,
+    sharing: SharingOptions, key: bytes,
+) -> StageOutput:
+    """The clinic audit (``pipeline.audit.review``)."""
+    records: list[AnalysisRecord] = []
+    output = attempt("audit", "audit",
+                     lambda: _audit(tables, patient_outcomes, config, sharing, key), records)
+    if output is None:
+        return StageOutput({}, folder="audit", records=tuple(records), pseudonymised=True)
+    if output.records:
+        return output
+    return dataclasses.replace(output, records=tuple(records))
