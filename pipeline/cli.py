@@ -354,7 +354,8 @@ def _run_stages(args: argparse.Namespace, stages: Sequence[str], render: bool) -
     for step, name in enumerate(stages, start=1):
         _progress(step, total, name)
         with runlog.stage(name if name != "outcomes" else "outcomes_write"):
-            output = _stage_output(name, runners[name], patient_outcomes, records)
+            output = _drawn(name, _stage_output(name, runners[name], patient_outcomes,
+                                                records), study)
             _emit(output, args, key, name)
         records += output.records
         rows[name] = output.rows
@@ -375,6 +376,16 @@ def _run_stages(args: argparse.Namespace, stages: Sequence[str], render: bool) -
             print(f"report: {getattr(args, 'final_out', args.out) / 'report.html'}")
     _update_run_log(args, runlog)
     return _analyses_exit_code(records)
+
+
+def _drawn(stage: str, output: StageOutput, study: StudyConfig) -> StageOutput:
+    """``output`` with its figures, drawn on the report side from the returned data."""
+    import dataclasses
+
+    from pipeline.report import stage_figures
+
+    figures, records = stage_figures.draw(stage, output, study)
+    return dataclasses.replace(output, figures=figures, records=(*output.records, *records))
 
 
 def _resolve_primary(study: StudyConfig, sessions: pd.DataFrame

@@ -8,10 +8,15 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
-from pipeline.estimability import require
+from pipeline.config import StudyConfig
+from pipeline.estimability import AnalysisRecord, attempt, require
+from pipeline.outcomes import rates as rate_functions
+from pipeline.outcomes.definitions import main_population
 from pipeline.outcomes.tables import FLOW_STEPS
 from pipeline.report.figures import FORMAT_COLOURS, GROUP_LABELS, new_figure
 from pipeline.report.findings import instrument_label
+from pipeline.runner.stages import StageOutput
+from pipeline.sharing import outcome_tables as shared_outcomes
 
 
 def flow_figure(counts: dict[str, int], labels: dict[str, str] | None = None) -> Figure:
@@ -120,3 +125,30 @@ def headline_figure(rates: pd.DataFrame, benchmarks: pd.DataFrame | None,
     axes.grid(axis="x", alpha=0.3)
     figure.legend(loc="outside upper center", fontsize=8, ncols=4, frameon=False)
     return figure
+
+
+def stage_figures(output: StageOutput, config: StudyConfig,
+                  records: list[AnalysisRecord]) -> dict[str, Figure]:
+    """The outcomes stage's figures, from its (shared) tables: the patient flow (counts in
+    ``output.rows``, shown as the shared table's labels), the rates figure and the first
+    screen's figure (with the benchmarks it is compared with), each a recorded analysis.
+    A suppressed rate is not drawn, because the shared tables do not hold it."""
+    tables = output.tables
+    counts = {key: output.rows[key] for key, _text in FLOW_STEPS}
+    labels = shared_outcomes.flow_labels(tables["patient_flow"])
+    figures = {"patient_flow": attempt("outcomes", "figure patient_flow",
+                                       lambda: flow_figure(counts, labels), records)}
+    rates = tables.get("response_rates")
+    if rates is not None:
+        observed = rates[(rates["population"] == main_population(config))
+                         & (rates["denominator"] == "observed")]
+        paired = rate_functions.PAIRED_INSTRUMENT
+        figures["outcome_rates"] = attempt(
+            "outcomes", "figure outcome_rates", lambda: rates_figure(
+                observed, ((config.primary_instrument, "response"), (paired, "recovery")),
+                {(paired, "recovery"): config.audit.recovery_target}), records)
+        figures["headline"] = attempt(
+            "outcomes", "figure headline", lambda: headline_figure(
+                observed, tables.get("benchmark_comparison"), config.primary_instrument),
+            records)
+    return {name: figure for name, figure in figures.items() if figure is not None}

@@ -21,7 +21,6 @@ from pipeline.estimability import AnalysisRecord, NotEstimable, attempt, require
 from pipeline.outcomes import definitions as outcomes
 from pipeline.outcomes import rates as rate_functions
 from pipeline.outcomes import tables as outcome_tables
-from pipeline.report import outcome_plots
 from pipeline.sharing import outcome_tables as shared_outcomes
 from pipeline.sharing import relapse_tables as shared_relapse
 from pipeline.sharing.publish import SharingOptions
@@ -38,7 +37,8 @@ class StageOutput:
     tables : dict of str to DataFrame
         Written as ``OUT/<folder>/<name>.csv``.
     figures : dict of str to Figure
-        Written as ``OUT/figures/<name>.png``.
+        Figures a stage still draws itself (none once every stage returns data only: the
+        report side draws them, ``pipeline.report.stage_figures``).
     messages : tuple of str
         Plain-language notes for the report (smaller model used, fit on the boundary, ...).
     rows : dict of str to int
@@ -47,6 +47,8 @@ class StageOutput:
         ``tables`` or ``audit``.
     records : tuple of AnalysisRecord
         What became of each analysis of the stage (``pipeline.estimability``).
+    figure_data : dict of str to DataFrame
+        Data a figure needs that is not written as a table (not published).
     pseudonymised : bool
         The stage replaced ids by pseudonyms itself (the audit, which orders rows by them);
         otherwise ``pipeline.sharing.publish.table`` does when the tables are written.
@@ -59,6 +61,7 @@ class StageOutput:
     folder: str = "tables"
     records: tuple[AnalysisRecord, ...] = ()
     pseudonymised: bool = False
+    figure_data: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def completeness(patient_outcomes: pd.DataFrame, config: StudyConfig) -> pd.DataFrame:
@@ -131,40 +134,12 @@ def run_outcomes(
     tables_built = {name: table for name, table in built.items() if table is not None}
     shared = tables_built if sharing.no_suppress else shared_outcomes.share(
         tables_built, config.suppress_below - 1, config.primary_instrument)[0]
-    # the figures show what the shared tables show (a suppressed rate is not drawn)
-    figures = _outcome_figures(counts, shared_outcomes.flow_labels(shared["patient_flow"]),
-                               shared.get("response_rates"), shared.get("benchmark_comparison"),
-                               config, records)
     return StageOutput(
         tables={"patient_outcomes": patient_outcomes, **shared},
-        figures=figures, messages=(*outcomes.population_notes(patient_outcomes, config), *notes),
+        messages=(*outcomes.population_notes(patient_outcomes, config), *notes),
         rows={"patient_outcomes": len(patient_outcomes), **counts},
         records=tuple(records),
     )
-
-
-def _outcome_figures(counts: dict[str, int], labels: dict[str, str],
-                     rates: pd.DataFrame | None, benchmarks: pd.DataFrame | None,
-                     config: StudyConfig, records: list[AnalysisRecord]) -> dict[str, Figure]:
-    """The patient flow (its ``counts``, shown as the shared ``labels``), the rates figure
-    and the first screen's figure (with the ``benchmarks`` it is compared with), each a
-    recorded analysis."""
-    figures = {"patient_flow": attempt("outcomes", "figure patient_flow",
-                                       lambda: outcome_plots.flow_figure(counts, labels),
-                                       records)}
-    if rates is not None:
-        observed = rates[(rates["population"] == outcomes.main_population(config))
-                         & (rates["denominator"] == "observed")]
-        figures["outcome_rates"] = attempt(
-            "outcomes", "figure outcome_rates", lambda: outcome_plots.rates_figure(
-                observed, ((config.primary_instrument, "response"),
-                           (rate_functions.PAIRED_INSTRUMENT, "recovery")),
-                {(rate_functions.PAIRED_INSTRUMENT, "recovery"):
-                 config.audit.recovery_target}), records)
-        figures["headline"] = attempt(
-            "outcomes", "figure headline", lambda: outcome_plots.headline_figure(
-                observed, benchmarks, config.primary_instrument), records)
-    return {name: figure for name, figure in figures.items() if figure is not None}
 
 
 def run_models(
