@@ -5,6 +5,22 @@ follow-ups are generated from the instrument catalogue (``data_schemas.instrumen
 the study's own instruments (``data_schemas.scores``), and the allowed conditions can be
 extended by the study. The validator, the cleaner (which reads the column types from the
 contract) and the data dictionary are all derived from ``TableContract``.
+
+Modules
+-------
+``patients``, ``sessions``, ``followups``
+    The input tables' contracts (one ``DataFrameModel`` each, with cross-column rules).
+``scores``, ``instruments``
+    Score columns from the instrument catalogue (``instruments.csv``: ranges, cut-offs,
+    sources) and the study's own instruments.
+``vocab``, ``rules``
+    The controlled vocabularies (conditions, formats, problem areas) and rule texts.
+``outcomes``
+    The contract of the per-patient outcomes.
+``outputs``
+    A contract for every table a run writes (``OUTPUT_CONTRACTS``, ``contract_for``).
+``dictionary``
+    ``DATA_DICTIONARY.md`` and the empty CSV templates, generated from the contracts.
 """
 
 from __future__ import annotations

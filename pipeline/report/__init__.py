@@ -8,6 +8,8 @@ Modules
     The first screen's sentences, from the tables.
 ``figures``, ``outcome_plots``, ``trajectory_plots``, ``relapse_plots``, ``audit_plots``
     The figures (matplotlib lives only here).
+``stage_figures``
+    ``draw(stage, output, config)``: each stage's figures from the data it returned.
 ``paper_tables``, ``paper_export``
     Tables 1--5 for papers (CSV, LaTeX, Word).
 ``manifest``
