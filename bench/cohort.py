@@ -1,8 +1,7 @@
 """A light, vectorised generator of long-format IPT scores for the benchmark.
 
-Much faster and leaner than :mod:`pipeline.demo.generate` at a million patients because it writes
-the
-model's long data directly (integer ids, categorical factors) instead of the three input
+Much faster and leaner than :mod:`pipeline.demo.generate` at a million patients because it
+writes the model's long data directly (integer ids, categorical factors) instead of the three input
 tables. The trajectory model matches the growth model of :mod:`pipeline.trajectories.models`:
 
 ``score = mu0[condition] + u0 + g_group + a_therapist + (slope[format] + u1 + a'_therapist)
