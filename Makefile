@@ -23,9 +23,8 @@ CORE := pipeline/io.py pipeline/ingest/clean.py pipeline/ingest/validate.py pipe
         data_schemas/instruments.csv
 OUTCOME_CODE := pipeline/outcomes/rates.py pipeline/outcomes/tables.py pipeline/report/outcome_plots.py \
         pipeline/report/figures.py pipeline/report/findings.py
-MODEL_CODE := pipeline/trajectories/models.py pipeline/report/trajectory_plots.py pipeline/trajectories/means.py \
-        pipeline/trajectories/formula.py \
-        pipeline/trajectories/formula_grammar.py $(wildcard pipeline/trajectories/engines/*.py)
+MODEL_CODE := $(wildcard pipeline/trajectories/*.py) pipeline/report/trajectory_plots.py \
+        $(wildcard pipeline/trajectories/engines/*.py)
 RELAPSE_CODE := pipeline/relapse/analysis.py pipeline/report/relapse_plots.py pipeline/relapse/interval.py
 AUDIT_CODE := $(wildcard pipeline/audit/*.py) pipeline/report/audit_plots.py
 REPORT_CODE := pipeline/report/html.py pipeline/report/findings.py pipeline/report/manifest.py \

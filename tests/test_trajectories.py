@@ -1,4 +1,5 @@
-"""Tests for ``pipeline.trajectories.models`` (and ``pipeline.report.trajectory_plots``).
+"""Tests for ``pipeline.trajectories`` (``models``, ``data``, ``specs``, ``fitting``,
+``estimates``) and the models stage's figure (``pipeline.report.trajectory_plots``).
 
 Hand-checkable frames for the long data and the phases; the demo cohort (2,000 patients,
 seed 20261122) for the models, whose derived quantities are re-computed by hand from the
@@ -15,10 +16,16 @@ from matplotlib.figure import Figure
 
 from pipeline import config
 from pipeline.demo import generate as demo
+from pipeline.estimability import AnalysisRecord
 from pipeline.outcomes import definitions as outcomes
+from pipeline.report import stage_figures, trajectory_plots
 from pipeline.report.figures import png_bytes
+from pipeline.runner import stages
+from pipeline.runner.stages import StageOutput
 from pipeline.trajectories import models as trajectories
-from pipeline.trajectories.models import TrajectoryResult, add_phases, long_scores, model_data
+from pipeline.trajectories import specs
+from pipeline.trajectories.data import PHASES, add_phases, long_scores
+from pipeline.trajectories.models import TrajectoryResult, model_data
 
 DAY = pd.Timedelta(days=1)
 START = pd.Timestamp("2024-01-10")
@@ -103,7 +110,7 @@ def test_phases(small: tuple[pd.DataFrame, ...], time: str, p1_knots: tuple[floa
         np.testing.assert_allclose(rows["phase_middle"], np.clip(t - t1, 0, t2 - t1))
         np.testing.assert_allclose(rows["phase_final"], np.maximum(t - t2, 0))
     last = frame.loc[frame["patient_id"] == "P1"].iloc[-1]
-    assert last[list(trajectories.PHASES)].sum() == pytest.approx(last[time])
+    assert last[list(PHASES)].sum() == pytest.approx(last[time])
 
 
 def test_model_data_codes_factors_and_centres_covariates() -> None:
@@ -132,7 +139,7 @@ def test_model_data_codes_factors_and_centres_covariates() -> None:
 def test_random_structure_needs_clusters() -> None:
     frame = pd.DataFrame({"patient_id": ["A", "B"], "is_group": [True, True],
                           "group_id": ["G1", "G1"], "therapist_id": ["T1", None]})
-    components, notes = trajectories.random_structure(frame, "weeks")
+    components, notes = specs.random_structure(frame, "weeks")
     assert components == ()
     assert any("therapy-group variance left out" in n for n in notes)
     assert any("therapist variance left out" in n for n in notes)
@@ -143,7 +150,7 @@ def test_random_structure_notes_group_patients_without_group_id() -> None:
     """C (group format, no group_id; two rows) is one patient without a group effect."""
     frame = pd.DataFrame({"patient_id": ["A", "B", "C", "C"], "is_group": [True] * 4,
                           "group_id": ["G1", "G1", None, None], "therapist_id": "T1"})
-    _, notes = trajectories.random_structure(frame, "weeks")
+    _, notes = specs.random_structure(frame, "weeks")
     assert any(n.startswith("1 group-format patient without a group_id: no "
                             "therapy-group random effect") for n in notes)
 
@@ -285,14 +292,64 @@ def test_messages_report_boundary_fits(result: TrajectoryResult) -> None:
     assert all("therapist_id (Intercept)" in m for m in boundary)
 
 
-def test_figure_is_deterministic(result: TrajectoryResult) -> None:
-    from pipeline.report.trajectory_plots import trajectories_figure
+def _stage_output(result: TrajectoryResult) -> StageOutput:
+    """What ``run_models`` returns for ``result`` (without refitting)."""
+    return StageOutput(dict(result.tables), records=result.records, figure_data={
+        "mixed_trajectories": pd.DataFrame({"instrument": [result.instrument]})})
 
-    figure = result.figures["mixed_trajectories"]
+
+def test_figure_is_drawn_on_the_report_side(result: TrajectoryResult) -> None:
+    """The stage returns data only; the drawer draws the figure and records it."""
+    assert not hasattr(result, "figures") and result.instrument == "phq9"
+    assert not any(r.analysis.startswith("figure") for r in result.records)
+    cfg = config.from_mapping(None)
+    figures, records = stage_figures.draw("models", _stage_output(result), cfg)
+    figure = figures["mixed_trajectories"]
     assert isinstance(figure, Figure)
-    again = trajectories_figure(result.tables["mixed_trajectories"], "phq9",
-                                result.tables["mixed_observed_means"])
+    assert [(r.stage, r.analysis, r.status) for r in records] == [
+        ("models", "figure mixed_trajectories", "done")]
+    again = trajectory_plots.trajectories_figure(result.tables["mixed_trajectories"], "phq9",
+                                                 result.tables["mixed_observed_means"])
     assert png_bytes(figure) == png_bytes(again)
+
+
+def test_run_models_passes_the_figure_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run_models`` hands the modelled instrument to the drawer as ``figure_data``."""
+    table = pd.DataFrame({"term": ["(Intercept)"], "estimate": [1.0]})
+    fake = TrajectoryResult({"mixed_growth_fixed": table}, ("note",), (), "gad7")
+    monkeypatch.setattr(trajectories, "analyse", lambda *args, **kwargs: fake)
+    out = stages.run_models({"patients": pd.DataFrame(), "sessions": pd.DataFrame()},
+                            pd.DataFrame(), config.from_mapping(None), None)
+    assert out.figures == {} and out.rows == {"models": 1} and out.messages == ("note",)
+    assert list(out.figure_data["mixed_trajectories"]["instrument"]) == ["gad7"]
+    assert stage_figures.DRAWERS["models"] is trajectory_plots.stage_figures
+
+
+def test_a_failed_figure_is_recorded() -> None:
+    """A figure that cannot be drawn is a failed analysis, not a crash."""
+    broken = StageOutput({"mixed_trajectories": pd.DataFrame({"model": ["growth"]})},
+                         figure_data={"mixed_trajectories": pd.DataFrame(
+                             {"instrument": ["phq9"]})})
+    records: list[AnalysisRecord] = []
+    assert trajectory_plots.stage_figures(broken, config.from_mapping(None), records) == {}
+    assert [(r.analysis, r.status) for r in records] == [
+        ("figure mixed_trajectories", "failed")]
+
+
+def test_stage_code_does_not_draw() -> None:
+    """No module of the trajectories package imports matplotlib or the report."""
+    import ast
+    from pathlib import Path
+
+    package = Path(trajectories.__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for alias in node.names]
+        names += [node.module or "" for node in ast.walk(tree)
+                  if isinstance(node, ast.ImportFrom)]
+        drawing = [n for n in names if n.startswith(("matplotlib", "pipeline.report"))]
+        assert not drawing, f"{path.name} imports {drawing}"
 
 
 def test_statsmodels_engine_on_request(demo_data: tuple[pd.DataFrame, ...]) -> None:
@@ -355,7 +412,8 @@ def test_custom_model_on_a_trial_schedule() -> None:
     assert status["model trial"] == ("done", "")
     assert status["model broken"][0] == "not estimable"
     assert "nonexistent" in status["model broken"][1]
-    assert "mixed_trajectories" not in out.tables and out.figures == {}
+    assert "mixed_trajectories" not in out.tables
+    assert stage_figures.draw("models", _stage_output(out), cfg) == ({}, ())
 
 
 def test_individual_only_cohort_on_the_session_scale() -> None:

@@ -19,6 +19,8 @@ from pipeline.report import html as report
 from pipeline.report.trajectory_plots import trajectories_figure
 from pipeline.trajectories import engines
 from pipeline.trajectories import models as trajectories
+from pipeline.trajectories.data import long_scores
+from pipeline.trajectories.estimates import format_difference
 from pipeline.trajectories.means import (
     COMPARISON_COLUMNS,
     OBSERVED_COLUMNS,
@@ -27,6 +29,7 @@ from pipeline.trajectories.means import (
     observed_means,
     observed_n_wide,
 )
+from pipeline.trajectories.specs import model_spec, random_structure
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -205,10 +208,10 @@ def test_custom_models_follow_the_built_in_ones(small_demo: tuple[pd.DataFrame, 
 
 @pytest.fixture(scope="module")
 def growth_fit(small_demo: tuple[pd.DataFrame, ...]) -> tuple[engines.MixedFit, pd.DataFrame]:
-    long = trajectories.long_scores(*small_demo, "phq9")
+    long = long_scores(*small_demo, "phq9")
     frame, covariates, _ = trajectories.model_data(long)
-    components, _ = trajectories.random_structure(frame, "weeks")
-    fit = engines.fit(trajectories.model_spec("growth", "weeks", covariates, components),
+    components, _ = random_structure(frame, "weeks")
+    fit = engines.fit(model_spec("growth", "weeks", covariates, components),
                       frame, "auto")
     return fit, frame
 
@@ -232,7 +235,7 @@ def test_contrast_at_two_weeks_by_hand(
     """L beta and sqrt(L V L') of group minus individual at weeks 8 and 16 (growth model:
     the condition and covariate terms cancel, leaving format[group] + w weeks:format[group])."""
     fit, frame = growth_fit
-    table = trajectories.format_difference("growth", fit, frame, "weeks", (8.0, 16.0), 5.0)
+    table = format_difference("growth", fit, frame, "weeks", (8.0, 16.0), 5.0)
     assert table["time_point"].tolist() == [8.0, 16.0]
     terms = list(fit.coef.index)
     beta, cov = fit.coef.to_numpy(), fit.cov.to_numpy()

@@ -1,5 +1,8 @@
 """Figures of the trajectory models (:mod:`pipeline.trajectories.models`).
 
+``stage_figures`` is the models stage's drawer (:mod:`pipeline.report.stage_figures`): it
+draws ``mixed_trajectories`` from the stage's returned tables, the stage drawing nothing.
+
 ``trajectories_figure`` draws the model-based mean score by format over time points 0..16,
 one panel per condition, with 95% confidence bands, from the ``mixed_trajectories`` table
 (growth model; the pattern-mixture means are dashed when present, to show how far MNAR
@@ -23,9 +26,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from data_schemas.vocab import CONDITIONS, FORMATS
+from pipeline.config import StudyConfig
+from pipeline.estimability import AnalysisRecord, attempt
 from pipeline.report.figures import FORMAT_COLOURS, new_figure
+from pipeline.runner.stages import StageOutput
 
-__all__ = ["trajectories_figure"]
+__all__ = ["stage_figures", "trajectories_figure"]
 
 #: Observed points of the two formats sit this far either side of the time point.
 DODGE: Final = 0.15
@@ -137,3 +143,26 @@ def trajectories_figure(table: pd.DataFrame, instrument: str,
 def _rank(label: str) -> tuple[int, str]:
     fmt = label.split(" ")[0]
     return (FORMATS.index(fmt) if fmt in FORMATS else len(FORMATS), label)
+
+
+def stage_figures(output: StageOutput, config: StudyConfig,
+                  records: list[AnalysisRecord]) -> dict[str, Figure]:
+    """The models stage's figure, ``mixed_trajectories``, from its returned tables.
+
+    Drawn from ``mixed_trajectories`` and ``mixed_observed_means`` (whose small counts the
+    stage already blanked) with the modelled instrument of ``figure_data``
+    (``mixed_trajectories``: one row, column ``instrument``); recorded as the analysis
+    "figure mixed_trajectories" of the models stage. No figure without the table.
+    """
+    del config  # the stage's own settings are in its output
+    tables = output.tables
+    if "mixed_trajectories" not in tables:
+        return {}
+
+    def draw() -> Figure:
+        instrument = str(output.figure_data["mixed_trajectories"]["instrument"].iloc[0])
+        return trajectories_figure(tables["mixed_trajectories"], instrument,
+                                   tables.get("mixed_observed_means"))
+
+    figure = attempt("models", "figure mixed_trajectories", draw, records)
+    return {} if figure is None else {"mixed_trajectories": figure}

@@ -146,14 +146,21 @@ def run_models(
     tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame, config: StudyConfig,
     engine: str | None,
 ) -> StageOutput:
-    """Mixed-effects trajectory models (``pipeline.trajectories.models``); one record per model."""
+    """Mixed-effects trajectory models (``pipeline.trajectories.models``); one record per model.
+
+    Tables only: the ``mixed_trajectories`` figure is drawn on the report side
+    (``pipeline.report.trajectory_plots.stage_figures``) from the tables and the modelled
+    instrument, passed as ``figure_data["mixed_trajectories"]`` (one row, ``instrument``).
+    """
     from pipeline.trajectories import models as trajectories
 
     result = trajectories.analyse(tables["patients"], tables["sessions"], patient_outcomes,
                                   config, engine=engine)
-    return StageOutput(dict(result.tables), dict(result.figures), tuple(result.messages),
+    return StageOutput(dict(result.tables), messages=tuple(result.messages),
                        rows={"models": len([t for t in result.tables if t.endswith("_fixed")])},
-                       records=result.records)
+                       records=result.records,
+                       figure_data={"mixed_trajectories": pd.DataFrame(
+                           {"instrument": [result.instrument]})})
 
 
 def _relapse(tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame,
