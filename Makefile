@@ -26,7 +26,7 @@ OUTCOME_CODE := pipeline/outcomes/rates.py pipeline/outcomes/tables.py pipeline/
 MODEL_CODE := pipeline/trajectories/models.py pipeline/report/trajectory_plots.py pipeline/trajectories/means.py \
         pipeline/trajectories/formula.py \
         pipeline/trajectories/formula_grammar.py $(wildcard pipeline/trajectories/engines/*.py)
-RELAPSE_CODE := pipeline/relapse/analysis.py pipeline/report/relapse_plots.py pipeline/relapse/interval.py
+RELAPSE_CODE := $(wildcard pipeline/relapse/*.py) pipeline/report/relapse_plots.py
 AUDIT_CODE := $(wildcard pipeline/audit/*.py) pipeline/report/audit_plots.py
 REPORT_CODE := pipeline/report/html.py pipeline/report/findings.py pipeline/report/manifest.py \
         pipeline/trajectories/means.py \

@@ -150,7 +150,7 @@ def test_cox_matches_r(lung: pd.DataFrame, rossi: pd.DataFrame) -> None:
     coxph(Surv(week, arrest) ~ fin + age + race + wexp + mar + paro + prio, data = rossi),
     Efron ties (both defaults)."""
     fit = fit_cox(lung.dropna(subset=["ecog"]),
-                          CoxSpec(numeric=("age", "sex", "ecog")))
+                  CoxSpec(numeric=("age", "sex", "ecog")))
     _assert_cox(fit.table, GOLDEN["lung_cox"])
     terms = ("fin", "age", "race", "wexp", "mar", "paro", "prio")
     fit = fit_cox(rossi, CoxSpec(numeric=terms))
@@ -165,10 +165,10 @@ def test_cluster_robust_cox_matches_r(lung: pd.DataFrame, demo_cohort: pd.DataFr
     maintenance term. The demo's tied times are where lifelines' own cluster_col drifts
     (up to 1%) from R."""
     fit = fit_cox(lung.dropna(subset=["ecog"]),
-                          CoxSpec(numeric=("age", "sex", "ecog"), cluster="inst"))
+                  CoxSpec(numeric=("age", "sex", "ecog"), cluster="inst"))
     _assert_cox(fit.table, GOLDEN["lung_cox_cluster"])
     spec = CoxSpec(categorical=("format", "maintenance"), numeric=("residual_phq9",),
-                           cluster="therapist_id")
+                   cluster="therapist_id")
     fit = fit_cox(demo_cohort, spec)
     _assert_cox(fit.table, GOLDEN["demo_cox_cluster"])
     assert fit.table["term"].tolist() == ["format[group]", "maintenance[True]", "residual_phq9"]
@@ -185,7 +185,7 @@ def test_ph_test_matches_r_before_survival_3(lung: pd.DataFrame, rossi: pd.DataF
     different numbers (its full score test; rossi_zph_new in the JSON, e.g. age 0.90 versus
     11.16 here); lifelines implements the older test."""
     fit = fit_cox(lung.dropna(subset=["ecog"]),
-                          CoxSpec(numeric=("age", "sex", "ecog")))
+                  CoxSpec(numeric=("age", "sex", "ecog")))
     table = ph_test_table(fit)
     np.testing.assert_allclose(table["test_statistic"], GOLDEN["lung_zph_old"]["chisq"],
                                rtol=1e-6)
@@ -241,7 +241,7 @@ def test_cumulative_incidence_is_deterministic(demo_cohort: pd.DataFrame) -> Non
         warnings.simplefilter("always")
         first, _ = cumulative_incidence_table(demo_cohort)
         second, _ = cumulative_incidence_table(demo_cohort.sample(frac=1.0,
-                                                                          random_state=3))
+                                                                  random_state=3))
     pd.testing.assert_frame_equal(first, second)
     assert not any("Tied event times" in str(w.message) for w in caught)
     after: Any = np.random.get_state()
@@ -319,7 +319,7 @@ def test_faulty_followup_before_last_session_is_ignored(demo_study: dict[str, An
     assert "followup_before_last_session" in set(faults["fault"])
     cohort = demo_study["cohort"]
     result = analyse(cohort.patients, cohort.sessions, faulty.followups,
-                             demo_study["outcomes"], config.from_mapping(None))
+                     demo_study["outcomes"], config.from_mapping(None))
     assert set(result.tables) == TABLE_KEYS
 
 
@@ -343,7 +343,7 @@ def test_empty_cohort(demo_study: dict[str, Any]) -> None:
     nobody = demo_study["outcomes"].assign(phq9_remission=pd.array([False] * 2000,
                                                                     dtype="boolean"))
     result = analyse(cohort.patients, cohort.sessions, cohort.followups, nobody,
-                             config.from_mapping(None))
+                     config.from_mapping(None))
     assert result.tables == {}
     assert relapse_plots.stage_figures(StageOutput(result.tables), config.from_mapping(None),
                                        []) == {}
@@ -357,7 +357,7 @@ def test_empty_cohort(demo_study: dict[str, Any]) -> None:
 def test_no_followups_at_all(demo_study: dict[str, Any]) -> None:
     cohort = demo_study["cohort"]
     result = analyse(cohort.patients, cohort.sessions, None, demo_study["outcomes"],
-                             config.from_mapping(None))
+                     config.from_mapping(None))
     assert result.tables == {}
     assert [(r.analysis, r.status) for r in result.records] == [("cohort", "not estimable")]
     assert result.records[0].reason.startswith("no follow-up table")

@@ -145,7 +145,7 @@ def _cohort(study: dict[str, pd.DataFrame], settings: dict[str, Any] | None = No
     tables: dict[str, Any] = {**study, **replace}
     cfg = config.from_mapping({"relapse": settings} if settings else None)
     return relapse_cohort(tables["patients"], tables["sessions"], tables["followups"],
-                                  tables["patient_outcomes"], cfg)
+                          tables["patient_outcomes"], cfg)
 
 
 def test_hand_derived_times_and_events(study: dict[str, pd.DataFrame]) -> None:
@@ -259,7 +259,7 @@ def test_analyse_with_three_relapses_is_descriptive_only(
     study: dict[str, pd.DataFrame],
 ) -> None:
     result = analyse(study["patients"], study["sessions"], study["followups"],
-                             study["patient_outcomes"], config.from_mapping(None))
+                     study["patient_outcomes"], config.from_mapping(None))
     assert "relapse_cox" not in result.tables and "relapse_ph_test" not in result.tables
     status = {r.analysis: r.status for r in result.records}
     assert status == {"cohort": "done", "km": "done", "logrank": "done",
@@ -294,7 +294,7 @@ def test_completed_at_risk_by_hand(study: dict[str, pd.DataFrame]) -> None:
     po = outcomes.derive(study["patients"], study["sessions"], cfg)
     assert po.loc[po["completers"], "patient_id"].tolist() == IDS  # P09 has not ended
     cohort, messages = relapse_cohort(study["patients"], study["sessions"],
-                                              study["followups"], po, cfg)
+                                      study["followups"], po, cfg)
     got = {row.patient_id: (row.time_weeks, row.event) for row in cohort.itertuples()}
     assert got == {**EXPECTED, "P08": (13.0, 1)}
     assert ("11 patients at risk of relapse: treatment completed the acute course (1 "
@@ -302,7 +302,7 @@ def test_completed_at_risk_by_hand(study: dict[str, pd.DataFrame]) -> None:
     cfg = config.from_mapping({**cfg_values, "relapse": {"at_risk": "completed",
                                                          "threshold": 9}})
     cohort, messages = relapse_cohort(study["patients"], study["sessions"],
-                                              study["followups"], po, cfg)
+                                      study["followups"], po, cfg)
     got = {row.patient_id: (row.time_weeks, row.event) for row in cohort.itertuples()}
     assert got == {**EXPECTED, "P02": (26.0, 1)}
     assert any(m.startswith("1 completer not counted as at risk: ended treatment at or above "
@@ -333,8 +333,8 @@ def test_gad7_only_study_with_remission_at_risk_is_not_estimable(
     assert [(r.analysis, r.status) for r in result.records] == [("cohort", "not estimable")]
     with pytest.raises(NotEstimable, match="gad7 defines no response"):
         relapse_cohort(study["patients"], sessions, followups, po,
-                               config.from_mapping({"primary_instrument": "gad7",
-                                                    "relapse": {"at_risk": "response"}}))
+                       config.from_mapping({"primary_instrument": "gad7",
+                                            "relapse": {"at_risk": "response"}}))
 
 
 def test_followup_on_the_day_treatment_ended_is_time_zero(
@@ -360,7 +360,7 @@ def test_followup_on_the_day_treatment_ended_is_time_zero(
     assert any(m.startswith("1 patient left follow-up on the day treatment ended (time 0), "
                             "1 of them with a relapse") for m in messages)
     result = analyse(study["patients"], study["sessions"], followups,
-                             study["patient_outcomes"], config.from_mapping(None))
+                     study["patient_outcomes"], config.from_mapping(None))
     km = result.tables["relapse_km"].iloc[0]
     assert km["relapse_free_26w"] == pytest.approx(40 / 63 / 2, abs=1e-12)  # 2 at risk at 26
     cif = result.tables["relapse_cif"]
@@ -374,7 +374,7 @@ def test_followup_on_the_day_treatment_ended_is_time_zero(
 
 def test_relapse_cohort_table_leaves_dates_out(study: dict[str, pd.DataFrame]) -> None:
     result = analyse(study["patients"], study["sessions"], study["followups"],
-                             study["patient_outcomes"], config.from_mapping(None))
+                     study["patient_outcomes"], config.from_mapping(None))
     table = result.tables["relapse_cohort"]
     assert list(table.columns) == [
         "patient_id", "condition", "format", "problem_area", "age", "sex", "site_id",

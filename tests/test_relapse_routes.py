@@ -98,11 +98,11 @@ def _cases(lung: pd.DataFrame, rossi: pd.DataFrame, demo: pd.DataFrame,
         (demo, CoxSpec(**demo_terms, cluster="therapist_id")),
         (demo.sample(frac=1.0, random_state=5), CoxSpec(**demo_terms)),
         (demo, CoxSpec(categorical=("format",), numeric=("residual_phq9",),
-                               strata=("maintenance",))),
+                       strata=("maintenance",))),
         (tied, CoxSpec(categorical=("site_id",), numeric=("residual_phq9", "age"),
-                               strata=("format", "maintenance"), cluster="therapist_id")),
+                       strata=("format", "maintenance"), cluster="therapist_id")),
         (tied, CoxSpec(categorical=("format", "maintenance", "site_id"),
-                               numeric=("residual_phq9", "age"))),
+                       numeric=("residual_phq9", "age"))),
     ]
 
 
@@ -113,7 +113,7 @@ def fits(lung: pd.DataFrame, rossi: pd.DataFrame, demo_cohort: pd.DataFrame,
 
 
 def _arrays(fit: CoxFit) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_],
-                                          FloatArray]:
+                                  FloatArray]:
     terms = list(fit.fitter.params_.index)
     return (fit.design[terms].to_numpy(dtype=float),
             fit.design["time_weeks"].to_numpy(dtype=float),
@@ -128,10 +128,10 @@ def test_score_residuals_match_the_loop_over_event_times(fits: list[CoxFit]) -> 
                                    _loop_score_residuals(x, time, event, beta),
                                    rtol=1e-9, atol=1e-12)
         within = residuals_within_strata(fit.design, fit.spec, fit.fitter,
-                                                  efron_score_residuals)
+                                         efron_score_residuals)
         np.testing.assert_allclose(
             within, residuals_within_strata(fit.design, fit.spec, fit.fitter,
-                                                     _loop_score_residuals),
+                                            _loop_score_residuals),
             rtol=1e-9, atol=1e-12)
 
 

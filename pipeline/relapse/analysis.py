@@ -31,6 +31,7 @@ import pandas as pd
 
 from pipeline.config import StudyConfig
 from pipeline.estimability import AnalysisRecord, attempt, require
+from pipeline.relapse import interval as relapse_interval
 from pipeline.relapse.cohort import (
     instrument_and_threshold,
     relapse_cohort,
@@ -141,8 +142,6 @@ def _run_interval(cohort: pd.DataFrame, followups: pd.DataFrame | None, config: 
                   records: list[AnalysisRecord]) -> None:
     """The interval-censored analyses (:mod:`pipeline.relapse.interval`), each through
     ``attempt``: the Turnbull curve and the Weibull AFT sensitivity model."""
-    from pipeline.relapse import interval as relapse_interval
-
     instrument, _, _ = instrument_and_threshold(config)
 
     def intervals() -> pd.DataFrame:

@@ -42,6 +42,7 @@ from lifelines import CoxPHFitter
 from scipy import stats
 
 from pipeline.relapse.cohort import RELAPSE
+from pipeline.relapse.kaplan_meier import Z95
 from pipeline.relapse.residuals import efron_score_residuals
 from pipeline.relapse.strata import ordered_levels, stratum_labels
 
@@ -60,7 +61,6 @@ STRATUM_CODE: Final = "stratum_code"
 #: Newton-Raphson to full convergence (lifelines stops at a relative change of the log
 #: partial likelihood of 1e-9, as R does, which leaves coefficients a few 1e-6 apart).
 FIT_OPTIONS: Final = {"precision": 1e-12, "r_precision": 1e-12}
-Z95: Final = float(stats.norm.ppf(0.975))
 COX_COLUMNS: Final = ("term", "hazard_ratio", "ci_low", "ci_high", "p_value", "coef", "se",
                       "n", "events", "model")
 

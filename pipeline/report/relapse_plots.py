@@ -29,17 +29,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
-from data_schemas.vocab import CONDITIONS, FORMATS
 from pipeline.config import StudyConfig
 from pipeline.estimability import DONE, AnalysisRecord, attempt
+from pipeline.relapse.cohort import RELAPSE
+from pipeline.relapse.strata import ALL, ordered_levels, stratum_labels
 from pipeline.report.figures import GROUP_COLOURS, GROUP_LABELS
 from pipeline.runner.stages import StageOutput
 
 __all__ = ["cif_figure", "forest_figure", "km_figure", "last_time_at_risk", "stage_figures"]
 
-RELAPSE: Final = 1
 TICK_WEEKS: Final = 13.0
-VOCABULARY: Final = {"format": FORMATS, "condition": CONDITIONS, "maintenance": ("False", "True")}
 TITLES: Final = {"all": "All patients at risk", "format": "By format",
                  "maintenance": "By maintenance IPT", "condition": "By condition"}
 
@@ -61,14 +60,12 @@ def _empty(text: str) -> Figure:
 
 
 def _groups(cohort: pd.DataFrame, variable: str) -> list[tuple[str, pd.DataFrame]]:
-    """(label, rows) per level, vocabulary order first; the whole cohort for ``"all"``."""
-    if variable == "all":
-        return [("all", cohort)]
-    labels = cohort[variable].astype(object).where(cohort[variable].notna(), "missing")
-    labels = labels.astype(str)
-    known = [str(v) for v in VOCABULARY.get(variable, ())]
-    levels = [v for v in known if v in set(labels)] + sorted(set(labels) - set(known))
-    return [(level, cohort.loc[labels == level]) for level in levels]
+    """(label, rows) per level in the tables' order (:mod:`pipeline.relapse.strata`); the
+    whole cohort for ``"all"``."""
+    if variable == ALL:
+        return [(ALL, cohort)]
+    labels = stratum_labels(cohort[variable])
+    return [(level, cohort.loc[labels == level]) for level in ordered_levels(labels, variable)]
 
 
 def _ticks(cohort: pd.DataFrame) -> list[float]:

@@ -62,7 +62,7 @@ def interval_frame(folder: str, population_settings: dict[str, int],
     tables = validate.run(raw, config=study).tables
     patient_outcomes = outcomes.derive(tables["patients"], tables["sessions"], study)
     cohort, _ = relapse_cohort(tables["patients"], tables["sessions"],
-                                       tables["followups"], patient_outcomes, study)
+                               tables["followups"], patient_outcomes, study)
     visits = relapse_visits(tables["followups"], cohort, study)
     data = relapse_interval.interval_data(cohort, visits,
                                           study.relapse.clinician_relapse_exact)
@@ -91,7 +91,7 @@ def demo_frame() -> pd.DataFrame:
     study = config.from_mapping(None)
     patient_outcomes = outcomes.derive(cohort.patients, cohort.sessions, study)
     frame, _ = relapse_cohort(cohort.patients, cohort.sessions, cohort.followups,
-                                      patient_outcomes, study)
+                              patient_outcomes, study)
     visits = relapse_visits(cohort.followups, frame, study)
     data = relapse_interval.interval_data(frame, visits, False)
     return with_terms(data, "phq9", study)

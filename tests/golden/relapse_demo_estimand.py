@@ -25,7 +25,7 @@ from pipeline.relapse.cohort import relapse_cohort
 from pipeline.relapse.cox import CoxSpec, fit_cox
 
 SPEC = CoxSpec(categorical=("format", "condition", "maintenance", "problem_area", "sex"),
-                       numeric=("residual_phq9", "age"))
+               numeric=("residual_phq9", "age"))
 
 
 def log_hr(cohort: demo.DemoCohort, scores: bool) -> float:

@@ -34,7 +34,7 @@ def main() -> None:
     cfg = config.from_mapping(None)
     po = outcomes.derive(cohort.patients, cohort.sessions, cfg)
     frame, _ = relapse_cohort(cohort.patients, cohort.sessions, cohort.followups, po,
-                                      cfg)
+                              cfg)
     frame["time_days"] = (frame["exit_date"] - frame["origin_date"]).dt.days
     columns = ["patient_id", "format", "condition", "maintenance", "residual_phq9",
                "therapist_id", "group_id", "time_days", "event"]
