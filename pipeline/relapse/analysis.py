@@ -81,14 +81,14 @@ def analyse(
 ) -> RelapseResult:
     """Relapse after acute treatment: every analysis at its own boundary.
 
-    Each analysis (``cohort`` :func:`relapse_cohort`, ``km`` :func:`km_analysis`,
-    ``logrank`` :func:`logrank_analysis`, ``cox`` :func:`cox_analysis`, ``rmst``
-    :func:`rmst_analysis`, ``cif`` :func:`cif_analysis`) runs through
+    Each analysis (``cohort`` :func:`~pipeline.relapse.cohort.relapse_cohort`, ``km``
+    :func:`km_analysis`, ``logrank`` :func:`logrank_analysis`, ``cox`` :func:`cox_analysis`,
+    ``rmst`` :func:`rmst_analysis`, ``cif`` :func:`cif_analysis`) runs through
     :func:`pipeline.estimability.attempt`: one that the data cannot support is recorded as
     *not estimable* with its reason and remedy (the report shows them in place) and leaves
     no table; the others still run. Without a cohort nothing else runs.
 
-    Parameters are those of :func:`relapse_cohort`.
+    Parameters are those of :func:`pipeline.relapse.cohort.relapse_cohort`.
 
     Returns
     -------

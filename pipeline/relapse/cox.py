@@ -1,6 +1,6 @@
 r"""Cox models of relapse: terms, design, fit and robust variance.
 
-Cox model (:func:`fit_cox`, :func:`cox_analysis`)
+Cox model (:func:`fit_cox`; which model: :mod:`pipeline.relapse.cox_selection`)
     Cause-specific hazard of relapse (competing events censored), ``h(t | x) = h_0(t)
     exp(x' beta)``, Efron's method for ties (lifelines and R ``coxph`` default), Wald limits
     ``exp(beta +- z se)``, fitted to full convergence. With ``cluster`` the Lin & Wei (1989)
@@ -11,8 +11,8 @@ Cox model (:func:`fit_cox`, :func:`cox_analysis`)
     numbers (the same strata and fit, several times faster). A fit whose coefficients run
     off to infinity (separation) counts as not converged. At least
     ``min_events_per_parameter`` events per parameter (Peduzzi et al. 1995): otherwise terms
-    are dropped in the order :data:`DROP_ORDER` until the model fits, or only the descriptive
-    analyses are reported. Levels without relapses (whose hazard ratio would be 0: the
+    are dropped in the order ``cox_selection.DROP_ORDER`` until the model fits, or only the
+    descriptive analyses are reported. Levels without relapses (whose hazard ratio would be 0: the
     partial likelihood has no finite maximum, Heinze & Schemper 2001) are merged into the
     reference level; constant covariates are dropped.
 

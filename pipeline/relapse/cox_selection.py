@@ -201,7 +201,7 @@ def _stratum_column(data: pd.DataFrame, variable: str, spec: CoxSpec) -> tuple[p
 def _stratify_on_violations(
     data: pd.DataFrame, fit: CoxFit, ph: pd.DataFrame
 ) -> tuple[CoxFit, list[str]]:
-    """Refit stratified on the covariates whose PH test has p < 0.05 (see module docstring)."""
+    """Refit stratified on the covariates whose PH test has p < 0.05 (module docstring)."""
     terms = ph.loc[ph["p_value"] < PH_ALPHA, "term"]
     variables = list(dict.fromkeys(t.split("[")[0] for t in terms))
     if not variables:
@@ -257,7 +257,7 @@ def cox_analysis(
     """The relapse Cox model with PH tests, smaller models and stratification as needed.
 
     Model: format + condition + maintenance + problem_area (+ sex) + residual score (+ age),
-    reference levels :data:`REFERENCE_LEVELS`; then (module docstring) complete cases,
+    reference levels ``cox.REFERENCE_LEVELS``; then (module docstring) complete cases,
     levels without relapses merged, events per parameter, convergence, PH tests and a
     stratified refit, robust SEs by ``config.relapse.cluster``.
 
