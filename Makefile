@@ -25,7 +25,7 @@ OUTCOME_CODE := pipeline/outcomes/rates.py pipeline/outcomes/tables.py pipeline/
         pipeline/report/figures.py pipeline/report/findings.py
 MODEL_CODE := $(wildcard pipeline/trajectories/*.py) pipeline/report/trajectory_plots.py \
         $(wildcard pipeline/trajectories/engines/*.py)
-RELAPSE_CODE := pipeline/relapse/analysis.py pipeline/report/relapse_plots.py pipeline/relapse/interval.py
+RELAPSE_CODE := $(wildcard pipeline/relapse/*.py) pipeline/report/relapse_plots.py
 AUDIT_CODE := $(wildcard pipeline/audit/*.py) pipeline/report/audit_plots.py
 REPORT_CODE := pipeline/report/html.py pipeline/report/findings.py pipeline/report/manifest.py \
         pipeline/trajectories/means.py \

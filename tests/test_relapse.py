@@ -29,11 +29,30 @@ from matplotlib.figure import Figure
 
 from pipeline import config
 from pipeline.demo import generate as demo
-from pipeline.estimability import NotEstimable
+from pipeline.estimability import AnalysisRecord, NotEstimable
 from pipeline.outcomes import definitions as outcomes
-from pipeline.relapse import analysis as relapse
+from pipeline.relapse import cox_selection
 from pipeline.relapse import interval as relapse_interval
+from pipeline.relapse.analysis import RelapseResult, analyse
+from pipeline.relapse.cohort import _empty_cohort, relapse_cohort
+from pipeline.relapse.competing import CIF_COLUMNS, cif_analysis, cumulative_incidence_table
+from pipeline.relapse.cox import COX_COLUMNS, CoxFit, CoxSpec, fit_cox
+from pipeline.relapse.cox_selection import cox_analysis
+from pipeline.relapse.kaplan_meier import (
+    AT_RISK_COLUMNS,
+    LOGRANK_COLUMNS,
+    RMST_COLUMNS,
+    at_risk_table,
+    kaplan_meier_table,
+    km_analysis,
+    logrank_analysis,
+    logrank_table,
+    rmst_analysis,
+    rmst_table,
+)
+from pipeline.relapse.ph_test import PH_COLUMNS, ph_test_table
 from pipeline.report import relapse_plots
+from pipeline.runner.stages import StageOutput
 from tests.conftest import GOLDEN_DIR
 
 GOLDEN: dict[str, Any] = json.loads((GOLDEN_DIR / "relapse_golden.json").read_text())
@@ -58,7 +77,7 @@ def demo_study() -> dict[str, Any]:
                                                   expected_rates_n=0))
     cfg = config.from_mapping(None)
     po = outcomes.derive(cohort.patients, cohort.sessions, cfg)
-    result = relapse.analyse(cohort.patients, cohort.sessions, cohort.followups, po, cfg)
+    result = analyse(cohort.patients, cohort.sessions, cohort.followups, po, cfg)
     return {"cohort": cohort, "outcomes": po, "result": result}
 
 
@@ -80,7 +99,7 @@ def _assert_cox(table: pd.DataFrame, golden: dict[str, Any], rtol: float = 1e-6)
 def test_kaplan_meier_matches_r_on_lung(lung: pd.DataFrame) -> None:
     """R: survfit(Surv(time, status) ~ sex, data = lung, conf.type = "log-log"),
     summary(fit, times = c(180, 365)) and summary(fit)$table (median, 0.95LCL, 0.95UCL)."""
-    km, notes = relapse.kaplan_meier_table(lung, (180, 365), by=("sex",))
+    km, notes = kaplan_meier_table(lung, (180, 365), by=("sex",))
     assert km["stratum"].tolist() == ["all", "1", "2"]
     for rows, golden in ((km.iloc[[0]], GOLDEN["lung_km"]), (km.iloc[1:], GOLDEN["lung_km_sex"])):
         for suffix, column in (("relapse_free", "surv"), ("ci_low", "lower"),
@@ -97,7 +116,7 @@ def test_kaplan_meier_matches_r_on_lung(lung: pd.DataFrame) -> None:
 def test_kaplan_meier_matches_r_on_demo_cohort(demo_cohort: pd.DataFrame) -> None:
     """R: survfit(Surv(time_weeks, event == 1) ~ format, data = demo, conf.type = "log-log");
     competing events (2) censored; medians not reached are NA in R and NaN here."""
-    km, notes = relapse.kaplan_meier_table(demo_cohort, (26, 52), by=("format",))
+    km, notes = kaplan_meier_table(demo_cohort, (26, 52), by=("format",))
     rows, golden = km.iloc[1:], GOLDEN["demo_km_format"]
     assert rows["stratum"].tolist() == ["individual", "group"]
     for suffix, column in (("relapse_free", "surv"), ("ci_low", "lower"), ("ci_high", "upper")):
@@ -119,7 +138,7 @@ def test_logrank_matches_r(lung: pd.DataFrame, demo_cohort: pd.DataFrame) -> Non
         (demo_cohort, "condition", "demo_logrank_condition"),
     ]
     for data, variable, key in cases:
-        table, _ = relapse.logrank_table(data, by=(variable,))
+        table, _ = logrank_table(data, by=(variable,))
         row = table.iloc[0]
         assert row["test_statistic"] == pytest.approx(GOLDEN[key]["chisq"], rel=1e-9)
         assert row["df"] == GOLDEN[key]["df"]
@@ -130,11 +149,11 @@ def test_cox_matches_r(lung: pd.DataFrame, rossi: pd.DataFrame) -> None:
     """R: coxph(Surv(time, status) ~ age + sex + ph.ecog, data = lung) and
     coxph(Surv(week, arrest) ~ fin + age + race + wexp + mar + paro + prio, data = rossi),
     Efron ties (both defaults)."""
-    fit = relapse.fit_cox(lung.dropna(subset=["ecog"]),
-                          relapse.CoxSpec(numeric=("age", "sex", "ecog")))
+    fit = fit_cox(lung.dropna(subset=["ecog"]),
+                  CoxSpec(numeric=("age", "sex", "ecog")))
     _assert_cox(fit.table, GOLDEN["lung_cox"])
     terms = ("fin", "age", "race", "wexp", "mar", "paro", "prio")
-    fit = relapse.fit_cox(rossi, relapse.CoxSpec(numeric=terms))
+    fit = fit_cox(rossi, CoxSpec(numeric=terms))
     _assert_cox(fit.table, GOLDEN["rossi_cox"])
     assert fit.table["term"].tolist() == list(terms)
 
@@ -145,16 +164,16 @@ def test_cluster_robust_cox_matches_r(lung: pd.DataFrame, demo_cohort: pd.DataFr
     cluster(therapist_id), data = demo) and the same with strata(maintenance) instead of the
     maintenance term. The demo's tied times are where lifelines' own cluster_col drifts
     (up to 1%) from R."""
-    fit = relapse.fit_cox(lung.dropna(subset=["ecog"]),
-                          relapse.CoxSpec(numeric=("age", "sex", "ecog"), cluster="inst"))
+    fit = fit_cox(lung.dropna(subset=["ecog"]),
+                  CoxSpec(numeric=("age", "sex", "ecog"), cluster="inst"))
     _assert_cox(fit.table, GOLDEN["lung_cox_cluster"])
-    spec = relapse.CoxSpec(categorical=("format", "maintenance"), numeric=("residual_phq9",),
-                           cluster="therapist_id")
-    fit = relapse.fit_cox(demo_cohort, spec)
+    spec = CoxSpec(categorical=("format", "maintenance"), numeric=("residual_phq9",),
+                   cluster="therapist_id")
+    fit = fit_cox(demo_cohort, spec)
     _assert_cox(fit.table, GOLDEN["demo_cox_cluster"])
     assert fit.table["term"].tolist() == ["format[group]", "maintenance[True]", "residual_phq9"]
     assert fit.table["model"].iloc[0].endswith("robust SE clustered by therapist_id")
-    stratified = relapse.fit_cox(demo_cohort, relapse.CoxSpec(
+    stratified = fit_cox(demo_cohort, CoxSpec(
         categorical=("format",), numeric=("residual_phq9",), cluster="therapist_id",
         strata=("maintenance",)))
     _assert_cox(stratified.table, GOLDEN["demo_cox_strata_cluster"])
@@ -165,13 +184,13 @@ def test_ph_test_matches_r_before_survival_3(lung: pd.DataFrame, rossi: pd.DataF
     relapse_golden.R (zph_rank_old) from residuals(fit, "schoenfeld"). survival >= 3.0 gives
     different numbers (its full score test; rossi_zph_new in the JSON, e.g. age 0.90 versus
     11.16 here); lifelines implements the older test."""
-    fit = relapse.fit_cox(lung.dropna(subset=["ecog"]),
-                          relapse.CoxSpec(numeric=("age", "sex", "ecog")))
-    table = relapse.ph_test_table(fit)
+    fit = fit_cox(lung.dropna(subset=["ecog"]),
+                  CoxSpec(numeric=("age", "sex", "ecog")))
+    table = ph_test_table(fit)
     np.testing.assert_allclose(table["test_statistic"], GOLDEN["lung_zph_old"]["chisq"],
                                rtol=1e-6)
     terms = ("fin", "age", "race", "wexp", "mar", "paro", "prio")
-    table = relapse.ph_test_table(relapse.fit_cox(rossi, relapse.CoxSpec(numeric=terms)))
+    table = ph_test_table(fit_cox(rossi, CoxSpec(numeric=terms)))
     assert table["term"].tolist() == list(terms)
     np.testing.assert_allclose(table["test_statistic"], GOLDEN["rossi_zph_old"]["chisq"],
                                rtol=1e-6)
@@ -181,7 +200,7 @@ def test_ph_test_matches_r_before_survival_3(lung: pd.DataFrame, rossi: pd.DataF
 def test_rmst_matches_r(lung: pd.DataFrame, demo_cohort: pd.DataFrame) -> None:
     """R: summary(survfit(Surv(time, status) ~ sex, data = lung), rmean = 365)$table
     (rmean, se(rmean)) and the same for the demo by maintenance with rmean = 52."""
-    table, _ = relapse.rmst_table(lung, 365, by=("sex",))
+    table, _ = rmst_table(lung, 365, by=("sex",))
     rows = table.loc[table["variable"] == "sex"]
     np.testing.assert_allclose(rows["rmst"].iloc[:2], GOLDEN["lung_rmst_sex"]["rmean"], rtol=1e-9)
     np.testing.assert_allclose(rows["se"].iloc[:2], GOLDEN["lung_rmst_sex"]["se"], rtol=1e-9)
@@ -190,7 +209,7 @@ def test_rmst_matches_r(lung: pd.DataFrame, demo_cohort: pd.DataFrame) -> None:
     assert difference["rmst"] == pytest.approx(np.diff(GOLDEN["lung_rmst_sex"]["rmean"])[0])
     assert difference["se"] == pytest.approx(np.hypot(*GOLDEN["lung_rmst_sex"]["se"]))
     assert difference["ci_low"] == pytest.approx(difference["rmst"] - 1.959964 * difference["se"])
-    table, _ = relapse.rmst_table(demo_cohort, 52.0)
+    table, _ = rmst_table(demo_cohort, 52.0)
     rows = table.loc[table["variable"] == "maintenance"]
     assert rows["group"].tolist() == ["False", "True", "True - False"]
     np.testing.assert_allclose(rows["rmst"].iloc[:2], GOLDEN["demo_rmst_maintenance"]["rmean"],
@@ -204,7 +223,7 @@ def test_cumulative_incidence_matches_r(demo_cohort: pd.DataFrame) -> None:
     at the relapse times, overall and for format == "group". R's limits use the
     infinitesimal-jackknife SE on the log scale, lifelines' the Greenwood-type delta method
     on the log(-log) scale, so only the estimates are compared."""
-    cif, notes = relapse.cumulative_incidence_table(demo_cohort)
+    cif, notes = cumulative_incidence_table(demo_cohort)
     for stratum, key in (("all", "demo_cif"), ("group", "demo_cif_group")):
         rows = cif.loc[cif["stratum"] == stratum]
         assert rows["time_weeks"].iloc[0] == 0.0 and rows["cif"].iloc[0] == 0.0
@@ -220,9 +239,9 @@ def test_cumulative_incidence_is_deterministic(demo_cohort: pd.DataFrame) -> Non
     state = np.random.get_state()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        first, _ = relapse.cumulative_incidence_table(demo_cohort)
-        second, _ = relapse.cumulative_incidence_table(demo_cohort.sample(frac=1.0,
-                                                                          random_state=3))
+        first, _ = cumulative_incidence_table(demo_cohort)
+        second, _ = cumulative_incidence_table(demo_cohort.sample(frac=1.0,
+                                                                  random_state=3))
     pd.testing.assert_frame_equal(first, second)
     assert not any("Tied event times" in str(w.message) for w in caught)
     after: Any = np.random.get_state()
@@ -236,12 +255,12 @@ def test_cumulative_incidence_is_deterministic(demo_cohort: pd.DataFrame) -> Non
 
 
 def test_demo_analysis_tables(demo_study: dict[str, Any]) -> None:
-    result: relapse.RelapseResult = demo_study["result"]
+    result: RelapseResult = demo_study["result"]
     assert set(result.tables) == TABLE_KEYS
-    columns = {"relapse_km_at_risk": relapse.AT_RISK_COLUMNS,
-               "relapse_logrank": relapse.LOGRANK_COLUMNS, "relapse_cox": relapse.COX_COLUMNS,
-               "relapse_ph_test": relapse.PH_COLUMNS, "relapse_rmst": relapse.RMST_COLUMNS,
-               "relapse_cif": relapse.CIF_COLUMNS,
+    columns = {"relapse_km_at_risk": AT_RISK_COLUMNS,
+               "relapse_logrank": LOGRANK_COLUMNS, "relapse_cox": COX_COLUMNS,
+               "relapse_ph_test": PH_COLUMNS, "relapse_rmst": RMST_COLUMNS,
+               "relapse_cif": CIF_COLUMNS,
                "relapse_free_interval": relapse_interval.TURNBULL_COLUMNS,
                "relapse_aft": relapse_interval.AFT_COLUMNS}
     for key, expected in columns.items():
@@ -254,8 +273,12 @@ def test_demo_analysis_tables(demo_study: dict[str, Any]) -> None:
     cox = result.tables["relapse_cox"]
     assert not cox.drop(columns="model").isna().any().any()
     assert (result.tables["relapse_ph_test"]["reported_model"] == cox["model"].iloc[0]).all()
-    assert set(result.figures) == {"relapse_km", "relapse_cif", "relapse_forest"}
-    assert all(isinstance(f, Figure) for f in result.figures.values())
+    records: list[AnalysisRecord] = []
+    figures = relapse_plots.stage_figures(StageOutput(result.tables), config.from_mapping(None),
+                                          records)
+    assert list(figures) == ["relapse_km", "relapse_cif", "relapse_forest"]
+    assert all(isinstance(f, Figure) for f in figures.values())
+    assert records == []  # drawn figures are not recorded (analyses.csv as before)
     assert any(m.startswith("relapse cohort: 371 patients, 50 relapses") for m in result.messages)
 
 
@@ -282,11 +305,11 @@ def test_larger_demo_separates_endpoint_and_generating_effect() -> None:
                                                   expected_rates_n=0))
     cfg = config.from_mapping(None)
     po = outcomes.derive(cohort.patients, cohort.sessions, cfg)
-    spec = relapse.CoxSpec(categorical=("format", "maintenance"), numeric=("residual_phq9",))
+    spec = CoxSpec(categorical=("format", "maintenance"), numeric=("residual_phq9",))
     for followups, target in ((cohort.followups, DEMO_COX_ESTIMAND),
                               (cohort.followups.assign(phq9=np.nan), 0.5)):
-        frame, _ = relapse.relapse_cohort(cohort.patients, cohort.sessions, followups, po, cfg)
-        row = relapse.fit_cox(frame, spec).table.set_index("term").loc["maintenance[True]"]
+        frame, _ = relapse_cohort(cohort.patients, cohort.sessions, followups, po, cfg)
+        row = fit_cox(frame, spec).table.set_index("term").loc["maintenance[True]"]
         assert row["ci_low"] < target < row["ci_high"], (target, row)
         assert row["ci_high"] < 1.0
 
@@ -295,13 +318,13 @@ def test_faulty_followup_before_last_session_is_ignored(demo_study: dict[str, An
     faulty, faults = demo.inject_faults(demo_study["cohort"], seed=5)
     assert "followup_before_last_session" in set(faults["fault"])
     cohort = demo_study["cohort"]
-    result = relapse.analyse(cohort.patients, cohort.sessions, faulty.followups,
-                             demo_study["outcomes"], config.from_mapping(None))
+    result = analyse(cohort.patients, cohort.sessions, faulty.followups,
+                     demo_study["outcomes"], config.from_mapping(None))
     assert set(result.tables) == TABLE_KEYS
 
 
 def test_at_risk_table_matches_the_figure_counts(demo_cohort: pd.DataFrame) -> None:
-    table = relapse.at_risk_table(demo_cohort, (26.0, 52.0), by=())
+    table = at_risk_table(demo_cohort, (26.0, 52.0), by=())
     assert table["time_weeks"].tolist() == [0.0, 13.0, 26.0, 39.0, 52.0]
     kmf = KaplanMeierFitter().fit(demo_cohort["time_weeks"], demo_cohort["event"] == 1)
     events = kmf.event_table
@@ -319,9 +342,11 @@ def test_empty_cohort(demo_study: dict[str, Any]) -> None:
     cohort = demo_study["cohort"]
     nobody = demo_study["outcomes"].assign(phq9_remission=pd.array([False] * 2000,
                                                                     dtype="boolean"))
-    result = relapse.analyse(cohort.patients, cohort.sessions, cohort.followups, nobody,
-                             config.from_mapping(None))
-    assert result.tables == {} and result.figures == {}
+    result = analyse(cohort.patients, cohort.sessions, cohort.followups, nobody,
+                     config.from_mapping(None))
+    assert result.tables == {}
+    assert relapse_plots.stage_figures(StageOutput(result.tables), config.from_mapping(None),
+                                       []) == {}
     [record] = result.records
     assert (record.analysis, record.status) == ("cohort", "not estimable")
     assert record.reason == ("nobody is at risk of relapse: no patient's treatment ended in "
@@ -331,8 +356,8 @@ def test_empty_cohort(demo_study: dict[str, Any]) -> None:
 
 def test_no_followups_at_all(demo_study: dict[str, Any]) -> None:
     cohort = demo_study["cohort"]
-    result = relapse.analyse(cohort.patients, cohort.sessions, None, demo_study["outcomes"],
-                             config.from_mapping(None))
+    result = analyse(cohort.patients, cohort.sessions, None, demo_study["outcomes"],
+                     config.from_mapping(None))
     assert result.tables == {}
     assert [(r.analysis, r.status) for r in result.records] == [("cohort", "not estimable")]
     assert result.records[0].reason.startswith("no follow-up table")
@@ -351,12 +376,12 @@ def test_stratum_without_relapses(demo_cohort: pd.DataFrame) -> None:
     frame = demo_cohort.assign(event=np.where(demo_cohort["maintenance"]
                                               & (demo_cohort["event"] == 1), 0,
                                               demo_cohort["event"]))
-    km, notes = relapse.kaplan_meier_table(frame, (26.0, 52.0))
+    km, notes = kaplan_meier_table(frame, (26.0, 52.0))
     row = km.loc[(km["stratum_variable"] == "maintenance") & (km["stratum"] == "True")].iloc[0]
     assert row["events"] == 0 and row["relapse_free_52w"] == 1.0
     assert row["ci_low_52w"] == 1.0 and row["ci_high_52w"] == 1.0
     assert "no relapses (maintenance = True): relapse-free survival stays at 1" in notes
-    cox, _, notes = relapse.cox_analysis(frame, "phq9", config.from_mapping(None))
+    cox, _, notes = cox_analysis(frame, "phq9", config.from_mapping(None))
     assert "maintenance[True]" not in set(cox["term"])
     assert "maintenance dropped from the Cox model: relapses in one level only" in notes
     assert not cox.drop(columns="model").isna().any().any()
@@ -367,7 +392,7 @@ def test_level_without_relapses_is_merged_into_the_reference(demo_cohort: pd.Dat
                                               & (demo_cohort["event"] == 1), 0,
                                               demo_cohort["event"]))
     cfg = config.from_mapping({"relapse": {"min_events_per_parameter": 1}})
-    cox, ph, notes = relapse.cox_analysis(frame, "phq9", cfg)
+    cox, ph, notes = cox_analysis(frame, "phq9", cfg)
     assert "condition[bipolar]" not in set(ph["term"])  # terms of the unstratified model
     assert "condition[anxiety]" in set(ph["term"])
     assert not cox.drop(columns="model").isna().any().any()
@@ -377,13 +402,13 @@ def test_level_without_relapses_is_merged_into_the_reference(demo_cohort: pd.Dat
 
 def test_constant_covariate(demo_cohort: pd.DataFrame) -> None:
     frame = demo_cohort.assign(format="individual")
-    logrank, notes = relapse.logrank_table(frame)
+    logrank, notes = logrank_table(frame)
     assert "format" not in set(logrank["variable"])
     assert "no log-rank test by format: only one level" in notes
-    cox, _, notes = relapse.cox_analysis(frame, "phq9", config.from_mapping(None))
+    cox, _, notes = cox_analysis(frame, "phq9", config.from_mapping(None))
     assert not any(t.startswith("format") for t in cox["term"])
     assert "format dropped from the Cox model: the same for everyone" in notes
-    _, notes = relapse.rmst_table(frame, 52.0)
+    _, notes = rmst_table(frame, 52.0)
     assert "no RMST difference by format: 1 level(s) present" in notes
 
 
@@ -391,13 +416,13 @@ def test_too_few_events_gives_a_smaller_model_then_none(demo_cohort: pd.DataFram
     """50 relapses, 9 parameters in the full model (format 1, condition 6, maintenance 1,
     residual 1): 20 per parameter allows 2 (format, maintenance); 60 allows none."""
     cfg = config.from_mapping({"relapse": {"min_events_per_parameter": 20}})
-    cox, _, notes = relapse.cox_analysis(demo_cohort, "phq9", cfg)
+    cox, _, notes = cox_analysis(demo_cohort, "phq9", cfg)
     assert cox["term"].tolist() == ["format[group]", "maintenance[True]"]
     assert ("only 50 relapses for 9 Cox parameters (at least 20 per parameter wanted): "
             "dropped condition, residual_phq9") in notes
     cfg = config.from_mapping({"relapse": {"min_events_per_parameter": 60}})
     with pytest.raises(NotEstimable, match="too few relapses for a Cox model: 50 relapses"):
-        relapse.cox_analysis(demo_cohort, "phq9", cfg)
+        cox_analysis(demo_cohort, "phq9", cfg)
 
 
 def test_no_relapses_leaves_logrank_and_cox_not_estimable(demo_cohort: pd.DataFrame) -> None:
@@ -407,18 +432,18 @@ def test_no_relapses_leaves_logrank_and_cox_not_estimable(demo_cohort: pd.DataFr
                                               demo_cohort["event"]))
     cfg = config.from_mapping(None)
     with pytest.raises(NotEstimable, match="no relapses"):
-        relapse.logrank_analysis(frame)
+        logrank_analysis(frame)
     with pytest.raises(NotEstimable, match="no relapses"):
-        relapse.cox_analysis(frame, "phq9", cfg)
-    km, _, _ = relapse.km_analysis(frame, cfg)
+        cox_analysis(frame, "phq9", cfg)
+    km, _, _ = km_analysis(frame, cfg)
     assert (km["relapse_free_52w"] == 1.0).all()
-    rmst, _ = relapse.rmst_analysis(frame, cfg)
+    rmst, _ = rmst_analysis(frame, cfg)
     assert rmst.loc[rmst["variable"] == "all", "rmst"].item() == pytest.approx(52.0)
-    cif, _ = relapse.cif_analysis(frame)
+    cif, _ = cif_analysis(frame)
     assert (cif["cif"] == 0.0).all()
-    for run in (lambda: relapse.km_analysis(frame.iloc[:0], cfg),
-                lambda: relapse.rmst_analysis(frame.iloc[:0], cfg),
-                lambda: relapse.cif_analysis(frame.iloc[:0])):
+    for run in (lambda: km_analysis(frame.iloc[:0], cfg),
+                lambda: rmst_analysis(frame.iloc[:0], cfg),
+                lambda: cif_analysis(frame.iloc[:0])):
         with pytest.raises(NotEstimable, match="the relapse cohort is empty"):
             run()
 
@@ -445,7 +470,7 @@ def _non_proportional(seed: int = 7, n: int = 400) -> pd.DataFrame:
 def test_ph_violation_refits_a_stratified_model() -> None:
     frame = _non_proportional()
     cfg = config.from_mapping({"relapse": {"cluster": "therapist"}})
-    cox, ph, notes = relapse.cox_analysis(frame, "phq9", cfg)
+    cox, ph, notes = cox_analysis(frame, "phq9", cfg)
     violates = dict(zip(ph["term"], ph["violates_ph"], strict=True))
     p_values = dict(zip(ph["term"], ph["p_value"], strict=True))
     assert violates["format[group]"] and p_values["format[group]"] < 0.001
@@ -458,16 +483,16 @@ def test_ph_violation_refits_a_stratified_model() -> None:
 
 def test_convergence_failure_drops_terms(demo_cohort: pd.DataFrame,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    fit = relapse.fit_cox
+    fit = fit_cox
 
-    def failing(data: pd.DataFrame, spec: relapse.CoxSpec) -> relapse.CoxFit:
+    def failing(data: pd.DataFrame, spec: CoxSpec) -> CoxFit:
         if "format" in spec.covariates:
             raise ConvergenceError("delta contains nan value(s)")
         return fit(data, spec)
 
-    monkeypatch.setattr(relapse, "fit_cox", failing)
+    monkeypatch.setattr(cox_selection, "fit_cox", failing)
     cfg = config.from_mapping({"relapse": {"min_events_per_parameter": 1}})
-    cox, _, notes = relapse.cox_analysis(demo_cohort, "phq9", cfg)
+    cox, _, notes = cox_analysis(demo_cohort, "phq9", cfg)
     assert cox["term"].tolist()[0] == "maintenance[True]"
     dropped = [n for n in notes if n.startswith("Cox model did not converge")]
     assert [n.rsplit(": dropped ", 1)[1] for n in dropped] == [
@@ -477,7 +502,7 @@ def test_convergence_failure_drops_terms(demo_cohort: pd.DataFrame,
 def test_cluster_by_therapy_group(demo_cohort: pd.DataFrame) -> None:
     """Individual patients are their own cluster."""
     cfg = config.from_mapping({"relapse": {"cluster": "group"}})
-    cox, _, notes = relapse.cox_analysis(demo_cohort, "phq9", cfg)
+    cox, _, notes = cox_analysis(demo_cohort, "phq9", cfg)
     individual = int((demo_cohort["format"] == "individual").sum())
     assert any(f"clustered by group_id; {individual} patients without one form their own "
                "cluster" in n for n in notes)
@@ -496,9 +521,9 @@ def _png(figure: Figure) -> bytes:
 
 
 def test_figures_are_deterministic_agg_figures(demo_cohort: pd.DataFrame) -> None:
-    cif, _ = relapse.cumulative_incidence_table(demo_cohort)
-    spec = relapse.CoxSpec(categorical=("format", "maintenance"), numeric=("residual_phq9",))
-    cox = relapse.fit_cox(demo_cohort, spec).table
+    cif, _ = cumulative_incidence_table(demo_cohort)
+    spec = CoxSpec(categorical=("format", "maintenance"), numeric=("residual_phq9",))
+    cox = fit_cox(demo_cohort, spec).table
     builders: list[Callable[[], Figure]] = [
         lambda: relapse_plots.km_figure(demo_cohort),
         lambda: relapse_plots.cif_figure(cif),
@@ -511,10 +536,10 @@ def test_figures_are_deterministic_agg_figures(demo_cohort: pd.DataFrame) -> Non
 
 
 def test_figures_of_nothing() -> None:
-    empty = relapse._empty_cohort("phq9")
+    empty = _empty_cohort("phq9")
     for figure in (relapse_plots.km_figure(empty),
-                   relapse_plots.cif_figure(pd.DataFrame(columns=list(relapse.CIF_COLUMNS))),
-                   relapse_plots.forest_figure(pd.DataFrame(columns=list(relapse.COX_COLUMNS)))):
+                   relapse_plots.cif_figure(pd.DataFrame(columns=list(CIF_COLUMNS))),
+                   relapse_plots.forest_figure(pd.DataFrame(columns=list(COX_COLUMNS)))):
         assert isinstance(figure, Figure) and _png(figure)
 
 
@@ -525,9 +550,9 @@ def test_cluster_by_group_notes_group_patients_without_group_id(
     in_group = frame.index[frame["format"] == "group"]
     frame.loc[in_group[:7], "group_id"] = None
     cfg = config.from_mapping({"relapse": {"cluster": "group"}})
-    _, _, notes = relapse.cox_analysis(frame, "phq9", cfg)
+    _, _, notes = cox_analysis(frame, "phq9", cfg)
     assert any(n.startswith("7 group-format patients without a group_id clustered each as "
                             "its own cluster: the standard errors ignore clustering within "
                             "therapy groups and are likely too small") for n in notes)
-    _, _, notes = relapse.cox_analysis(demo_cohort, "phq9", cfg)
+    _, _, notes = cox_analysis(demo_cohort, "phq9", cfg)
     assert not any("without a group_id" in n for n in notes)

@@ -45,7 +45,12 @@ import pytest
 from pipeline import config
 from pipeline.estimability import NotEstimable
 from pipeline.outcomes import definitions as outcomes
-from pipeline.relapse import analysis as relapse
+from pipeline.relapse.analysis import analyse
+from pipeline.relapse.cohort import relapse_cohort
+from pipeline.relapse.competing import cumulative_incidence_table
+from pipeline.relapse.kaplan_meier import kaplan_meier_table
+from pipeline.report import relapse_plots
+from pipeline.runner.stages import StageOutput
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "relapse_golden.json").read_text())
 NaT = pd.NaT
@@ -139,8 +144,8 @@ def _cohort(study: dict[str, pd.DataFrame], settings: dict[str, Any] | None = No
             **replace: pd.DataFrame | None) -> tuple[pd.DataFrame, tuple[str, ...]]:
     tables: dict[str, Any] = {**study, **replace}
     cfg = config.from_mapping({"relapse": settings} if settings else None)
-    return relapse.relapse_cohort(tables["patients"], tables["sessions"], tables["followups"],
-                                  tables["patient_outcomes"], cfg)
+    return relapse_cohort(tables["patients"], tables["sessions"], tables["followups"],
+                          tables["patient_outcomes"], cfg)
 
 
 def test_hand_derived_times_and_events(study: dict[str, pd.DataFrame]) -> None:
@@ -231,7 +236,7 @@ def test_kaplan_meier_and_cif_by_hand_and_r(study: dict[str, pd.DataFrame]) -> N
     """R: survfit(Surv(time_weeks, event == 1) ~ 1, data = hand, conf.type = "log-log") and
     survfit(Surv(time_weeks, factor(event, 0:2)) ~ 1, data = hand)."""
     cohort, _ = _cohort(study)
-    km, _ = relapse.kaplan_meier_table(cohort, (13.0, 26.0), by=())
+    km, _ = kaplan_meier_table(cohort, (13.0, 26.0), by=())
     row = km.iloc[0]
     golden = GOLDEN["hand_km"]
     assert row["relapse_free_13w"] == pytest.approx(0.75, abs=1e-12)
@@ -243,7 +248,7 @@ def test_kaplan_meier_and_cif_by_hand_and_r(study: dict[str, pd.DataFrame]) -> N
     assert row["median_weeks"] == golden["median"] == 26.0
     assert row["median_ci_low"] == golden["median_lower"] == 8.0
     assert np.isnan(row["median_ci_high"]) and golden["median_upper"] == "NA"
-    cif, _ = relapse.cumulative_incidence_table(cohort, by=())
+    cif, _ = cumulative_incidence_table(cohort, by=())
     assert cif["time_weeks"].tolist() == [0.0, 8.0, 13.0, 26.0]
     np.testing.assert_allclose(cif["cif"], [0.0, 1 / 9, 2 / 9, 7 / 18], atol=1e-12)
     np.testing.assert_allclose(cif["cif"].iloc[1:], GOLDEN["hand_cif"]["cif"], atol=1e-12)
@@ -253,8 +258,8 @@ def test_kaplan_meier_and_cif_by_hand_and_r(study: dict[str, pd.DataFrame]) -> N
 def test_analyse_with_three_relapses_is_descriptive_only(
     study: dict[str, pd.DataFrame],
 ) -> None:
-    result = relapse.analyse(study["patients"], study["sessions"], study["followups"],
-                             study["patient_outcomes"], config.from_mapping(None))
+    result = analyse(study["patients"], study["sessions"], study["followups"],
+                     study["patient_outcomes"], config.from_mapping(None))
     assert "relapse_cox" not in result.tables and "relapse_ph_test" not in result.tables
     status = {r.analysis: r.status for r in result.records}
     assert status == {"cohort": "done", "km": "done", "logrank": "done",
@@ -263,7 +268,9 @@ def test_analyse_with_three_relapses_is_descriptive_only(
     cox = next(r for r in result.records if r.analysis == "cox")
     assert cox.reason.startswith("too few relapses for a Cox model: 3 relapses")
     assert "relapses per model parameter" in cox.remedy
-    assert set(result.figures) == {"relapse_km", "relapse_cif"}
+    figures = relapse_plots.stage_figures(StageOutput(result.tables), config.from_mapping(None),
+                                          [])
+    assert set(figures) == {"relapse_km", "relapse_cif"}
     km = result.tables["relapse_km"]
     assert km.loc[km["stratum_variable"] == "all", "events"].item() == 3
 
@@ -286,16 +293,16 @@ def test_completed_at_risk_by_hand(study: dict[str, pd.DataFrame]) -> None:
     cfg = config.from_mapping(cfg_values)
     po = outcomes.derive(study["patients"], study["sessions"], cfg)
     assert po.loc[po["completers"], "patient_id"].tolist() == IDS  # P09 has not ended
-    cohort, messages = relapse.relapse_cohort(study["patients"], study["sessions"],
-                                              study["followups"], po, cfg)
+    cohort, messages = relapse_cohort(study["patients"], study["sessions"],
+                                      study["followups"], po, cfg)
     got = {row.patient_id: (row.time_weeks, row.event) for row in cohort.itertuples()}
     assert got == {**EXPECTED, "P08": (13.0, 1)}
     assert ("11 patients at risk of relapse: treatment completed the acute course (1 "
             "completer but still in treatment not counted)") in messages
     cfg = config.from_mapping({**cfg_values, "relapse": {"at_risk": "completed",
                                                          "threshold": 9}})
-    cohort, messages = relapse.relapse_cohort(study["patients"], study["sessions"],
-                                              study["followups"], po, cfg)
+    cohort, messages = relapse_cohort(study["patients"], study["sessions"],
+                                      study["followups"], po, cfg)
     got = {row.patient_id: (row.time_weeks, row.event) for row in cohort.itertuples()}
     assert got == {**EXPECTED, "P02": (26.0, 1)}
     assert any(m.startswith("1 completer not counted as at risk: ended treatment at or above "
@@ -318,16 +325,16 @@ def test_gad7_only_study_with_remission_at_risk_is_not_estimable(
     cfg = config.from_mapping({"primary_instrument": "gad7"})
     po = outcomes.derive(study["patients"], sessions, cfg)
     with pytest.raises(NotEstimable) as verdict:
-        relapse.relapse_cohort(study["patients"], sessions, followups, po, cfg)
+        relapse_cohort(study["patients"], sessions, followups, po, cfg)
     assert verdict.value.reason.startswith("gad7 defines no remission")
     assert verdict.value.remedy.startswith("set relapse.at_risk: completed")
-    result = relapse.analyse(study["patients"], sessions, followups, po, cfg)
+    result = analyse(study["patients"], sessions, followups, po, cfg)
     assert result.tables == {}
     assert [(r.analysis, r.status) for r in result.records] == [("cohort", "not estimable")]
     with pytest.raises(NotEstimable, match="gad7 defines no response"):
-        relapse.relapse_cohort(study["patients"], sessions, followups, po,
-                               config.from_mapping({"primary_instrument": "gad7",
-                                                    "relapse": {"at_risk": "response"}}))
+        relapse_cohort(study["patients"], sessions, followups, po,
+                       config.from_mapping({"primary_instrument": "gad7",
+                                            "relapse": {"at_risk": "response"}}))
 
 
 def test_followup_on_the_day_treatment_ended_is_time_zero(
@@ -352,8 +359,8 @@ def test_followup_on_the_day_treatment_ended_is_time_zero(
     assert got == {**EXPECTED, "P02": (0.0, 1)}
     assert any(m.startswith("1 patient left follow-up on the day treatment ended (time 0), "
                             "1 of them with a relapse") for m in messages)
-    result = relapse.analyse(study["patients"], study["sessions"], followups,
-                             study["patient_outcomes"], config.from_mapping(None))
+    result = analyse(study["patients"], study["sessions"], followups,
+                     study["patient_outcomes"], config.from_mapping(None))
     km = result.tables["relapse_km"].iloc[0]
     assert km["relapse_free_26w"] == pytest.approx(40 / 63 / 2, abs=1e-12)  # 2 at risk at 26
     cif = result.tables["relapse_cif"]
@@ -366,8 +373,8 @@ def test_followup_on_the_day_treatment_ended_is_time_zero(
 
 
 def test_relapse_cohort_table_leaves_dates_out(study: dict[str, pd.DataFrame]) -> None:
-    result = relapse.analyse(study["patients"], study["sessions"], study["followups"],
-                             study["patient_outcomes"], config.from_mapping(None))
+    result = analyse(study["patients"], study["sessions"], study["followups"],
+                     study["patient_outcomes"], config.from_mapping(None))
     table = result.tables["relapse_cohort"]
     assert list(table.columns) == [
         "patient_id", "condition", "format", "problem_area", "age", "sex", "site_id",
@@ -383,7 +390,7 @@ def test_remission_on_an_instrument_never_scored_is_not_estimable(
     cfg = config.from_mapping({"relapse": {"instrument": "hamd17"}})
     po = outcomes.derive(study["patients"], sessions, cfg)
     with pytest.raises(NotEstimable, match="no end-of-treatment hamd17 score in the data"):
-        relapse.relapse_cohort(study["patients"], sessions, study["followups"], po, cfg)
+        relapse_cohort(study["patients"], sessions, study["followups"], po, cfg)
 
 
 def test_completed_without_end_of_treatment_scores_is_not_estimable(

@@ -47,8 +47,8 @@ from lifelines import KaplanMeierFitter
 
 from pipeline import config
 from pipeline.estimability import NotEstimable
-from pipeline.relapse import analysis as relapse
 from pipeline.relapse import interval as relapse_interval
+from pipeline.relapse.cohort import relapse_cohort, relapse_visits
 from pipeline.report import relapse_plots
 from tests.conftest import GOLDEN_DIR
 from tests.test_relapse_cohort import _followups, _patients, _sessions
@@ -84,8 +84,8 @@ def _hand_intervals(exact: bool = False) -> pd.DataFrame:
     from pipeline.outcomes import definitions as outcomes
 
     po = outcomes.derive(patients, sessions, cfg)
-    cohort, _ = relapse.relapse_cohort(patients, sessions, followups, po, cfg)
-    visits = relapse.relapse_visits(followups, cohort, cfg)
+    cohort, _ = relapse_cohort(patients, sessions, followups, po, cfg)
+    visits = relapse_visits(followups, cohort, cfg)
     return relapse_interval.interval_data(cohort, visits, cfg.relapse.clinician_relapse_exact)
 
 

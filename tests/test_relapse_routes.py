@@ -2,7 +2,7 @@
 replace.
 
 - Efron score residuals (robust variance): cumulative sums over event times
-  (``relapse._efron_score_residuals``) against the previous loop over event times, kept
+  (``efron_score_residuals``) against the previous loop over event times, kept
   here as :func:`_loop_score_residuals`.
 - Proportional-hazards test: Schoenfeld residuals computed in ``O(n log n)`` and handed to
   lifelines ``proportional_hazard_test`` as ``precomputed_residuals`` against lifelines
@@ -26,7 +26,19 @@ import pytest
 from lifelines import CoxPHFitter
 from lifelines.statistics import proportional_hazard_test
 
-from pipeline.relapse import analysis as relapse
+from pipeline.relapse.competing import cumulative_incidence_table
+from pipeline.relapse.cox import (
+    FIT_OPTIONS,
+    CoxFit,
+    CoxSpec,
+    _lifelines_frame,
+    cox_design,
+    fit_cox,
+    residuals_within_strata,
+    stratum_codes,
+)
+from pipeline.relapse.ph_test import _average_event_rank, _scaled_schoenfeld, ph_test_table
+from pipeline.relapse.residuals import efron_schoenfeld_residuals, efron_score_residuals
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -58,7 +70,7 @@ def tied() -> pd.DataFrame:
 def _loop_score_residuals(
     x: FloatArray, time: FloatArray, event: npt.NDArray[np.bool_], beta: FloatArray
 ) -> FloatArray:
-    """The previous ``relapse._efron_score_residuals``: one pass over everyone per event time."""
+    """The previous ``efron_score_residuals``: one pass over everyone per event time."""
     risk = np.exp(x @ beta)
     residuals = np.where(event[:, None], x, 0.0)
     for t in np.unique(time[event]):
@@ -75,33 +87,33 @@ def _loop_score_residuals(
 
 
 def _cases(lung: pd.DataFrame, rossi: pd.DataFrame, demo: pd.DataFrame,
-           tied: pd.DataFrame) -> list[tuple[pd.DataFrame, relapse.CoxSpec]]:
+           tied: pd.DataFrame) -> list[tuple[pd.DataFrame, CoxSpec]]:
     """Data and models: few and many ties, shuffled rows, one and two strata columns."""
     demo_terms: dict[str, Any] = {"categorical": ("format", "maintenance"),
                                   "numeric": ("residual_phq9",)}
     return [
-        (lung, relapse.CoxSpec(numeric=("age", "sex", "ecog"))),
-        (lung, relapse.CoxSpec(numeric=("age", "ecog"), strata=("sex",))),
-        (rossi, relapse.CoxSpec(numeric=("fin", "age", "race", "wexp", "mar", "paro", "prio"))),
-        (demo, relapse.CoxSpec(**demo_terms, cluster="therapist_id")),
-        (demo.sample(frac=1.0, random_state=5), relapse.CoxSpec(**demo_terms)),
-        (demo, relapse.CoxSpec(categorical=("format",), numeric=("residual_phq9",),
-                               strata=("maintenance",))),
-        (tied, relapse.CoxSpec(categorical=("site_id",), numeric=("residual_phq9", "age"),
-                               strata=("format", "maintenance"), cluster="therapist_id")),
-        (tied, relapse.CoxSpec(categorical=("format", "maintenance", "site_id"),
-                               numeric=("residual_phq9", "age"))),
+        (lung, CoxSpec(numeric=("age", "sex", "ecog"))),
+        (lung, CoxSpec(numeric=("age", "ecog"), strata=("sex",))),
+        (rossi, CoxSpec(numeric=("fin", "age", "race", "wexp", "mar", "paro", "prio"))),
+        (demo, CoxSpec(**demo_terms, cluster="therapist_id")),
+        (demo.sample(frac=1.0, random_state=5), CoxSpec(**demo_terms)),
+        (demo, CoxSpec(categorical=("format",), numeric=("residual_phq9",),
+                       strata=("maintenance",))),
+        (tied, CoxSpec(categorical=("site_id",), numeric=("residual_phq9", "age"),
+                       strata=("format", "maintenance"), cluster="therapist_id")),
+        (tied, CoxSpec(categorical=("format", "maintenance", "site_id"),
+                       numeric=("residual_phq9", "age"))),
     ]
 
 
 @pytest.fixture(scope="module")
 def fits(lung: pd.DataFrame, rossi: pd.DataFrame, demo_cohort: pd.DataFrame,
-         tied: pd.DataFrame) -> list[relapse.CoxFit]:
-    return [relapse.fit_cox(data, spec) for data, spec in _cases(lung, rossi, demo_cohort, tied)]
+         tied: pd.DataFrame) -> list[CoxFit]:
+    return [fit_cox(data, spec) for data, spec in _cases(lung, rossi, demo_cohort, tied)]
 
 
-def _arrays(fit: relapse.CoxFit) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_],
-                                          FloatArray]:
+def _arrays(fit: CoxFit) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_],
+                                  FloatArray]:
     terms = list(fit.fitter.params_.index)
     return (fit.design[terms].to_numpy(dtype=float),
             fit.design["time_weeks"].to_numpy(dtype=float),
@@ -109,17 +121,17 @@ def _arrays(fit: relapse.CoxFit) -> tuple[FloatArray, FloatArray, npt.NDArray[np
             fit.fitter.params_.to_numpy(dtype=float))
 
 
-def test_score_residuals_match_the_loop_over_event_times(fits: list[relapse.CoxFit]) -> None:
+def test_score_residuals_match_the_loop_over_event_times(fits: list[CoxFit]) -> None:
     for fit in fits:
         x, time, event, beta = _arrays(fit)
-        np.testing.assert_allclose(relapse._efron_score_residuals(x, time, event, beta),
+        np.testing.assert_allclose(efron_score_residuals(x, time, event, beta),
                                    _loop_score_residuals(x, time, event, beta),
                                    rtol=1e-9, atol=1e-12)
-        within = relapse._residuals_within_strata(fit.design, fit.spec, fit.fitter,
-                                                  relapse._efron_score_residuals)
+        within = residuals_within_strata(fit.design, fit.spec, fit.fitter,
+                                         efron_score_residuals)
         np.testing.assert_allclose(
-            within, relapse._residuals_within_strata(fit.design, fit.spec, fit.fitter,
-                                                     _loop_score_residuals),
+            within, residuals_within_strata(fit.design, fit.spec, fit.fitter,
+                                            _loop_score_residuals),
             rtol=1e-9, atol=1e-12)
 
 
@@ -128,45 +140,45 @@ def test_score_residuals_without_events_or_before_the_first_event() -> None:
     time = np.array([1.0, 2.0, 2.0, 3.0])
     beta = np.array([0.3, -0.2])
     none = np.zeros(4, dtype=bool)
-    assert (relapse._efron_score_residuals(x, time, none, beta) == 0.0).all()
-    assert (relapse._efron_schoenfeld_residuals(x, time, none, beta) == 0.0).all()
+    assert (efron_score_residuals(x, time, none, beta) == 0.0).all()
+    assert (efron_schoenfeld_residuals(x, time, none, beta) == 0.0).all()
     late = np.array([False, True, True, False])  # the first subject is censored before
-    np.testing.assert_allclose(relapse._efron_score_residuals(x, time, late, beta),
+    np.testing.assert_allclose(efron_score_residuals(x, time, late, beta),
                                _loop_score_residuals(x, time, late, beta), rtol=1e-12)
 
 
-def test_scaled_schoenfeld_residuals_match_lifelines(fits: list[relapse.CoxFit]) -> None:
+def test_scaled_schoenfeld_residuals_match_lifelines(fits: list[CoxFit]) -> None:
     """Same numbers, in the order of the fitter's event times."""
     for fit in fits:
-        training = relapse._lifelines_frame(fit.design, fit.spec)
+        training = _lifelines_frame(fit.design, fit.spec)
         theirs = fit.fitter.compute_residuals(training, kind="scaled_schoenfeld")
-        ours = relapse._scaled_schoenfeld(fit)
+        ours = _scaled_schoenfeld(fit)
         assert list(ours.columns) == list(theirs.columns)
         np.testing.assert_allclose(ours.to_numpy(), theirs.to_numpy(), rtol=1e-9, atol=1e-9)
 
 
 def test_ph_test_matches_lifelines_computing_its_own_residuals(
-    fits: list[relapse.CoxFit],
+    fits: list[CoxFit],
 ) -> None:
     for fit in fits:
-        training = relapse._lifelines_frame(fit.design, fit.spec)
+        training = _lifelines_frame(fit.design, fit.spec)
         theirs = proportional_hazard_test(fit.fitter, training,
-                                          time_transform=relapse._average_event_rank)
+                                          time_transform=_average_event_rank)
         summary = theirs.summary.reindex(fit.fitter.params_.index)
-        ours = relapse.ph_test_table(fit)
+        ours = ph_test_table(fit)
         assert ours["term"].tolist() == [str(t) for t in summary.index]
         np.testing.assert_allclose(ours["test_statistic"], summary["test_statistic"],
                                    rtol=1e-9)
         np.testing.assert_allclose(ours["p_value"], summary["p"], rtol=1e-9)
 
 
-def test_one_stratum_column_gives_the_same_fit(fits: list[relapse.CoxFit]) -> None:
+def test_one_stratum_column_gives_the_same_fit(fits: list[CoxFit]) -> None:
     """lifelines given the strata columns themselves (the previous route) fits the same."""
     for fit in (f for f in fits if f.spec.strata):
         direct = CoxPHFitter().fit(
             fit.design.drop(columns=[fit.spec.cluster] if fit.spec.cluster else []),
             duration_col="time_weeks", event_col="event", strata=list(fit.spec.strata),
-            fit_options=relapse.FIT_OPTIONS)
+            fit_options=FIT_OPTIONS)
         np.testing.assert_allclose(fit.fitter.params_, direct.params_, rtol=1e-12)
         np.testing.assert_allclose(fit.fitter.variance_matrix_, direct.variance_matrix_,
                                    rtol=1e-10)
@@ -175,16 +187,16 @@ def test_one_stratum_column_gives_the_same_fit(fits: list[relapse.CoxFit]) -> No
 
 
 def test_stratum_codes_follow_the_sorted_strata(tied: pd.DataFrame) -> None:
-    spec = relapse.CoxSpec(numeric=("age",), strata=("format", "maintenance"))
-    design = relapse.cox_design(tied, spec)
-    codes = relapse._stratum_codes(design, spec)
+    spec = CoxSpec(numeric=("age",), strata=("format", "maintenance"))
+    design = cox_design(tied, spec)
+    codes = stratum_codes(design, spec)
     keys = list(zip(design["format"], design["maintenance"], strict=True))
     ranks = {key: rank for rank, key in enumerate(sorted(set(keys)))}
     assert codes.tolist() == [ranks[key] for key in keys]
 
 
 def test_cif_numbers_at_risk_count_everyone_still_followed(demo_cohort: pd.DataFrame) -> None:
-    cif, _ = relapse.cumulative_incidence_table(demo_cohort)
+    cif, _ = cumulative_incidence_table(demo_cohort)
     for stratum, rows in cif.groupby("stratum"):
         sub = demo_cohort if stratum == "all" else demo_cohort.loc[
             demo_cohort["format"] == stratum]

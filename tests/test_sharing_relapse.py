@@ -11,6 +11,7 @@ import pytest
 from pipeline import config, io
 from pipeline.demo import generate as demo
 from pipeline.ingest import validate
+from pipeline.report import stage_figures
 from pipeline.runner import stages
 from pipeline.sharing import relapse_tables
 from pipeline.sharing.publish import SharingOptions
@@ -60,7 +61,9 @@ def test_without_small_counts_nothing_is_hidden() -> None:
 
 
 @pytest.fixture(scope="module")
-def demo_relapse(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def relapse_outputs(tmp_path_factory: pytest.TempPathFactory
+                    ) -> tuple[dict[str, stages.StageOutput], config.StudyConfig, Path]:
+    """The relapse stage's output on the 600-patient demo, shared and not (``truth``)."""
     folder = tmp_path_factory.mktemp("relapse600")
     cohort = demo.generate_cohort(demo.DemoConfig(n_patients=600))
     io.write_study({"patients": cohort.patients, "sessions": cohort.sessions,
@@ -69,15 +72,40 @@ def demo_relapse(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                                         ("patients", "sessions")))
     study = config.from_mapping(None)
     patient_outcomes = stages.derive_outcomes(result.tables, study)
+    outputs = {sub: stages.run_relapse(result.tables, patient_outcomes, study,
+                                       SharingOptions(no_suppress=no_suppress))
+               for sub, no_suppress in (("shared", False), ("truth", True))}
+    return outputs, study, folder
+
+
+@pytest.fixture(scope="module")
+def demo_relapse(relapse_outputs: tuple[dict[str, stages.StageOutput], config.StudyConfig, Path]
+                 ) -> tuple[Path, Path]:
+    outputs, _study, folder = relapse_outputs
     folders = []
-    for sub, no_suppress in (("shared", False), ("truth", True)):
-        output = stages.run_relapse(result.tables, patient_outcomes, study,
-                                    SharingOptions(no_suppress=no_suppress))
+    for sub, output in outputs.items():
         (folder / sub).mkdir()
         for name, table in output.tables.items():
             table.to_csv(folder / sub / f"{name}.csv", index=False)
         folders.append(folder / sub)
     return folders[0], folders[1]
+
+
+def test_relapse_figures_are_drawn_once_from_the_shared_tables(
+        relapse_outputs: tuple[dict[str, stages.StageOutput], config.StudyConfig, Path]) -> None:
+    outputs, study, _folder = relapse_outputs
+    for output in outputs.values():
+        assert output.figures == {}  # the stage returns data only
+    shared, records = stage_figures.draw("relapse", outputs["shared"], study)
+    truth, _ = stage_figures.draw("relapse", outputs["truth"], study)
+    assert list(shared) == list(truth) == ["relapse_km", "relapse_cif", "relapse_forest"]
+    assert records == ()
+    km = shared["relapse_km"]
+    texts = [text.get_text() for axes in km.axes for text in axes.texts]
+    assert "At risk" in texts  # numbers at risk as the shared table shows them
+    assert any(text.startswith("Not drawn (a count of 1-4 is suppressed)") for text in texts)
+    assert len(km.axes) == 3  # no lifelines at-risk axes: its counts would give them back
+    assert len(truth["relapse_km"].axes) > 3  # lifelines' own numbers at risk
 
 
 def test_attacker_recovers_no_hidden_relapse_count_of_the_demo(

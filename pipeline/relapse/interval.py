@@ -3,8 +3,8 @@ r"""Relapse as an interval-censored time: the Turnbull NPMLE and a Weibull AFT s
 A relapse in this pipeline is found at a follow-up visit (about 13, 26 and 52 weeks after the
 end of acute treatment), so it happened at some time after the last visit at which the
 patient was relapse-free and no later than the visit that found it. The Kaplan-Meier curve
-and the Cox model of :mod:`pipeline.relapse.analysis` use the visit's time as if it were the time of
-relapse; the analyses here use the interval itself.
+and the Cox model (:mod:`pipeline.relapse.kaplan_meier`, :mod:`pipeline.relapse.cox`) use the
+visit's time as if it were the time of relapse; the analyses here use the interval itself.
 
 Interval data (:func:`interval_data`)
     One row per patient of the relapse cohort, with ``left_weeks`` ``L`` and ``right_weeks``
@@ -12,7 +12,7 @@ Interval data (:func:`interval_data`)
 
     - relapse found at a visit: ``L`` = time of the last follow-up at which the patient was
       known to be relapse-free (0, the end of treatment, when there is none:
-      :func:`pipeline.relapse.analysis.relapse_visits`), ``R`` = time of the visit that found it;
+      :func:`pipeline.relapse.cohort.relapse_visits`), ``R`` = time of the visit that found it;
       the relapse happened in ``(L, R]``;
     - relapse dated by the clinician (``relapse.clinician_relapse_exact: true``: the
       follow-up date of a clinician-recorded relapse is the day it began), or found with no
@@ -62,8 +62,8 @@ Weibull accelerated failure time model (:func:`aft_table`)
     exact ``t``, ``S(L)`` for ``R = inf`` (lifelines ``WeibullAFTFitter.fit_interval_censoring``;
     R ``survreg(Surv(L, R, type = "interval2") ~ x, dist = "weibull")``, whose coefficients
     are the same ``beta`` and whose ``scale`` is ``sigma``). The terms are those of the Cox
-    model (:func:`pipeline.relapse.analysis.cox_terms`: maintenance IPT, format, condition, residual
-    score ...), so it is a parametric sensitivity analysis of the Cox model that treats
+    model (:func:`pipeline.relapse.cox_selection.cox_terms`: maintenance IPT, format, condition,
+    residual score ...), so it is a parametric sensitivity analysis of the Cox model that treats
     relapse times as intervals and does not assume proportional hazards of the visit-time
     data. ``exp(beta)`` is a time ratio: above 1, relapse comes later (a Weibull AFT is also
     a proportional hazards model, with hazard ratio ``exp(-rho beta)``). An exact relapse at
@@ -99,6 +99,8 @@ from scipy import stats
 
 from pipeline.config import StudyConfig
 from pipeline.estimability import NotEstimable, require
+from pipeline.relapse.cox import cox_design
+from pipeline.relapse.cox_selection import cox_terms
 
 __all__ = ["AFT_COLUMNS", "INTERVAL_COLUMNS", "TURNBULL_COLUMNS", "TurnbullFit", "aft_analysis",
            "aft_table", "fit_turnbull", "interval_data", "turnbull_analysis", "turnbull_curve",
@@ -136,10 +138,10 @@ def interval_data(cohort: pd.DataFrame, visits: pd.DataFrame,
     Parameters
     ----------
     cohort : DataFrame
-        :func:`pipeline.relapse.analysis.relapse_cohort`: patient_id, time_weeks, event (1 relapse;
+        :func:`pipeline.relapse.cohort.relapse_cohort`: patient_id, time_weeks, event (1 relapse;
         0 censored and 2 competing are both censored here) and covariates.
     visits : DataFrame
-        :func:`pipeline.relapse.analysis.relapse_visits`, indexed by patient_id: last_free_weeks,
+        :func:`pipeline.relapse.cohort.relapse_visits`, indexed by patient_id: last_free_weeks,
         clinician_relapse.
     clinician_exact : bool
         ``config.relapse.clinician_relapse_exact``: a clinician-recorded relapse is dated at
@@ -356,7 +358,7 @@ def aft_table(data: pd.DataFrame, design: pd.DataFrame, description: str) -> pd.
     data : DataFrame
         :func:`interval_data` rows of the model (left_weeks, right_weeks, exact).
     design : DataFrame
-        :func:`pipeline.relapse.analysis.cox_design` of the same rows (numeric term columns, plus
+        :func:`pipeline.relapse.cox.cox_design` of the same rows (numeric term columns, plus
         time_weeks and event, which are not used).
     description : str
         The ``model`` column.
@@ -415,16 +417,14 @@ def aft_analysis(data: pd.DataFrame, instrument: str,
     NotEstimable
         No relapses, too few per parameter (as for the Cox model), or no finite maximum.
     """
-    from pipeline.relapse import analysis as relapse
-
     try:
-        model_data, spec, _ = relapse.cox_terms(data, instrument, config,
-                                                model="interval-censored Weibull model")
+        model_data, spec, _ = cox_terms(data, instrument, config,
+                                        model="interval-censored Weibull model")
     except NotEstimable as verdict:  # the Cox model's verdict, about this model
         raise NotEstimable(verdict.reason.replace(
             "a Cox model", "the interval-censored Weibull model (the Cox model's terms)"),
             verdict.remedy) from verdict
-    design = relapse.cox_design(model_data, spec)
+    design = cox_design(model_data, spec)
     description = ("Weibull AFT (interval-censored): "
                    + " + ".join(spec.covariates))
     try:

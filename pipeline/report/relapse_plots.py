@@ -1,6 +1,8 @@
 """Figures of the relapse analysis (:mod:`pipeline.relapse.analysis`): Kaplan-Meier curves with
-numbers
-at risk, cumulative incidence curves and a forest plot of hazard ratios.
+numbers at risk, cumulative incidence curves and a forest plot of hazard ratios.
+
+:func:`stage_figures` draws them from what the relapse stage returned (its shared tables),
+for :data:`pipeline.report.stage_figures.DRAWERS`.
 
 Every function returns a new :class:`matplotlib.figure.Figure` drawn on the non-interactive
 Agg canvas, built without pyplot's global figure registry, so nothing is shown, nothing leaks
@@ -15,7 +17,7 @@ Turnbull curve (:mod:`pipeline.relapse.interval`) is drawn dashed beside each.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -27,14 +29,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
-from data_schemas.vocab import CONDITIONS, FORMATS
+from pipeline.config import StudyConfig
+from pipeline.estimability import DONE, AnalysisRecord, attempt
+from pipeline.relapse.cohort import RELAPSE
+from pipeline.relapse.strata import ALL, ordered_levels, stratum_labels
 from pipeline.report.figures import GROUP_COLOURS, GROUP_LABELS
+from pipeline.runner.stages import StageOutput
 
-__all__ = ["cif_figure", "forest_figure", "km_figure", "last_time_at_risk"]
+__all__ = ["cif_figure", "forest_figure", "km_figure", "last_time_at_risk", "stage_figures"]
 
-RELAPSE: Final = 1
 TICK_WEEKS: Final = 13.0
-VOCABULARY: Final = {"format": FORMATS, "condition": CONDITIONS, "maintenance": ("False", "True")}
 TITLES: Final = {"all": "All patients at risk", "format": "By format",
                  "maintenance": "By maintenance IPT", "condition": "By condition"}
 
@@ -56,14 +60,12 @@ def _empty(text: str) -> Figure:
 
 
 def _groups(cohort: pd.DataFrame, variable: str) -> list[tuple[str, pd.DataFrame]]:
-    """(label, rows) per level, vocabulary order first; the whole cohort for ``"all"``."""
-    if variable == "all":
-        return [("all", cohort)]
-    labels = cohort[variable].astype(object).where(cohort[variable].notna(), "missing")
-    labels = labels.astype(str)
-    known = [str(v) for v in VOCABULARY.get(variable, ())]
-    levels = [v for v in known if v in set(labels)] + sorted(set(labels) - set(known))
-    return [(level, cohort.loc[labels == level]) for level in levels]
+    """(label, rows) per level in the tables' order (:mod:`pipeline.relapse.strata`); the
+    whole cohort for ``"all"``."""
+    if variable == ALL:
+        return [(ALL, cohort)]
+    labels = stratum_labels(cohort[variable])
+    return [(level, cohort.loc[labels == level]) for level in ordered_levels(labels, variable)]
 
 
 def _ticks(cohort: pd.DataFrame) -> list[float]:
@@ -251,3 +253,41 @@ def forest_figure(cox: pd.DataFrame) -> Figure:
              title=str(rows["model"].iloc[0])[:90])
     figure.tight_layout()
     return figure
+
+
+def stage_figures(output: StageOutput, config: StudyConfig,
+                  records: list[AnalysisRecord]) -> dict[str, Figure]:
+    """The relapse stage's figures, drawn once from its tables (shared unless the run
+    was told not to suppress): ``relapse_km`` (from ``relapse_cohort``, with the Turnbull
+    curves of ``relapse_free_interval``), ``relapse_cif`` and ``relapse_forest``, each for
+    an analysis that was done.
+
+    In a shared run (``relapse_km_at_risk`` has ``suppressed_group``, added by
+    ``pipeline.sharing.relapse_tables``) the numbers at risk are printed as the shared table
+    shows them and a group whose counts it hides is not drawn; otherwise lifelines counts
+    them. The relapse figures were never recorded as analyses of their own (the stage's
+    analyses are): a figure that fails or is not estimable is recorded, one that is drawn
+    is not, so ``analyses.csv`` stays as it was.
+    """
+    tables = output.tables
+    drawers: dict[str, Callable[[], Figure]] = {}
+    cohort = tables.get("relapse_cohort")
+    if cohort is not None and "relapse_km" in tables:
+        at_risk = tables.get("relapse_km_at_risk")
+        shared_at_risk = (at_risk if at_risk is not None and "suppressed_group" in at_risk
+                          else None)
+        drawers["relapse_km"] = lambda: km_figure(
+            cohort, ("format", "maintenance"), config.relapse.min_at_risk,
+            tables.get("relapse_free_interval"), shared_at_risk)
+    if "relapse_cif" in tables:
+        drawers["relapse_cif"] = lambda: cif_figure(tables["relapse_cif"])
+    if "relapse_cox" in tables:
+        drawers["relapse_forest"] = lambda: forest_figure(tables["relapse_cox"])
+    figures: dict[str, Figure] = {}
+    for name, draw in drawers.items():
+        drawn: list[AnalysisRecord] = []
+        figure = attempt("relapse", f"figure {name}", draw, drawn)
+        records += [record for record in drawn if record.status != DONE]
+        if figure is not None:
+            figures[name] = figure
+    return figures

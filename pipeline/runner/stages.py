@@ -174,26 +174,9 @@ def _relapse(tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame,
     result = relapse.analyse(tables["patients"], tables["sessions"], followups,
                              patient_outcomes, config)
     cohort = result.tables.get("relapse_cohort", pd.DataFrame())
-    return StageOutput(dict(result.tables), dict(result.figures), tuple(result.messages),
+    return StageOutput(dict(result.tables), messages=tuple(result.messages),
                        rows={"relapse_cohort": len(cohort)},
                        records=result.records)
-
-
-def _shared_relapse_figures(output: StageOutput, shared: dict[str, pd.DataFrame],
-                            config: StudyConfig) -> dict[str, Figure]:
-    """The relapse figures redrawn from the shared tables: no curve of a group whose
-    counts are hidden, numbers at risk as the shared table shows them."""
-    from pipeline.report import relapse_plots
-
-    figures = dict(output.figures)
-    cohort = output.tables.get("relapse_cohort")
-    if "relapse_km" in figures and cohort is not None:
-        figures["relapse_km"] = relapse_plots.km_figure(
-            cohort, ("format", "maintenance"), config.relapse.min_at_risk,
-            shared.get("relapse_free_interval"), shared.get("relapse_km_at_risk"))
-    if "relapse_cif" in figures and "relapse_cif" in shared:
-        figures["relapse_cif"] = relapse_plots.cif_figure(shared["relapse_cif"])
-    return figures
 
 
 def run_relapse(
@@ -201,7 +184,8 @@ def run_relapse(
     sharing: SharingOptions | None = None,
 ) -> StageOutput:
     """Relapse after acute treatment (``pipeline.relapse.analysis``); its count tables protected by
-    ``pipeline.sharing.relapse_tables`` unless ``sharing.no_suppress``."""
+    ``pipeline.sharing.relapse_tables`` unless ``sharing.no_suppress``. Tables only: the
+    figures are drawn from the (shared) tables by ``pipeline.report.relapse_plots``."""
     records: list[AnalysisRecord] = []
     output = attempt("relapse", "relapse", lambda: _relapse(tables, patient_outcomes, config),
                      records)
@@ -209,8 +193,7 @@ def run_relapse(
         return StageOutput({}, records=tuple(records))
     if not (sharing or SharingOptions()).no_suppress:
         shared, _summary = shared_relapse.share(output.tables, config.suppress_below - 1)
-        output = dataclasses.replace(output, tables=shared,
-                                     figures=_shared_relapse_figures(output, shared, config))
+        output = dataclasses.replace(output, tables=shared)
     if output.records:  # the relapse analyses recorded themselves
         return output
     return dataclasses.replace(output, records=tuple(records))

@@ -36,8 +36,10 @@ from pipeline.demo import generate as demo
 from pipeline.estimability import NotEstimable
 from pipeline.ingest import validate
 from pipeline.outcomes import definitions as outcomes
-from pipeline.relapse import analysis as relapse
 from pipeline.relapse import interval as relapse_interval
+from pipeline.relapse.cohort import relapse_cohort, relapse_visits
+from pipeline.relapse.cox import cox_design
+from pipeline.relapse.cox_selection import cox_terms
 
 HERE = Path(__file__).parent
 REAL = HERE.parent / "fixtures" / "real"
@@ -59,9 +61,9 @@ def interval_frame(folder: str, population_settings: dict[str, int],
     raw = io.read_study(REAL / folder, ("patients", "sessions", "followups"), ())
     tables = validate.run(raw, config=study).tables
     patient_outcomes = outcomes.derive(tables["patients"], tables["sessions"], study)
-    cohort, _ = relapse.relapse_cohort(tables["patients"], tables["sessions"],
-                                       tables["followups"], patient_outcomes, study)
-    visits = relapse.relapse_visits(tables["followups"], cohort, study)
+    cohort, _ = relapse_cohort(tables["patients"], tables["sessions"],
+                               tables["followups"], patient_outcomes, study)
+    visits = relapse_visits(tables["followups"], cohort, study)
     data = relapse_interval.interval_data(cohort, visits,
                                           study.relapse.clinician_relapse_exact)
     instrument = study.relapse.instrument or study.primary_instrument
@@ -73,10 +75,10 @@ def with_terms(data: pd.DataFrame, instrument: str, study: config.StudyConfig) -
     the data support no regression model) with ``in_model``."""
     frame = data[["patient_id", "left_weeks", "right_weeks", "exact", "maintenance"]]
     try:
-        model_data, spec, _ = relapse.cox_terms(data, instrument, study)
+        model_data, spec, _ = cox_terms(data, instrument, study)
     except NotEstimable:
         return frame.assign(in_model=False)
-    design = relapse.cox_design(model_data, spec).drop(columns=["time_weeks", "event"])
+    design = cox_design(model_data, spec).drop(columns=["time_weeks", "event"])
     design.columns = [c.replace("[", "_").replace("]", "") for c in design.columns]
     frame = frame.join(design.reindex(frame.index).add_prefix("x_"))
     return frame.assign(in_model=frame.index.isin(model_data.index))
@@ -88,9 +90,9 @@ def demo_frame() -> pd.DataFrame:
                                                   expected_rates_n=0))
     study = config.from_mapping(None)
     patient_outcomes = outcomes.derive(cohort.patients, cohort.sessions, study)
-    frame, _ = relapse.relapse_cohort(cohort.patients, cohort.sessions, cohort.followups,
-                                      patient_outcomes, study)
-    visits = relapse.relapse_visits(cohort.followups, frame, study)
+    frame, _ = relapse_cohort(cohort.patients, cohort.sessions, cohort.followups,
+                              patient_outcomes, study)
+    visits = relapse_visits(cohort.followups, frame, study)
     data = relapse_interval.interval_data(frame, visits, False)
     return with_terms(data, "phq9", study)
 

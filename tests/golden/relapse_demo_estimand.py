@@ -21,18 +21,19 @@ import numpy as np
 from pipeline import config
 from pipeline.demo import generate as demo
 from pipeline.outcomes import definitions as outcomes
-from pipeline.relapse import analysis as relapse
+from pipeline.relapse.cohort import relapse_cohort
+from pipeline.relapse.cox import CoxSpec, fit_cox
 
-SPEC = relapse.CoxSpec(categorical=("format", "condition", "maintenance", "problem_area", "sex"),
-                       numeric=("residual_phq9", "age"))
+SPEC = CoxSpec(categorical=("format", "condition", "maintenance", "problem_area", "sex"),
+               numeric=("residual_phq9", "age"))
 
 
 def log_hr(cohort: demo.DemoCohort, scores: bool) -> float:
     cfg = config.from_mapping(None)
     po = outcomes.derive(cohort.patients, cohort.sessions, cfg)
     followups = cohort.followups if scores else cohort.followups.assign(phq9=np.nan)
-    frame, _ = relapse.relapse_cohort(cohort.patients, cohort.sessions, followups, po, cfg)
-    table = relapse.fit_cox(frame, SPEC).table
+    frame, _ = relapse_cohort(cohort.patients, cohort.sessions, followups, po, cfg)
+    table = fit_cox(frame, SPEC).table
     return float(dict(zip(table["term"], table["coef"], strict=True))["maintenance[True]"])
 
 

@@ -19,7 +19,7 @@ from lifelines.datasets import load_lung, load_rossi
 from pipeline import config
 from pipeline.demo import generate as demo
 from pipeline.outcomes import definitions as outcomes
-from pipeline.relapse import analysis as relapse
+from pipeline.relapse.cohort import relapse_cohort
 
 HERE = Path(__file__).parent
 
@@ -33,8 +33,8 @@ def main() -> None:
                                                   expected_rates_n=0))
     cfg = config.from_mapping(None)
     po = outcomes.derive(cohort.patients, cohort.sessions, cfg)
-    frame, _ = relapse.relapse_cohort(cohort.patients, cohort.sessions, cohort.followups, po,
-                                      cfg)
+    frame, _ = relapse_cohort(cohort.patients, cohort.sessions, cohort.followups, po,
+                              cfg)
     frame["time_days"] = (frame["exit_date"] - frame["origin_date"]).dt.days
     columns = ["patient_id", "format", "condition", "maintenance", "residual_phq9",
                "therapist_id", "group_id", "time_days", "event"]
