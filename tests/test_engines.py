@@ -42,8 +42,8 @@ from pipeline.trajectories.engines import (
     MixedSpec,
     RandomEffect,
     VarianceComponent,
-    _design,
-    _large,
+    design,
+    large,
     linear_combinations,
     mixedlm_engine,
     select_engine,
@@ -365,8 +365,8 @@ def test_registry_scale_path_gives_the_same_fit(monkeypatch: pytest.MonkeyPatch)
     """The subsample + quasi-Newton path (used above 50,000 patients) on a small data set."""
     spec, frame = golden_case("demo_growth")
     reference = fitted_case("demo_growth", "mixedlm")
-    monkeypatch.setattr(_large, "LARGE_UNITS", 100)
-    monkeypatch.setattr(_large, "SUBSAMPLE_UNITS", 200)
+    monkeypatch.setattr(large, "LARGE_UNITS", 100)
+    monkeypatch.setattr(large, "SUBSAMPLE_UNITS", 200)
     fit = engines.fit(spec, frame, "mixedlm")
     assert fit.diagnostics.at[0, "optimizer"] == "subsample + quasi-Newton"
     assert any("whole clusters" in m for m in fit.messages)
@@ -386,12 +386,12 @@ def test_registry_scale_warm_start_reaches_the_same_optimum(
     related = MixedSpec(spec.outcome, spec.fixed + " + weeks:format", spec.random,
                         spec.components)
     reference = engines.fit(related, frame, "mixedlm")  # mixedlm's own optimiser
-    monkeypatch.setattr(_large, "LARGE_UNITS", 100)
-    monkeypatch.setattr(_large, "SUBSAMPLE_UNITS", 200)
+    monkeypatch.setattr(large, "LARGE_UNITS", 100)
+    monkeypatch.setattr(large, "SUBSAMPLE_UNITS", 200)
     first = engines.fit(spec, frame, "mixedlm")
     assert first.warm_start is not None
     assert first.warm_start.structure == tuple(
-        (b.level, b.terms) for b in _design.prepare(spec, frame).blocks)
+        (b.level, b.terms) for b in design.prepare(spec, frame).blocks)
     warm = engines.fit(related, frame, "mixedlm", warm_start=first.warm_start)
     assert any("previous model's estimates" in m for m in warm.messages)
     assert warm.diagnostics.at[0, "loglik"] == pytest.approx(
@@ -413,8 +413,8 @@ def test_registry_scale_path_handles_a_zero_variance(monkeypatch: pytest.MonkeyP
                      (VarianceComponent("cluster"),))
     data = _zero_group_variance_data()
     reference = engines.fit(spec, data, "mixedlm")
-    monkeypatch.setattr(_large, "LARGE_UNITS", 10)
-    monkeypatch.setattr(_large, "SUBSAMPLE_UNITS", 30)
+    monkeypatch.setattr(large, "LARGE_UNITS", 10)
+    monkeypatch.setattr(large, "SUBSAMPLE_UNITS", 30)
     fit = engines.fit(spec, data, "mixedlm")
     assert fit.diagnostics.at[0, "optimizer"] == "subsample + quasi-Newton"
     assert fit.singular
@@ -425,10 +425,10 @@ def test_registry_scale_path_handles_a_zero_variance(monkeypatch: pytest.MonkeyP
 
 def test_projected_newton_helpers() -> None:
     lower = np.array([0.0, -np.inf, 0.0])
-    held = _large.free(np.array([0.0, 0.3, 0.0]), np.array([2.0, 1.0, -1.0]), lower)
+    held = large.free(np.array([0.0, 0.3, 0.0]), np.array([2.0, 1.0, -1.0]), lower)
     assert held.tolist() == [False, True, True]  # on the bound and pushed outwards: held
     indefinite = np.array([[2.0, 0.0], [0.0, -3.0]])
-    fixed = _large.modified(indefinite)
+    fixed = large.modified(indefinite)
     np.testing.assert_allclose(fixed, [[2.0, 0.0], [0.0, 3.0]])
     assert np.linalg.eigvalsh(fixed).min() > 0
 
@@ -442,7 +442,7 @@ def test_general_optimiser_warm_start_reaches_the_same_optimum() -> None:
     related = MixedSpec(spec.outcome, spec.fixed + " + weeks:format", spec.random,
                         spec.components)
     cold = engines.fit(related, frame, "mixedlm")
-    lifted = _large.WarmStart(first.warm_start.structure,
+    lifted = large.WarmStart(first.warm_start.structure,
                               np.where(np.arange(first.warm_start.theta.size) == 3, 0.0,
                                        first.warm_start.theta))
     for start in (first.warm_start, lifted):
@@ -452,8 +452,8 @@ def test_general_optimiser_warm_start_reaches_the_same_optimum() -> None:
             cold.diagnostics.at[0, "loglik"], abs=1e-5)
         gap = (warm.fixed["estimate"] - cold.fixed["estimate"]).abs()
         assert (gap < 0.01 * cold.fixed["std_error"]).all()
-    on_bound = lifted.lifted(_large.lower_bounds(_design.prepare(related, frame).blocks))
-    assert on_bound[3] == pytest.approx(_large.PROBES[-1])
+    on_bound = lifted.lifted(large.lower_bounds(design.prepare(related, frame).blocks))
+    assert on_bound[3] == pytest.approx(large.PROBES[-1])
     assert np.delete(on_bound, 3) == pytest.approx(np.delete(lifted.theta, 3))
 
 
@@ -463,9 +463,9 @@ def test_registry_scale_fallback_refits_with_the_random_effects(
     the full model (the native deviance had taken over Z; it must be rebuilt)."""
     spec, frame = golden_case("demo_growth")
     reference = fitted_case("demo_growth", "mixedlm")
-    monkeypatch.setattr(_large, "LARGE_UNITS", 100)
-    monkeypatch.setattr(_large, "SUBSAMPLE_UNITS", 200)
-    monkeypatch.setattr(_large, "ITERATIONS", 0)
+    monkeypatch.setattr(large, "LARGE_UNITS", 100)
+    monkeypatch.setattr(large, "SUBSAMPLE_UNITS", 200)
+    monkeypatch.setattr(large, "ITERATIONS", 0)
     fit = engines.fit(spec, frame, "mixedlm")
     assert any("without convergence" in m for m in fit.messages)
     assert fit.diagnostics.at[0, "optimizer"] != "subsample + quasi-Newton"
@@ -480,15 +480,15 @@ def test_registry_scale_path_from_a_poor_start(monkeypatch: pytest.MonkeyPatch) 
     mixedlm's own optimum (the start is abandoned for the subsample route if need be)."""
     spec, frame = golden_case("demo_growth")
     reference = fitted_case("demo_growth", "mixedlm")
-    monkeypatch.setattr(_large, "LARGE_UNITS", 100)
-    monkeypatch.setattr(_large, "SUBSAMPLE_UNITS", 200)
+    monkeypatch.setattr(large, "LARGE_UNITS", 100)
+    monkeypatch.setattr(large, "SUBSAMPLE_UNITS", 200)
     warm = engines.fit(spec, frame, "mixedlm").warm_start
     assert warm is not None
     levels = [level for level, terms in warm.structure
               for _ in range(len(terms) * (len(terms) + 1) // 2)]
     theta = warm.theta.copy()
     theta[levels.index("group_id")] = 0.0
-    fit = engines.fit(spec, frame, "mixedlm", warm_start=_large.WarmStart(
+    fit = engines.fit(spec, frame, "mixedlm", warm_start=large.WarmStart(
         warm.structure, theta, warm.hessian_per_unit))
     assert fit.diagnostics.at[0, "loglik"] == pytest.approx(
         reference.diagnostics.at[0, "loglik"], abs=1e-5)
@@ -514,9 +514,9 @@ class _EvenDeviance:
 
 def test_a_false_optimum_on_the_bound_is_left() -> None:
     even = _EvenDeviance()
-    stuck = _large.quasi_newton(even, np.zeros(1), np.eye(1))  # type: ignore[arg-type]
+    stuck = large.quasi_newton(even, np.zeros(1), np.eye(1))  # type: ignore[arg-type]
     assert stuck.converged and stuck.theta[0] == 0.0  # the zero gradient fools the test
-    found = _large.minimise(_EvenDeviance(), np.zeros(1), np.eye(1))  # type: ignore[arg-type]
+    found = large.minimise(_EvenDeviance(), np.zeros(1), np.eye(1))  # type: ignore[arg-type]
     assert found.converged and found.theta[0] == pytest.approx(0.5, abs=1e-3)
-    boundary = _large.minimise(_EvenDeviance(inside=False), np.zeros(1), np.eye(1))  # type: ignore[arg-type]
+    boundary = large.minimise(_EvenDeviance(inside=False), np.zeros(1), np.eye(1))  # type: ignore[arg-type]
     assert boundary.converged and boundary.theta[0] == 0.0

@@ -1,6 +1,6 @@
 """The ``mixedlm`` engine: lme4's penalised least squares formulation with a Rust backend.
 
-The fixed-effects matrix built in :mod:`pipeline.trajectories.engines._design` is handed over
+The fixed-effects matrix built in :mod:`pipeline.trajectories.engines.design` is handed over
 column by
 column (``y ~ 0 + x0 + x1 + ...``), so both engines estimate exactly the same terms, and
 each random block becomes one lme4 bar term ``(0 + z0 + z1 | g)`` on its own grouping
@@ -12,8 +12,8 @@ likelihood.
 Optimisation: ``mixedlm``'s default (exact-gradient L-BFGS-B with a COBYQA fallback, as
 ``optimizer="auto"``) from lme4's starting values (relative covariance factors equal to the
 identity; ``mixedlm``'s own data-driven start was slower, and on the benchmark cohorts led
-to hundreds of COBYQA iterations). With more than ``_large.LARGE_UNITS`` units the
-registry-scale path of :mod:`pipeline.trajectories.engines._large` is taken (cluster-subsample
+to hundreds of COBYQA iterations). With more than ``large.LARGE_UNITS`` units the
+registry-scale path of :mod:`pipeline.trajectories.engines.large` is taken (cluster-subsample
 fit, then
 a few quasi-Newton steps on all data), falling back to the general optimiser. When the
 fit does not converge it is refitted with ``Nelder-Mead`` (one of lme4's optimisers) and
@@ -42,9 +42,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from pipeline.trajectories.engines import MixedFit, _large, build_fit
-from pipeline.trajectories.engines._design import Prepared
-from pipeline.trajectories.engines._tables import RawFit
+from pipeline.trajectories.engines import large, mixedlm_adapter
+from pipeline.trajectories.engines.design import Prepared
+from pipeline.trajectories.engines.result import MixedFit
+from pipeline.trajectories.engines.tables import RawFit, build_fit
 
 logger = logging.getLogger(__name__)
 
@@ -95,21 +96,10 @@ def _random_matrix(prepared: Prepared, rows: IntArray | None) -> Any:
 
 def _matrices(prepared: Prepared, rows: IntArray | None) -> Any:
     """``mixedlm`` model matrices built from ours (no copy of X for the full data)."""
-    from mixedlm.matrices.design import ModelMatrices, RandomEffectStructure
-
     fixed = prepared.X if rows is None else prepared.X[rows]
     y = prepared.y if rows is None else prepared.y[rows]
-    structures = [
-        RandomEffectStructure(
-            grouping_factor=f"g{k}", term_names=[f"z{k}_{j}" for j in range(len(b.terms))],
-            n_levels=b.n_levels, n_terms=len(b.terms), correlated=True,
-            level_map={code: code for code in range(b.n_levels)})  # type: ignore[misc]
-        for k, b in enumerate(prepared.blocks)]
-    random = _random_matrix(prepared, rows)
-    return ModelMatrices(
-        y=y, X=fixed, Z=random, fixed_names=[f"x{j}" for j in range(fixed.shape[1])],
-        random_structures=structures, n_obs=y.size, n_fixed=fixed.shape[1],
-        n_random=random.shape[1], weights=np.ones(y.size), offset=np.zeros(y.size))
+    shapes = [(b.n_levels, len(b.terms)) for b in prepared.blocks]
+    return mixedlm_adapter.model_matrices(y, fixed, _random_matrix(prepared, rows), shapes)
 
 
 def _frame(prepared: Prepared, rows: IntArray | None) -> pd.DataFrame:
@@ -148,7 +138,6 @@ def _lmer(problem: _Problem, reml: bool, optimizer: str,
           start: FloatArray | None) -> tuple[Any, list[str]]:
     """One ``mixedlm`` fit; returns the result and the warnings it raised."""
     import mixedlm
-    from mixedlm.models.lmer_fit import LmerMod
 
     control = _control(optimizer)
     with warnings.catch_warnings(record=True) as caught:
@@ -158,13 +147,8 @@ def _lmer(problem: _Problem, reml: bool, optimizer: str,
             result = mixedlm.lmer(problem.formula, problem.frame, REML=reml, control=control,
                                   start=start)
         else:
-            model = LmerMod.__new__(LmerMod)
-            model.formula = mixedlm.parse_formula(problem.formula)
-            model.data = None  # type: ignore[assignment]
-            model.REML, model.verbose = reml, 0
-            model.na_action, model.contrasts, model.control = None, None, control
-            model.matrices = problem.matrices
-            result = model.fit(start=start)
+            result = mixedlm_adapter.fit_matrices(problem.matrices, problem.formula, reml,
+                                                  control, start)
     return result, [f"mixedlm ({optimizer}): {w.message}" for w in caught]
 
 
@@ -176,19 +160,19 @@ class _Large(NamedTuple):
     vcov: FloatArray | None
     start: FloatArray | None
     note: str
-    warm: _large.WarmStart | None = None
+    warm: large.WarmStart | None = None
 
 
-def _fit_large(prepared: Prepared, problem: _Problem, warm: _large.WarmStart | None) -> _Large:
-    """Registry-scale fit (:mod:`pipeline.trajectories.engines._large`): from ``warm`` when it
+def _fit_large(prepared: Prepared, problem: _Problem, warm: large.WarmStart | None) -> _Large:
+    """Registry-scale fit (:mod:`pipeline.trajectories.engines.large`): from ``warm`` when it
     applies,
     else (or when that does not converge) from a cluster-subsample fit."""
     units = prepared.blocks[0].n_levels
-    deviance = _large.Deviance(problem.matrices, prepared.spec.reml)
+    deviance = large.Deviance(problem.matrices, prepared.spec.reml, problem.formula)
     note = f"mixedlm: {units} units; "
     if warm is not None and warm.hessian_per_unit is not None and \
             warm.applies_to(prepared.blocks):
-        optimum = _large.minimise(deviance, warm.theta, warm.hessian_per_unit * units)
+        optimum = large.minimise(deviance, warm.theta, warm.hessian_per_unit * units)
         if optimum.converged:
             return _at_optimum(deviance, optimum, problem, prepared, "warm start", note + (
                 "covariance parameters started from the previous model's estimates, then "
@@ -197,29 +181,29 @@ def _fit_large(prepared: Prepared, problem: _Problem, warm: _large.WarmStart | N
                  f"{deviance.evaluations} full-data evaluations; ")
         deviance.evaluations = 0
     tic = time.perf_counter()
-    sub, ratio = _large.cluster_subsample(prepared)
+    sub, ratio = large.cluster_subsample(prepared)
     sub_problem = _problem(sub)
     sub_result, _ = _lmer(sub_problem, prepared.spec.reml, "L-BFGS-B",
-                          _large.default_theta(sub.blocks))
+                          large.default_theta(sub.blocks))
     theta = np.asarray(sub_result.theta, dtype=np.float64)
-    sub_deviance = _large.Deviance(sub_problem.matrices, prepared.spec.reml)
-    hessian = _large.hessian(sub_deviance, theta, sub_deviance(theta)[1]) * ratio
+    sub_deviance = large.Deviance(sub_problem.matrices, prepared.spec.reml,
+                                  sub_problem.formula)
+    hessian = large.hessian(sub_deviance, theta, sub_deviance(theta)[1]) * ratio
     del sub_deviance, sub_result, sub_problem
     note += (f"covariance parameters started from a fit to {sub.blocks[0].n_levels} units in "
              f"whole clusters ({time.perf_counter() - tic:.1f} s)")
-    optimum = _large.minimise(deviance, theta, hessian)
+    optimum = large.minimise(deviance, theta, hessian)
     note += f", then {deviance.evaluations} full-data evaluations (quasi-Newton)"
     if not optimum.converged:
         return _Large(None, None, optimum.theta, note + " without convergence")
     return _at_optimum(deviance, optimum, problem, prepared, "subsample", note)
 
 
-def _at_optimum(deviance: _large.Deviance, optimum: _large.Optimum, problem: _Problem,
+def _at_optimum(deviance: large.Deviance, optimum: large.Optimum, problem: _Problem,
                 prepared: Prepared, start: str, note: str) -> _Large:
     """The result at a converged optimum, and the warm start it offers the next model."""
-    result, vcov = _large.result_at(deviance, optimum, problem.formula, _control("L-BFGS-B"),
-                                    start)
-    warm = _large.WarmStart(_large.structure(prepared.blocks), optimum.theta,
+    result, vcov = large.result_at(deviance, optimum, _control("L-BFGS-B"), start)
+    warm = large.WarmStart(large.structure(prepared.blocks), optimum.theta,
                             optimum.hessian / prepared.blocks[0].n_levels)
     return _Large(result, vcov, None, note, warm)
 
@@ -261,7 +245,7 @@ def _raw(prepared: Prepared, result: Any, optimizer: str, notes: list[str],
         optimizer=optimizer, iterations=int(result.n_iter), warnings=tuple(notes))
 
 
-def fit_prepared(prepared: Prepared, warm: _large.WarmStart | None = None) -> MixedFit:
+def fit_prepared(prepared: Prepared, warm: large.WarmStart | None = None) -> MixedFit:
     """Fit a prepared model with ``mixedlm``; retry other optimisers when needed.
 
     ``warm`` (an earlier fit's ``MixedFit.warm_start``, same random structure) is where the
@@ -271,23 +255,23 @@ def fit_prepared(prepared: Prepared, warm: _large.WarmStart | None = None) -> Mi
     evaluations reach it."""
     problem = _problem(prepared)
     notes: list[str] = []
-    start: FloatArray | None = _large.default_theta(prepared.blocks)
+    start: FloatArray | None = large.default_theta(prepared.blocks)
     optimizers: tuple[str, ...] = OPTIMIZERS
-    large_path = prepared.blocks[0].n_levels > _large.LARGE_UNITS and \
+    large_path = prepared.blocks[0].n_levels > large.LARGE_UNITS and \
         problem.matrices is not None
     if warm is not None and warm.applies_to(prepared.blocks) and not large_path:
-        start = warm.lifted(_large.lower_bounds(prepared.blocks))
+        start = warm.lifted(large.lower_bounds(prepared.blocks))
         notes.append("mixedlm: covariance parameters started from the previous model's "
                      "estimates")
     if large_path:
-        large = _fit_large(prepared, problem, warm)
-        notes.append(large.note)
-        logger.info(large.note)
-        if large.result is not None:
-            fitted = build_fit(prepared, _raw(prepared, large.result,
-                                              str(large.result.optimizer), notes, large.vcov))
-            return dataclasses.replace(fitted, warm_start=large.warm)
-        start = large.start
+        registry = _fit_large(prepared, problem, warm)
+        notes.append(registry.note)
+        logger.info(registry.note)
+        if registry.result is not None:
+            fitted = build_fit(prepared, _raw(prepared, registry.result,
+                                              str(registry.result.optimizer), notes, registry.vcov))
+            return dataclasses.replace(fitted, warm_start=registry.warm)
+        start = registry.start
         optimizers = ("L-BFGS-B", *OPTIMIZERS)
         # the registry-scale path handed Z to its native deviance and emptied ours (memory):
         # the general optimiser needs the model matrices again
@@ -307,5 +291,5 @@ def fit_prepared(prepared: Prepared, warm: _large.WarmStart | None = None) -> Mi
     assert best is not None
     _, result, optimizer = best
     fitted = build_fit(prepared, _raw(prepared, result, optimizer, notes))
-    return dataclasses.replace(fitted, warm_start=_large.WarmStart(
-        _large.structure(prepared.blocks), np.asarray(result.theta, dtype=np.float64)))
+    return dataclasses.replace(fitted, warm_start=large.WarmStart(
+        large.structure(prepared.blocks), np.asarray(result.theta, dtype=np.float64)))

@@ -20,7 +20,7 @@ exog_vc)``:
 Optimisation follows statsmodels' advice to try another optimiser: BFGS from statsmodels'
 default start (its own first choice); when it does not converge, the Hessian is not
 negative definite (not a maximum) or the fit may be on the boundary (statsmodels' warning,
-or lme4's rule, see :mod:`pipeline.trajectories.engines._tables`), L-BFGS, Powell and then
+or lme4's rule, see :mod:`pipeline.trajectories.engines.tables`), L-BFGS, Powell and then
 Nelder-Mead
 from scaled starting values (see ``_start``). Neither start suits every model: the default
 one traps the optimisers when a slope variance is small and nested components are present,
@@ -57,10 +57,11 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.trajectories.engines import EngineError, MixedFit, build_fit
-from pipeline.trajectories.engines._design import Block, Prepared
-from pipeline.trajectories.engines._large import nested
-from pipeline.trajectories.engines._tables import RawFit, boundary_terms
+from pipeline.trajectories.engines.design import Block, Prepared
+from pipeline.trajectories.engines.large import nested
+from pipeline.trajectories.engines.result import MixedFit
+from pipeline.trajectories.engines.spec import EngineError
+from pipeline.trajectories.engines.tables import RawFit, boundary_terms, build_fit
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

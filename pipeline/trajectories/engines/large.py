@@ -59,7 +59,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.trajectories.engines._design import Block, Prepared
+from pipeline.trajectories.engines import mixedlm_adapter
+from pipeline.trajectories.engines.design import Block, Prepared
 
 logger = logging.getLogger(__name__)
 
@@ -157,30 +158,34 @@ def cluster_subsample(prepared: Prepared) -> tuple[Prepared, float]:
 
 @dataclass
 class Deviance:
-    """The profiled (RE)ML deviance of ``mixedlm`` model matrices, counting evaluations."""
+    """The profiled (RE)ML deviance of ``mixedlm`` model matrices, counting evaluations.
+
+    A public ``mixedlm.mkLmerDevfun`` deviance function; its exact gradient and the
+    release of our copy of Z go through :mod:`pipeline.trajectories.engines.mixedlm_adapter`.
+    """
 
     matrices: Any
     reml: bool
-    optimizer: Any = field(init=False)
+    formula: str
+    function: Any = field(init=False)
     lower: FloatArray = field(init=False)
     evaluations: int = 0
 
     def __post_init__(self) -> None:
-        from mixedlm.estimation.reml import LMMOptimizer, _build_theta_bounds
-        from scipy import sparse
+        import mixedlm
 
-        self.optimizer = LMMOptimizer(self.matrices, REML=self.reml, verbose=0, use_rust=True)
+        parsed = mixedlm.LmerParsedFormula(formula=mixedlm.parse_formula(self.formula),
+                                           matrices=self.matrices, REML=self.reml)
+        self.function = mixedlm.mkLmerDevfun(parsed)
         # The native design now holds its own copy of Z; ours is not needed any more (the
         # fitted values are computed from the blocks), so free it at registry scale.
-        self.matrices.Z = sparse.csc_matrix(self.matrices.Z.shape)
-        bounds = _build_theta_bounds(self.matrices.random_structures, self.optimizer.n_theta)
+        mixedlm_adapter.release_random_matrix(self.function)
+        bounds = self.function.get_bounds()
         self.lower = np.array([b[0] if b[0] is not None else -np.inf for b in bounds])
 
     def __call__(self, theta: FloatArray) -> tuple[float, FloatArray]:
         self.evaluations += 1
-        value, gradient = self.optimizer._rust_cache.response.deviance_with_gradient(
-            theta, self.reml)
-        return float(value), np.asarray(gradient, dtype=np.float64)
+        return mixedlm_adapter.value_and_gradient(self.function, theta)
 
 
 def hessian(deviance: Deviance, theta: FloatArray, gradient: FloatArray) -> FloatArray:
@@ -341,21 +346,29 @@ def minimise(deviance: Deviance, theta: FloatArray, hessian0: FloatArray) -> Opt
                                converged=optimum.converged and not improvable)
 
 
-def result_at(deviance: Deviance, optimum: Optimum, formula: str, control: Any,
+def on_a_bound(theta: FloatArray, lower: FloatArray) -> bool:
+    """Whether a parameter is within 1e-6 of its (finite) lower bound (``mixedlm``'s
+    ``at_boundary`` rule: :math:`|\\theta_i - l_i| < 10^{-6}`)."""
+    return bool(np.any(np.isfinite(lower) & (np.abs(theta - lower) < 1e-6)))
+
+
+def result_at(deviance: Deviance, optimum: Optimum, control: Any,
               start: str = "subsample") -> tuple[Any, FloatArray]:
-    """A ``mixedlm`` ``LmerResult`` at the optimum (as ``LmerMod.fit`` builds it) and vcov."""
-    import mixedlm
-    from mixedlm.models.lmer import LmerResult
+    """A ``mixedlm`` ``LmerResult`` at the optimum (as ``LmerMod.fit`` builds it) and vcov.
+
+    :math:`\\mathrm{vcov}(\\hat\\beta) = \\hat\\sigma^2 I_\\beta^{-1}` from the fixed-effects
+    information of the final evaluation (:func:`mixedlm_adapter.final_evaluation`).
+    """
+    from mixedlm.models import LmerResult
 
     theta = optimum.theta
-    core = deviance.optimizer._final_evaluation(theta)
-    bounds = [(low if np.isfinite(low) else None, None) for low in deviance.lower]
+    core = mixedlm_adapter.final_evaluation(deviance.function, theta)
     result = LmerResult(
-        formula=mixedlm.parse_formula(formula), matrices=deviance.matrices, theta=theta,
+        formula=deviance.function.parsed.formula, matrices=deviance.matrices, theta=theta,
         beta=core.beta, sigma=core.sigma, u=core.u, deviance=core.deviance, REML=deviance.reml,
         converged=optimum.converged, n_iter=optimum.iterations,
         gradient_norm=float(np.linalg.norm(optimum.gradient)),
-        at_boundary=bool(deviance.optimizer._check_at_boundary(theta, bounds)),
+        at_boundary=on_a_bound(theta, deviance.lower),
         message=f"quasi-Newton from a {start} fit",
         function_evals=deviance.evaluations, optimizer=f"{start} + quasi-Newton",
         control=control)

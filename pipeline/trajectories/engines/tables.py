@@ -20,7 +20,8 @@ import numpy.typing as npt
 import pandas as pd
 from scipy import stats
 
-from pipeline.trajectories.engines._design import INTERCEPT, Block, Prepared
+from pipeline.trajectories.engines.design import INTERCEPT, Block, Prepared
+from pipeline.trajectories.engines.result import MixedFit
 
 FloatArray = npt.NDArray[np.float64]
 SINGULAR_TOLERANCE: Final = 1e-4
@@ -165,3 +166,13 @@ def assemble(prepared: Prepared, raw: RawFit) -> tuple[pd.DataFrame, pd.DataFram
                            "residual": prepared.y - raw.fitted}, index=prepared.index)
     ranef = _random_effects(raw.blocks, raw.blups)
     return fixed, variance, diagnostics, fitted, ranef, messages
+
+
+def build_fit(prepared: Prepared, raw: RawFit) -> MixedFit:
+    """The :class:`MixedFit` of an engine's raw estimates (shared by the engines)."""
+    fixed, variance, diagnostics, fitted, ranef, messages = assemble(prepared, raw)
+    names = list(prepared.names)
+    coef = pd.Series(raw.beta, index=names, name="estimate")
+    cov = pd.DataFrame(raw.cov_beta, index=names, columns=names)
+    return MixedFit(prepared.spec, raw.engine, fixed, variance, diagnostics, fitted, ranef,
+                    coef, cov, prepared.design, tuple(messages))

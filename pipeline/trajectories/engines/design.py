@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -26,10 +26,8 @@ import pandas as pd
 from formulaic import Formula, model_matrix
 
 from pipeline.estimability import require
+from pipeline.trajectories.engines.spec import MixedSpec
 from pipeline.trajectories.formula_grammar import check_fixed
-
-if TYPE_CHECKING:
-    from pipeline.trajectories.engines import MixedSpec
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
