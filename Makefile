@@ -31,7 +31,7 @@ AUDIT_CODE := $(wildcard pipeline/audit/*.py) pipeline/report/audit_plots.py
 REPORT_CODE := pipeline/report/html.py pipeline/report/findings.py pipeline/report/manifest.py \
         pipeline/trajectories/means.py \
         $(wildcard pipeline/report/templates/*)
-PAPER_CODE := pipeline/report/paper_tables.py pipeline/report/paper_export.py pipeline/report/html.py
+PAPER_CODE := $(wildcard pipeline/report/paper_*.py) pipeline/report/html.py
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo validate outcomes models relapse audit report paper run dictionary \

@@ -9,7 +9,9 @@ Modules
 ``figures``, ``outcome_plots``, ``trajectory_plots``, ``relapse_plots``, ``audit_plots``
     The figures (matplotlib lives only here).
 ``paper_tables``, ``paper_export``
-    Tables 1--5 for papers (CSV, LaTeX, Word).
+    Tables 1--5 for papers (CSV, LaTeX, Word); ``paper_tables`` builds Tables 2 and 3 and
+    re-exports ``paper_cells`` (labels, formatting, ``PaperTable``), ``paper_baseline``
+    (Table 1), ``paper_growth`` (Table 4) and ``paper_relapse`` (Table 5).
 ``manifest``
     Software versions, inputs and seeds of a run.
 """
