@@ -76,12 +76,8 @@ def _registry() -> dict[str, pa.DataFrameSchema]:
 #: Table name (file stem; ``quarantine/<table>`` under ``validation``) or name pattern
 #: (a regular expression, matched in full) -> its contract.
 OUTPUT_CONTRACTS: Final[dict[str, pa.DataFrameSchema]] = _registry()
-
-
 #: The keys of :data:`OUTPUT_CONTRACTS` that are patterns rather than names.
 OUTPUT_PATTERNS: Final = tuple(k for k in OUTPUT_CONTRACTS if "(" in k)
-
-
 AUDIT_TABLES: Final = ("audit_sites", "audit_therapists", "audit_outliers", "audit_benchmarks",
                        "audit_funnel_summary", "not_on_track")
 

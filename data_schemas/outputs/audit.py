@@ -36,8 +36,6 @@ AUDIT_OUTCOMES: Final = {
     "reliable_recovery": "reliable recovery",
     "reliable_deterioration": "reliable deterioration",
 }
-
-
 ES_PATTERN: Final = r"^[a-z][a-z0-9_]*_{suffix}$"
 
 

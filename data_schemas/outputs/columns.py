@@ -18,12 +18,8 @@ import pandera.pandas as pa
 #: A hidden count: ``<5`` (a count of 1-4; the threshold is configurable) or ``*``
 #: (complementary suppression: 5 or more, hidden so that another cannot be worked back).
 SUPPRESSION_LABEL: Final = re.compile(r"<\d+|\*")
-
-
 #: Relative tolerance of the interval-order checks.
 TOLERANCE: Final = 1e-9
-
-
 #: What the dictionary prints as a column's type, by the ``kind`` in its metadata.
 KINDS: Final = {
     "text": "text",
@@ -188,47 +184,23 @@ def schema(name: str, doc: str, columns: dict[str, pa.Column],
 
 CONDITION = "Condition code (`data_schemas.vocab.CONDITIONS` or the study's own), or `all` " \
             "for the margin over conditions."
-
-
 FORMAT = "Treatment format (`individual`, `group`), or `all` for the margin over formats."
-
-
 SUPPRESSED = "True when a count of this row is hidden (`<5` or `*`) and its rates, " \
              "intervals and means are blanked (`pipeline.sharing`)."
-
-
 CI_LOW = "Lower bound of the 95% confidence interval of the estimate."
-
-
 CI_HIGH = "Upper bound of the 95% confidence interval of the estimate."
-
-
 MODEL = "Name of the mixed model (`growth`, `phases`, `problem_area`, `completers`, " \
         "`pattern_mixture`, or a custom model's `name` from the study config)."
-
-
 TIME_SCALE = "Time variable of the model: `weeks` since the first treatment session or " \
              "`sessions` (session number), from `trajectories.time_scale`."
-
-
 STRATUM_VARIABLE = "Variable defining the stratum (`all`, `condition`, `format`, " \
                    "`maintenance`, ...; from `relapse.strata`)."
-
-
 STRATUM = "Level of the stratum variable (`all` for the whole cohort; `missing` for " \
           "patients with no value)."
-
-
 UNIT = "The site or therapist id (pseudonymised with `--pseudonymise-therapists`), or " \
        "`all` for the whole service."
-
-
 LEVEL = "Unit level: `site` or `therapist`."
-
-
 SLOPE_FORMAT = "Treatment format (`individual`, `group`), or `group - individual` for the " \
                "difference between the formats' slopes."
-
-
 PATIENT_ID = "Keyed pseudonym of the patient id (HMAC-SHA-256, `p_` + 16 hex digits), or " \
              "the real id with `--keep-ids`."

@@ -29,8 +29,6 @@ from data_schemas.vocab import FORMATS
 # --------------------------------------------------------------------------------------
 
 N_COHORT = "Patients in the stratum's relapse cohort."
-
-
 EVENTS = "Relapses in the stratum."
 
 

@@ -18,8 +18,6 @@ from data_schemas.vocab import CONDITIONS
 
 #: Lower-case column names: what an instrument or condition code may be called.
 CODE = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
 #: Columns of the input tables that an instrument cannot be named after.
 RESERVED_COLUMNS = frozenset({
     "patient_id", "session_number", "session_date", "attendance", "followup_date",
@@ -274,7 +272,5 @@ DEFAULT_RULES: dict[str, InstrumentRules] = {
 
 
 BUILTIN_MODELS = ("growth", "phases", "problem_area", "completers", "pattern_mixture")
-
-
 #: A model name becomes part of output file names: lower-case letters, digits and ``_``.
 MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

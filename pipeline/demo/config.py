@@ -14,94 +14,41 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from data_schemas.vocab import (
-    FOLLOWUP_EVENTS,
-)
+from data_schemas.vocab import FOLLOWUP_EVENTS
 
 FloatArray = npt.NDArray[np.float64]
-
-
 IntArray = npt.NDArray[np.int64]
-
-
 BoolArray = npt.NDArray[np.bool_]
-
-
 ObjArray = npt.NDArray[np.object_]
 
-
 CONDITION_PREVALENCE: Final = (0.55, 0.10, 0.12, 0.06, 0.05, 0.08, 0.04)
-
-
 CONDITION_BASELINE_PHQ9: Final = (16.0, 14.0, 12.0, 13.0, 14.0, 11.0, 12.5)
-
-
 CONDITION_SLOPE_SHIFT: Final = (0.0, 0.10, 0.0, 0.08, 0.10, -0.05, 0.04)
-
-
 CONDITION_GAD7_SHIFT: Final = (1.0, 0.5, 4.0, 2.0, 1.5, 2.0, 1.5)
-
-
 PROBLEM_AREA_PREVALENCE: Final = (0.20, 0.35, 0.30, 0.15)
-
-
 PROBLEM_AREA_SLOPE_SHIFT: Final = (-0.06, 0.0, -0.06, 0.10)
-
-
 SITES: Final = ("S01", "S02", "S03", "S04", "S05", "S06")
-
-
 SITE_WEIGHTS: Final = (0.27, 0.22, 0.17, 0.14, 0.12, 0.08)
-
-
 THERAPISTS_PER_SITE: Final = (8, 7, 5, 4, 3, 3)
-
-
 SEXES: Final = ("female", "male")
-
-
 EMPLOYMENT: Final = ("employed", "unemployed", "student", "retired")
-
-
 #: Employment probabilities for ages < 25, 25-64 and >= 65.
 EMPLOYMENT_BY_AGE_BAND: Final = ((0.35, 0.20, 0.45, 0.0), (0.68, 0.24, 0.05, 0.03),
                                  (0.12, 0.03, 0.0, 0.85))
-
-
 ATTENDANCE_PROBS: Final = (0.86, 0.08, 0.04, 0.02)
-
-
 EVENTS: Final = FOLLOWUP_EVENTS
-
-
 FOLLOWUP_DAYS: Final = (91, 182, 365)
 
-
 MIN_PLANNED: Final = 12
-
-
 MAX_PLANNED: Final = 16
-
-
 N_COLS: Final = MAX_PLANNED + 1  # session columns 0..16
-
-
 #: Probabilities of a planned course of 12, 13, 14, 15 and 16 sessions.
 PLANNED_PROBS: Final = (0.10, 0.10, 0.20, 0.20, 0.40)
-
-
 GROUP_SIZES: Final = (6, 9)
-
-
 NAT_DAY: Final = np.iinfo(np.int64).min  # int64 value of NaT
 
-
 ATTENDED, DNA, CANCEL_PATIENT, CANCEL_SERVICE = 0, 1, 2, 3
-
-
 COMPLETED, DROPPED_OUT, TRANSFERRED, ONGOING, OTHER_END = 0, 1, 2, 3, 4
-
-
 EV_NONE, EV_RELAPSE, EV_DIED, EV_OTHER_TREATMENT, EV_WITHDREW, EV_MISSING = 0, 1, 2, 3, 4, -1
 
 

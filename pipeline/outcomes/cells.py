@@ -13,23 +13,11 @@ from typing import Final
 import pandas as pd
 
 ALL: Final = "all"
-
-
 PAIRED_INSTRUMENT: Final = "phq9+gad7"
-
-
 INSTRUMENT_OUTCOMES: Final = ("response", "remission", "reliable_improvement")
-
-
 PAIRED_OUTCOMES: Final = ("reliable_improvement", "recovery", "reliable_recovery")
-
-
 DENOMINATORS: Final = ("observed", "itt")
-
-
 POPULATIONS: Final = ("started", "finished_course", "completers")
-
-
 RATE_COLUMNS: Final = (
     "population", "instrument", "outcome", "denominator", "condition", "format",
     "n", "events", "rate", "ci_low", "ci_high",

@@ -17,21 +17,12 @@ from pipeline.report.findings import percent
 from pipeline.report.html import format_cell
 
 DASH: Final = "\u2013"  # an en dash: a value that does not exist (as in the report)
-
-
 RANGE: Final = "\u2013"  # between the bounds of an interval
-
-
 SUPPRESSED: Final = "suppressed"
-
-
 NOT_ESTIMABLE: Final = "not estimable"
-
 
 INSTRUMENT_LABELS: Final = {"phq9": "PHQ-9", "gad7": "GAD-7", "hamd17": "HAM-D-17",
                             "bdi2": "BDI-II", "phq9+gad7": "PHQ-9 and GAD-7"}
-
-
 OUTCOME_LABELS: Final = {"response": "Response", "remission": "Remission",
                          "reliable_improvement": "Reliable improvement",
                          "recovery": "Recovery", "reliable_recovery": "Reliable recovery"}

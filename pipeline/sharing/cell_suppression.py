@@ -25,17 +25,11 @@ import numpy.typing as npt
 from scipy import optimize
 
 FloatArray = npt.NDArray[np.float64]
-
-
 BoolArray = npt.NDArray[np.bool_]
-
-
 IntArray = npt.NDArray[np.intp]
 
 
 SECONDARY: Final = "*"
-
-
 #: Candidates tried, smallest first, for the one whose hiding alone frees a pinned count.
 TRIALS: Final = 4
 
