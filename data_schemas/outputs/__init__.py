@@ -54,12 +54,12 @@ from typing import Final
 
 import pandera.pandas as pa
 
-from data_schemas.outputs.audit import _audit_tables
+from data_schemas.outputs.audit import audit_contracts
 from data_schemas.outputs.columns import KINDS, SUPPRESSION_LABEL, TOLERANCE, is_shared_count
-from data_schemas.outputs.outcomes import _outcome_tables, _patient_outcomes
-from data_schemas.outputs.relapse import _relapse_tables
-from data_schemas.outputs.trajectories import MIXED_PATTERN, _mixed_model_tables, _mixed_tables
-from data_schemas.outputs.validation import _run_tables
+from data_schemas.outputs.outcomes import outcome_contracts, patient_outcomes_contract
+from data_schemas.outputs.relapse import relapse_contracts
+from data_schemas.outputs.trajectories import MIXED_PATTERN, mixed_contracts, mixed_model_contracts
+from data_schemas.outputs.validation import run_contracts
 
 # --------------------------------------------------------------------------------------
 # Registry
@@ -68,8 +68,8 @@ from data_schemas.outputs.validation import _run_tables
 
 def _registry() -> dict[str, pa.DataFrameSchema]:
     return {
-        **_run_tables(), "patient_outcomes": _patient_outcomes(), **_outcome_tables(),
-        **_mixed_tables(), **_mixed_model_tables(), **_relapse_tables(), **_audit_tables(),
+        **run_contracts(), "patient_outcomes": patient_outcomes_contract(), **outcome_contracts(),
+        **mixed_contracts(), **mixed_model_contracts(), **relapse_contracts(), **audit_contracts(),
     }
 
 

@@ -107,7 +107,8 @@ def _unit_checks() -> list[pa.Check]:
             ordered(None, r"([a-z][a-z0-9_]*)_es_ci_low", r"([a-z][a-z0-9_]*)_es_ci_high")]
 
 
-def _audit_tables() -> dict[str, pa.DataFrameSchema]:
+def audit_contracts() -> dict[str, pa.DataFrameSchema]:
+    """The contracts of the audit stage's tables, by table name."""
     units_doc = ("Clinic audit per {level}: activity, outcome rates, effect sizes, "
                  "attendance, completeness and case-mix adjusted recovery; last row `all`. "
                  "Counts protected by small-number suppression.")

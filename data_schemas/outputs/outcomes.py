@@ -62,7 +62,8 @@ RESPONSE_RATES_DOC = ("Outcome rates with 95% Wilson intervals by population, in
                       "outcome, denominator, condition and format (margins `all`).")
 
 
-def _outcome_tables() -> dict[str, pa.DataFrameSchema]:
+def outcome_contracts() -> dict[str, pa.DataFrameSchema]:
+    """The contracts of the outcomes stage's tables, by table name."""
     rate_checks = [ordered("rate", "ci_low", "ci_high")]
     return {
         "response_rates": schema("response_rates", RESPONSE_RATES_DOC, _rate_columns(),
@@ -170,7 +171,7 @@ def _outcome_tables() -> dict[str, pa.DataFrameSchema]:
     }
 
 
-def _patient_outcomes() -> pa.DataFrameSchema:
+def patient_outcomes_contract() -> pa.DataFrameSchema:
     """``PatientOutcomes`` (per-patient outcomes) as written, every column described."""
     fixed = PatientOutcomes.to_schema()
     described = {

@@ -32,7 +32,8 @@ N_COHORT = "Patients in the stratum's relapse cohort."
 EVENTS = "Relapses in the stratum."
 
 
-def _relapse_tables() -> dict[str, pa.DataFrameSchema]:
+def relapse_contracts() -> dict[str, pa.DataFrameSchema]:
+    """The contracts of the relapse stage's tables, by table name."""
     tables = {
         "relapse_cohort": schema("relapse_cohort", (
             "The relapse cohort: one row per patient at risk after acute treatment, with "

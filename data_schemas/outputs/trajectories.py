@@ -41,7 +41,8 @@ def _model_estimates(what: str) -> dict[str, pa.Column]:
     }
 
 
-def _mixed_tables() -> dict[str, pa.DataFrameSchema]:
+def mixed_contracts() -> dict[str, pa.DataFrameSchema]:
+    """The contracts of the mixed-model tables with fixed names, by table name."""
     wald = [ordered("estimate", "ci_low", "ci_high")]
     return {
         "mixed_patient_fitted": schema("mixed_patient_fitted", (
@@ -146,7 +147,7 @@ def _mixed_tables() -> dict[str, pa.DataFrameSchema]:
 MIXED_PATTERN: Final = r"mixed_(?P<model>[a-z0-9_]+)_{kind}"
 
 
-def _mixed_model_tables() -> dict[str, pa.DataFrameSchema]:
+def mixed_model_contracts() -> dict[str, pa.DataFrameSchema]:
     """One schema per kind of per-model table, keyed by a name pattern."""
     return {
         MIXED_PATTERN.format(kind="fixed"): schema("mixed_<model>_fixed", (

@@ -12,7 +12,8 @@ from data_schemas.outputs.columns import count, schema, text
 # --------------------------------------------------------------------------------------
 
 
-def _run_tables() -> dict[str, pa.DataFrameSchema]:
+def run_contracts() -> dict[str, pa.DataFrameSchema]:
+    """The contracts of ``analyses`` and the validation tables, by table name."""
     return {
         "analyses": schema("analyses", (
             "Every analysis of the run and what became of it."), {

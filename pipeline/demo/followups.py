@@ -28,17 +28,17 @@ from pipeline.demo.config import (
     IntArray,
     ObjArray,
 )
-from pipeline.demo.scores import _last_true_col, _observe, _Treatment
-from pipeline.demo.tables import _to_datetime
+from pipeline.demo.scores import Treatment, last_true_col, observe
+from pipeline.demo.tables import days_to_datetime
 
 # --------------------------------------------------------------------------- follow-up
 
 
-def _end_of_treatment(t: _Treatment) -> tuple[IntArray, FloatArray, FloatArray]:
+def _end_of_treatment(t: Treatment) -> tuple[IntArray, FloatArray, FloatArray]:
     """Column of the last attended session, end PHQ-9 (observed, else latent) and its mu."""
     rows = np.arange(t.base.size)
-    last_att = np.maximum(_last_true_col(t.present & (t.att == ATTENDED)), 0)
-    last_obs = _last_true_col(~np.isnan(t.phq))
+    last_att = np.maximum(last_true_col(t.present & (t.att == ATTENDED)), 0)
+    last_obs = last_true_col(~np.isnan(t.phq))
     latent_end = np.round(np.clip(t.y[rows, last_att], 0.0, 27.0))
     phq_end = np.where(last_obs >= 0, t.phq[rows, np.maximum(last_obs, 0)], latent_end)
     return last_att, phq_end, t.mu[rows, last_att]
@@ -64,7 +64,7 @@ def _event_times(
 
 
 def _followup_scores(
-    config: DemoConfig, rng: np.random.Generator, t: _Treatment, who: IntArray,
+    config: DemoConfig, rng: np.random.Generator, t: Treatment, who: IntArray,
     mu_end: FloatArray, event: IntArray,
 ) -> dict[str, FloatArray]:
     """Scores at follow-up rows (``who``: patient index per row; ``event``: code per row)."""
@@ -80,16 +80,16 @@ def _followup_scores(
     hamd = config.hamd17_intercept + config.hamd17_per_phq9 * y
     bdi = config.bdi2_intercept + config.bdi2_per_phq9 * y
     return {
-        "phq9": _observe(np.maximum(y, np.where(relapse, 10.0, 0.0)), 27.0, scored),
-        "gad7": _observe(gad, 21.0, scored),
-        "hamd17": _observe(hamd + rng.normal(0.0, config.sd_hamd17, m), 52.0,
+        "phq9": observe(np.maximum(y, np.where(relapse, 10.0, 0.0)), 27.0, scored),
+        "gad7": observe(gad, 21.0, scored),
+        "hamd17": observe(hamd + rng.normal(0.0, config.sd_hamd17, m), 52.0,
                            scored & research),
-        "bdi2": _observe(bdi + rng.normal(0.0, config.sd_bdi2, m), 63.0, scored & research),
+        "bdi2": observe(bdi + rng.normal(0.0, config.sd_bdi2, m), 63.0, scored & research),
     }
 
 
 def _followup_schedule(
-    config: DemoConfig, rng: np.random.Generator, t: _Treatment
+    config: DemoConfig, rng: np.random.Generator, t: Treatment
 ) -> tuple[IntArray, IntArray, IntArray, FloatArray]:
     """Followed-up patients: rows (patient, date, event code) and the patients' end mu."""
     n = t.base.size
@@ -100,7 +100,7 @@ def _followup_schedule(
     last_att, phq_end, mu_end = _end_of_treatment(t)
     dates = t.dates
     anchor = dates[idx, last_att[idx]]
-    last_day = dates[idx, _last_true_col(t.present[idx])]
+    last_day = dates[idx, last_true_col(t.present[idx])]
     fu = anchor[:, None] + np.asarray(FOLLOWUP_DAYS)[None, :]
     fu = np.maximum(fu + rng.integers(-7, 8, size=fu.shape), last_day[:, None] + 1)
     weeks, code = _event_times(config, rng, phq_end[idx], t.maintenance[idx] == 1)
@@ -113,8 +113,8 @@ def _followup_schedule(
     return idx[rows], fu[rows, cols], events[rows, cols], mu_end[idx[rows]]
 
 
-def _simulate_followups(
-    config: DemoConfig, rng: np.random.Generator, t: _Treatment, patient_ids: ObjArray
+def simulate_followups(
+    config: DemoConfig, rng: np.random.Generator, t: Treatment, patient_ids: ObjArray
 ) -> pd.DataFrame:
     """The follow-ups table."""
     who, day, event, mu_end = _followup_schedule(config, rng, t)
@@ -126,7 +126,7 @@ def _simulate_followups(
     event_names = np.asarray((*EVENTS, None), dtype=object)
     return pd.DataFrame({
         "patient_id": patient_ids[who],
-        "followup_date": _to_datetime(day),
+        "followup_date": days_to_datetime(day),
         **scores,
         "clinician_relapse": relapse,
         "event": event_names[event],

@@ -78,10 +78,10 @@ import numpy as np
 
 from pipeline.demo.config import DemoCohort, DemoConfig
 from pipeline.demo.faults import inject_faults
-from pipeline.demo.followups import _simulate_followups
-from pipeline.demo.scores import _simulate_treatment
-from pipeline.demo.tables import _ids, _patients_table, _sessions_table
-from pipeline.demo.truth import _truth
+from pipeline.demo.followups import simulate_followups
+from pipeline.demo.scores import simulate_treatment
+from pipeline.demo.tables import padded_ids, patients_table, sessions_table
+from pipeline.demo.truth import build_truth
 
 logger = logging.getLogger(__name__)
 
@@ -114,12 +114,12 @@ def generate_cohort(config: DemoConfig) -> DemoCohort:
         raise ValueError("n_patients must be at least 1")
     tic = time.perf_counter()
     rng = np.random.default_rng(config.seed)
-    t = _simulate_treatment(config, rng, config.n_patients)
-    patient_ids = _ids("P", np.arange(1, config.n_patients + 1), 6)
-    patients = _patients_table(t, patient_ids)
-    sessions = _sessions_table(t, patient_ids)
-    followups = _simulate_followups(config, rng, t, patient_ids)
+    t = simulate_treatment(config, rng, config.n_patients)
+    patient_ids = padded_ids("P", np.arange(1, config.n_patients + 1), 6)
+    patients = patients_table(t, patient_ids)
+    sessions = sessions_table(t, patient_ids)
+    followups = simulate_followups(config, rng, t, patient_ids)
     logger.info("generated %d patients, %d sessions, %d follow-ups in %.2f s",
                 len(patients), len(sessions), len(followups), time.perf_counter() - tic)
-    truth = _truth(config, t, followups)
+    truth = build_truth(config, t, followups)
     return DemoCohort(patients, sessions, followups, truth)

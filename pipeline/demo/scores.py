@@ -36,14 +36,14 @@ from pipeline.demo.config import (
     FloatArray,
     IntArray,
 )
-from pipeline.demo.units import _draw_demographics, _draw_structure, _Units
+from pipeline.demo.units import Units, draw_demographics, draw_structure
 
 
 @dataclass
-class _Treatment:
+class Treatment:
     """Latent and observed per-patient arrays of the treatment phase."""
 
-    units: _Units
+    units: Units
     referral: IntArray
     cond: IntArray
     area: IntArray
@@ -94,7 +94,7 @@ def _random_effects(
 
 
 def _draw_latent(
-    config: DemoConfig, rng: np.random.Generator, units: _Units, demo: dict[str, Any],
+    config: DemoConfig, rng: np.random.Generator, units: Units, demo: dict[str, Any],
     n_groups: int,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Latent PHQ-9: returns baseline level, noise-free trajectory and noisy trajectory."""
@@ -118,7 +118,7 @@ def _draw_latent(
     return base, mu, y
 
 
-def _draw_attendance(rng: np.random.Generator, units: _Units) -> IntArray:
+def _draw_attendance(rng: np.random.Generator, units: Units) -> IntArray:
     """Attendance codes; service cancellations of group sessions are shared by the group."""
     n = units.site.size
     cum = np.cumsum(ATTENDANCE_PROBS)[:-1]
@@ -131,7 +131,7 @@ def _draw_attendance(rng: np.random.Generator, units: _Units) -> IntArray:
 
 
 def _draw_endings(
-    config: DemoConfig, rng: np.random.Generator, units: _Units, base: FloatArray,
+    config: DemoConfig, rng: np.random.Generator, units: Units, base: FloatArray,
     y: FloatArray, att: IntArray,
 ) -> tuple[IntArray, IntArray]:
     """Dropout (MNAR), transfers and other endings; returns end column and reason codes."""
@@ -162,7 +162,7 @@ def _draw_endings(
 
 
 def _censor(
-    config: DemoConfig, units: _Units, end_col: IntArray, reason: IntArray
+    config: DemoConfig, units: Units, end_col: IntArray, reason: IntArray
 ) -> tuple[BoolArray, IntArray]:
     """Rows present at the extract date; episodes ending after it become ongoing."""
     dates = units.start[:, None] + units.offsets
@@ -176,13 +176,13 @@ def _censor(
 # --------------------------------------------------------------------------- measurement
 
 
-def _observe(latent: FloatArray, upper: float, mask: BoolArray) -> FloatArray:
+def observe(latent: FloatArray, upper: float, mask: BoolArray) -> FloatArray:
     """Round and clip a latent score to its range; NaN where not measured."""
     out: FloatArray = np.where(mask, np.round(np.clip(latent, 0.0, upper)), np.nan)
     return out
 
 
-def _last_true_col(mask: BoolArray) -> IntArray:
+def last_true_col(mask: BoolArray) -> IntArray:
     """Index of the last True per row (-1 when none)."""
     last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
     out: IntArray = np.where(mask.any(axis=1), last, -1).astype(np.int64)
@@ -199,11 +199,11 @@ def _questionnaires(
     gad_latent = (np.asarray(CONDITION_GAD7_SHIFT)[cond][:, None] + gad_patient[:, None]
                   + scale * y + rng.normal(0.0, config.sd_gad7_residual, y.shape))
     measured = attended & (rng.random(y.shape) >= config.p_questionnaire_missing)
-    return _observe(y, 27.0, measured), _observe(gad_latent, 21.0, measured), gad_patient
+    return observe(y, 27.0, measured), observe(gad_latent, 21.0, measured), gad_patient
 
 
 def _clinician_scores(
-    config: DemoConfig, rng: np.random.Generator, units: _Units, y: FloatArray,
+    config: DemoConfig, rng: np.random.Generator, units: Units, y: FloatArray,
     attended: BoolArray, ended: BoolArray,
 ) -> tuple[FloatArray, FloatArray]:
     """HAM-D-17 and BDI-II at research sites: assessment, mid-point, last attended session."""
@@ -216,7 +216,7 @@ def _clinician_scores(
     when[rows, mid] = attended[rows, mid]
     treated = attended.copy()
     treated[:, 0] = False
-    last = _last_true_col(treated)
+    last = last_true_col(treated)
     has_last = ended & (last >= 1)
     when[rows[has_last], last[has_last]] = True
     when &= attended & research[:, None]
@@ -224,15 +224,15 @@ def _clinician_scores(
     hamd = hamd + rng.normal(0.0, config.sd_hamd17, y.shape)
     bdi = config.bdi2_intercept + config.bdi2_per_phq9 * y
     bdi = bdi + rng.normal(0.0, config.sd_bdi2, y.shape)
-    return _observe(hamd, 52.0, when), _observe(bdi, 63.0, when)
+    return observe(hamd, 52.0, when), observe(bdi, 63.0, when)
 
 
-def _simulate_treatment(
+def simulate_treatment(
     config: DemoConfig, rng: np.random.Generator, n: int, clinician: bool = True
-) -> _Treatment:
+) -> Treatment:
     """Simulate structure, latent trajectories, attendance, endings and scores."""
-    units, referral, n_groups = _draw_structure(config, rng, n)
-    demo = _draw_demographics(rng, n)
+    units, referral, n_groups = draw_structure(config, rng, n)
+    demo = draw_demographics(rng, n)
     base, mu, y = _draw_latent(config, rng, units, demo, n_groups)
     att = _draw_attendance(rng, units)
     end_col, reason = _draw_endings(config, rng, units, base, y, att)
@@ -245,7 +245,7 @@ def _simulate_treatment(
         hamd = bdi = np.full(y.shape, np.nan)
     completed = reason == COMPLETED
     maintenance = np.where(completed, rng.random(n) < config.maintenance_share, -1)
-    return _Treatment(
+    return Treatment(
         units=units, referral=referral, cond=demo["cond"], area=demo["area"],
         area2=demo["area2"], age=demo["age"], sex=demo["sex"], employment=demo["employment"],
         n_groups=n_groups, base=base, mu=mu, y=y, gad_patient=gad_patient, att=att,

@@ -23,17 +23,17 @@ from pipeline.demo.config import (
     IntArray,
     ObjArray,
 )
-from pipeline.demo.scores import _Treatment
+from pipeline.demo.scores import Treatment
 
 # --------------------------------------------------------------------------- tables
 
 
-def _to_datetime(days: IntArray) -> npt.NDArray[np.datetime64]:
+def days_to_datetime(days: IntArray) -> npt.NDArray[np.datetime64]:
     """Days since epoch (``NAT_DAY`` for missing) as datetime64[ns]."""
     return np.asarray(days, dtype=np.int64).astype("datetime64[D]").astype("datetime64[ns]")
 
 
-def _ids(prefix: str, numbers: IntArray, width: int) -> ObjArray:
+def padded_ids(prefix: str, numbers: IntArray, width: int) -> ObjArray:
     """Identifiers such as ``P000001`` from 1-based numbers."""
     if numbers.size == 0:
         return np.empty(0, dtype=object)
@@ -47,7 +47,7 @@ def _labels(names: tuple[str, ...], codes: IntArray) -> ObjArray:
     return table[np.where(codes >= 0, codes, len(names))]
 
 
-def _patients_table(t: _Treatment, patient_ids: ObjArray) -> pd.DataFrame:
+def patients_table(t: Treatment, patient_ids: ObjArray) -> pd.DataFrame:
     """The patients table."""
     u = t.units
     n = t.base.size
@@ -58,15 +58,15 @@ def _patients_table(t: _Treatment, patient_ids: ObjArray) -> pd.DataFrame:
     return pd.DataFrame({
         "patient_id": patient_ids,
         "site_id": np.asarray(SITES, dtype=object)[u.site],
-        "therapist_id": _ids("T", np.arange(1, n_ther + 1), 2)[u.therapist],
+        "therapist_id": padded_ids("T", np.arange(1, n_ther + 1), 2)[u.therapist],
         "condition": _labels(CONDITIONS, t.cond),
         "format": _labels(FORMATS, t.is_group.astype(np.int64)),
-        "group_id": _labels(tuple(_ids("G", np.arange(1, t.n_groups + 1), 4)), u.group),
+        "group_id": _labels(tuple(padded_ids("G", np.arange(1, t.n_groups + 1), 4)), u.group),
         "problem_area": _labels(PROBLEM_AREAS, t.area),
         "secondary_problem_area": _labels(PROBLEM_AREAS, t.area2),
-        "referral_date": _to_datetime(t.referral),
-        "start_date": _to_datetime(u.start),
-        "end_date": _to_datetime(end_day),
+        "referral_date": days_to_datetime(t.referral),
+        "start_date": days_to_datetime(u.start),
+        "end_date": days_to_datetime(end_day),
         "end_reason": _labels(END_REASONS, t.reason),
         "age": t.age,
         "sex": _labels(SEXES, t.sex),
@@ -75,13 +75,13 @@ def _patients_table(t: _Treatment, patient_ids: ObjArray) -> pd.DataFrame:
     })
 
 
-def _sessions_table(t: _Treatment, patient_ids: ObjArray) -> pd.DataFrame:
+def sessions_table(t: Treatment, patient_ids: ObjArray) -> pd.DataFrame:
     """The sessions table, sorted by patient and session number."""
     rows, cols = np.nonzero(t.present)
     return pd.DataFrame({
         "patient_id": patient_ids[rows],
         "session_number": cols.astype(np.int64),
-        "session_date": _to_datetime(t.dates[rows, cols]),
+        "session_date": days_to_datetime(t.dates[rows, cols]),
         "attendance": _labels(ATTENDANCE, t.att[rows, cols]),
         "phq9": t.phq[rows, cols],
         "gad7": t.gad[rows, cols],

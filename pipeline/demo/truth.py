@@ -44,7 +44,7 @@ from pipeline.demo.config import (
     DemoConfig,
     FloatArray,
 )
-from pipeline.demo.scores import _last_true_col, _simulate_treatment, _Treatment
+from pipeline.demo.scores import Treatment, last_true_col, simulate_treatment
 
 logger = logging.getLogger(__name__)
 
@@ -55,13 +55,13 @@ logger = logging.getLogger(__name__)
 def _last_score(scores: FloatArray) -> FloatArray:
     """Last non-missing score at a treatment session (column >= 1), NaN when none."""
     sub = scores[:, 1:]
-    last = _last_true_col(~np.isnan(sub))
+    last = last_true_col(~np.isnan(sub))
     out: FloatArray = np.where(last >= 0, sub[np.arange(sub.shape[0]), np.maximum(last, 0)],
                                np.nan)
     return out
 
 
-def _outcome_flags(t: _Treatment) -> dict[str, tuple[BoolArray, BoolArray]]:
+def _outcome_flags(t: Treatment) -> dict[str, tuple[BoolArray, BoolArray]]:
     """Per-patient (denominator, numerator) flags of response, remission and recovery."""
     treated = t.present[:, 1:] & (t.att[:, 1:] == ATTENDED)
     finished = (t.reason != ONGOING) & (treated.sum(axis=1) >= 2)
@@ -85,7 +85,7 @@ def _share(den: BoolArray, num: BoolArray) -> float | None:
     return float((den & num).sum() / total) if total else None
 
 
-def _rates(t: _Treatment) -> dict[str, Any]:
+def _rates(t: Treatment) -> dict[str, Any]:
     """Outcome rates among finished courses, overall and by format and condition."""
     out: dict[str, Any] = {}
     for name, (den, num) in _outcome_flags(t).items():
@@ -108,7 +108,7 @@ def _expected_rates(config: DemoConfig) -> dict[str, Any]:
         return {}
     tic = time.perf_counter()
     rng = np.random.default_rng(config.seed + 1)
-    t = _simulate_treatment(config, rng, config.expected_rates_n, clinician=False)
+    t = simulate_treatment(config, rng, config.expected_rates_n, clinician=False)
     rates = _rates(t)
     rates["population_n"] = config.expected_rates_n
     rates["population_seed"] = config.seed + 1
@@ -166,7 +166,7 @@ def _model_summary(config: DemoConfig) -> dict[str, Any]:
     }
 
 
-def _realised(t: _Treatment, followups: pd.DataFrame) -> dict[str, Any]:
+def _realised(t: Treatment, followups: pd.DataFrame) -> dict[str, Any]:
     """Realised summaries of the generated cohort."""
     n = t.base.size
     return {
@@ -181,7 +181,7 @@ def _realised(t: _Treatment, followups: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _truth(config: DemoConfig, t: _Treatment, followups: pd.DataFrame) -> dict[str, Any]:
+def build_truth(config: DemoConfig, t: Treatment, followups: pd.DataFrame) -> dict[str, Any]:
     """The JSON-serialisable truth dictionary."""
     settings = asdict(config)
     settings["research_sites"] = list(config.research_sites)

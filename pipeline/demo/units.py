@@ -30,7 +30,7 @@ from pipeline.demo.config import (
 
 
 @dataclass
-class _Units:
+class Units:
     """Structural draws for a set of patients (before sorting by referral)."""
 
     site: IntArray
@@ -77,7 +77,7 @@ def _group_sizes(rng: np.random.Generator, n_target: int) -> IntArray:
     return sizes[np.cumsum(sizes) <= n_target].astype(np.int64)
 
 
-def _draw_groups(config: DemoConfig, rng: np.random.Generator, n_target: int) -> _Units:
+def _draw_groups(config: DemoConfig, rng: np.random.Generator, n_target: int) -> Units:
     """Therapy groups and their members: shared site, therapist, start and session dates."""
     sizes = _group_sizes(rng, n_target)
     g = sizes.size
@@ -91,14 +91,14 @@ def _draw_groups(config: DemoConfig, rng: np.random.Generator, n_target: int) ->
     member = np.repeat(np.arange(g, dtype=np.int64), sizes)
     member_offsets = offsets[member]
     member_offsets[:, 0] = -rng.integers(1, 15, size=member.size)
-    return _Units(site[member], therapist[member], member, start[member].astype(np.int64),
+    return Units(site[member], therapist[member], member, start[member].astype(np.int64),
                   planned[member].astype(np.int64), member_offsets, cancel[member])
 
 
-def _draw_individuals(config: DemoConfig, rng: np.random.Generator, m: int) -> _Units:
+def _draw_individuals(config: DemoConfig, rng: np.random.Generator, m: int) -> Units:
     """Structural draws for individually treated patients."""
     site = _categorical(rng, SITE_WEIGHTS, m)
-    return _Units(
+    return Units(
         site=site,
         therapist=_therapist_in_site(rng, site),
         group=np.full(m, -1, dtype=np.int64),
@@ -109,22 +109,22 @@ def _draw_individuals(config: DemoConfig, rng: np.random.Generator, m: int) -> _
     )
 
 
-def _draw_structure(
+def draw_structure(
     config: DemoConfig, rng: np.random.Generator, n: int
-) -> tuple[_Units, IntArray, int]:
+) -> tuple[Units, IntArray, int]:
     """Groups and individuals, sorted by referral date; returns units, referral, n_groups."""
     groups = _draw_groups(config, rng, round(config.group_share * n))
     n_groups = int(groups.group.max()) + 1 if groups.group.size else 0
     individuals = _draw_individuals(config, rng, n - groups.group.size)
-    merged = _Units(*(np.concatenate([getattr(groups, f), getattr(individuals, f)])
-                      for f in _Units.__dataclass_fields__))
+    merged = Units(*(np.concatenate([getattr(groups, f), getattr(individuals, f)])
+                      for f in Units.__dataclass_fields__))
     referral = merged.start - rng.integers(7, 61, size=n)
     order = np.argsort(referral, kind="stable")
-    units = _Units(*(getattr(merged, f)[order] for f in _Units.__dataclass_fields__))
+    units = Units(*(getattr(merged, f)[order] for f in Units.__dataclass_fields__))
     return units, referral[order].astype(np.int64), n_groups
 
 
-def _draw_demographics(rng: np.random.Generator, n: int) -> dict[str, Any]:
+def draw_demographics(rng: np.random.Generator, n: int) -> dict[str, Any]:
     """Condition, problem areas, age, sex and employment."""
     area = _categorical(rng, PROBLEM_AREA_PREVALENCE, n)
     has_second = rng.random(n) < 0.25

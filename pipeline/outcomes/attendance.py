@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from data_schemas.vocab import CONDITIONS, FORMATS
-from pipeline.outcomes.cells import _sort_cells, _with_margins
-from pipeline.outcomes.intervals import FloatArray, _t_interval, wilson_interval
+from pipeline.outcomes.cells import sort_cells, with_margins
+from pipeline.outcomes.intervals import FloatArray, t_interval, wilson_interval
 
 
 def _ratio(numerator: pd.Series, denominator: pd.Series) -> FloatArray:
@@ -39,7 +39,7 @@ def attendance_summary(outcomes: pd.DataFrame) -> pd.DataFrame:
     started = outcomes.loc[outcomes["started"].astype(bool)]
     frame = started[["condition", "format", "sessions_attended", "sessions_did_not_attend",
                      "sessions_scheduled"]].assign(dropout=started["dropout"].astype(np.int64))
-    cells = _with_margins(frame).groupby(["condition", "format"], sort=False).agg(
+    cells = with_margins(frame).groupby(["condition", "format"], sort=False).agg(
         patients=("sessions_attended", "size"),
         sessions_attended_mean=("sessions_attended", "mean"),
         sessions_attended_sd=("sessions_attended", "std"),
@@ -47,7 +47,7 @@ def attendance_summary(outcomes: pd.DataFrame) -> pd.DataFrame:
         scheduled_sessions=("sessions_scheduled", "sum"),
         dropouts=("dropout", "sum"),
     ).reset_index()
-    low, high = _t_interval(cells["sessions_attended_mean"], cells["sessions_attended_sd"],
+    low, high = t_interval(cells["sessions_attended_mean"], cells["sessions_attended_sd"],
                             cells["patients"])
     cells["sessions_attended_ci_low"], cells["sessions_attended_ci_high"] = low, high
     cells["dna_rate"] = _ratio(cells["dna_sessions"], cells["scheduled_sessions"])
@@ -62,4 +62,4 @@ def attendance_summary(outcomes: pd.DataFrame) -> pd.DataFrame:
         "dna_ci_low", "dna_ci_high", "dropouts", "dropout_rate", "dropout_ci_low",
         "dropout_ci_high",
     ]
-    return _sort_cells(cells[columns], {"condition": CONDITIONS, "format": FORMATS})
+    return sort_cells(cells[columns], {"condition": CONDITIONS, "format": FORMATS})

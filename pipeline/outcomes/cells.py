@@ -29,7 +29,7 @@ RATE_COLUMNS: Final = (
 # --------------------------------------------------------------------------------------
 
 
-def _with_margins(frame: pd.DataFrame) -> pd.DataFrame:
+def with_margins(frame: pd.DataFrame) -> pd.DataFrame:
     """Stack ``frame`` with copies whose condition, format or both are set to ``"all"``."""
     base = frame.astype({"condition": str, "format": str})
     return pd.concat(
@@ -52,7 +52,7 @@ def _rank(values: pd.Series, vocabulary: Sequence[str]) -> pd.Series:
     return values.map(order)
 
 
-def _sort_cells(table: pd.DataFrame, keys: dict[str, Sequence[str]]) -> pd.DataFrame:
+def sort_cells(table: pd.DataFrame, keys: dict[str, Sequence[str]]) -> pd.DataFrame:
     """Sort rows by the given columns, each in its vocabulary order; reset the index."""
     ranks = pd.DataFrame({column: _rank(table[column], vocab) for column, vocab in keys.items()})
     order = ranks.sort_values(list(keys), kind="stable").index

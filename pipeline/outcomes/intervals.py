@@ -90,7 +90,7 @@ def wilson_interval(
 # --------------------------------------------------------------------------------------
 
 
-def _t_interval(
+def t_interval(
     mean: pd.Series, sd: pd.Series, n: pd.Series, alpha: float = 0.05
 ) -> tuple[FloatArray, FloatArray]:
     """``mean -/+ t_{1-alpha/2, n-1} * sd / sqrt(n)``; NaN when ``n < 2``."""

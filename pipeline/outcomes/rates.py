@@ -57,8 +57,8 @@ from pipeline.outcomes.cells import (
     PAIRED_OUTCOMES,
     POPULATIONS,
     RATE_COLUMNS,
-    _sort_cells,
-    _with_margins,
+    sort_cells,
+    with_margins,
 )
 from pipeline.outcomes.intervals import FloatArray, wilson_interval
 
@@ -233,7 +233,7 @@ def response_rates(
     require(bool(keys), "no patient has a baseline score on any instrument that defines an "
             "outcome", "baseline and end-of-treatment scores on a catalogued instrument")
     cells = indicators.groupby(["condition", "format"], sort=False).sum().reset_index()
-    sums = _with_margins(cells).groupby(["condition", "format"], sort=False).sum()
+    sums = with_margins(cells).groupby(["condition", "format"], sort=False).sum()
     pieces = []
     for key in keys:
         name = "/".join(key)
@@ -250,7 +250,7 @@ def response_rates(
     table = table[list(RATE_COLUMNS)].astype({"n": np.int64, "events": np.int64})
     table = _without_unobserved_itt(table)
     instrument_order = [*dict.fromkeys(instruments), PAIRED_INSTRUMENT]
-    return _sort_cells(
+    return sort_cells(
         table,
         {
             "population": list(populations),

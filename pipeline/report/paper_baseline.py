@@ -20,8 +20,8 @@ from pipeline.report.paper_cells import (
     NO_SUPPRESSION_NOTE,
     RANGE,
     PaperTable,
-    _is_blank,
     count,
+    is_blank,
     label,
     missing_table,
 )
@@ -60,7 +60,7 @@ def baseline_counts(patients: pd.DataFrame, spec: BaselineSpec) -> pd.DataFrame:
         variable, level, <by>, count (integers; missing values as level ``missing``).
     """
     rows = []
-    groups = _group_levels(patients[spec.by])
+    groups = group_levels(patients[spec.by])
     for column, _ in spec.categorical:
         if column not in patients:
             continue
@@ -84,7 +84,7 @@ def baseline_statistics(patients: pd.DataFrame, spec: BaselineSpec) -> pd.DataFr
     (type 7 of Hyndman and Fan 1996, R's default).
     """
     rows = []
-    groups = _group_levels(patients[spec.by])
+    groups = group_levels(patients[spec.by])
     for column, _ in spec.continuous:
         if column not in patients:
             continue
@@ -101,7 +101,7 @@ def baseline_statistics(patients: pd.DataFrame, spec: BaselineSpec) -> pd.DataFr
                                        "median", "q1", "q3"])
 
 
-def _group_levels(column: pd.Series) -> list[str]:
+def group_levels(column: pd.Series) -> list[str]:
     """The levels of the grouping column: individual before group, then the rest sorted."""
     present = [str(v) for v in column.dropna().unique()]
     known = [v for v in ("individual", "group") if v in present]
@@ -203,7 +203,7 @@ def _with_shared_conditions(counts: pd.DataFrame, shared: pd.DataFrame, by: str
 
 def _one(value: Any) -> str:
     """A Table 1 summary number: one decimal."""
-    return DASH if _is_blank(value) or pd.isna(value) else f"{float(value):.1f}"
+    return DASH if is_blank(value) or pd.isna(value) else f"{float(value):.1f}"
 
 
 def _n_percent(value: Any, total: Any) -> str:
@@ -220,9 +220,9 @@ def baseline_body(counts: pd.DataFrame, statistics: pd.DataFrame, spec: Baseline
                   ) -> pd.DataFrame:
     """Table 1 as text: one row per characteristic line, one column per format and overall
     (headed with the patients of each column, ``Individual (N = 93)``)."""
-    groups = [g for g in _group_levels(counts[spec.by]) if g != ALL] if len(counts) else []
+    groups = [g for g in group_levels(counts[spec.by]) if g != ALL] if len(counts) else []
     if not groups and len(statistics):
-        groups = [g for g in _group_levels(statistics[spec.by]) if g != ALL]
+        groups = [g for g in group_levels(statistics[spec.by]) if g != ALL]
     columns = [*groups, ALL]
     totals = _column_totals(counts, statistics, spec.by, columns)
     headers = {g: f"{label(g) if g != ALL else 'Overall'} (N = {totals[g]})" for g in columns}

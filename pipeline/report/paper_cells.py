@@ -90,11 +90,13 @@ def term_label(term: str) -> str:
     return " \u00d7 ".join(parts)
 
 
-def _is_blank(value: Any) -> bool:
+def is_blank(value: Any) -> bool:
+    """Whether a cell read as text is empty (a missing value as written or read)."""
     return str(value) in ("", "nan", "NaN", "None", "<NA>")
 
 
-def _suppressed(row: Mapping[Any, Any]) -> bool:
+def is_suppressed(row: Mapping[Any, Any]) -> bool:
+    """Whether the sharing layer hid the counts of this row (its ``suppressed`` is True)."""
     return str(row.get("suppressed", "")) == "True"
 
 

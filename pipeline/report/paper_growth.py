@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from pipeline.report.html import format_cell
-from pipeline.report.paper_cells import PaperTable, _is_blank, missing_table, number_ci, term_label
+from pipeline.report.paper_cells import PaperTable, is_blank, missing_table, number_ci, term_label
 
 # --------------------------------------------------------------------------- table 4
 
@@ -44,9 +44,9 @@ def _variance_rows(variance: pd.DataFrame | None) -> list[dict[str, str]]:
         return rows
     for r in variance.to_dict("records"):
         level, term = str(r.get("level", "")), str(r.get("term", ""))
-        if not _is_blank(r.get("icc", "")):
+        if not is_blank(r.get("icc", "")):
             name, value = f"ICC, {level}", r["icc"]
-        elif not _is_blank(r.get("correlation", "")):
+        elif not is_blank(r.get("correlation", "")):
             name, value = f"Correlation, {level}: {term}", r["correlation"]
         else:
             name = f"Variance, {level}" + (f": {term}" if term not in ("", "nan") else "")
@@ -67,7 +67,7 @@ def _difference_rows(difference: pd.DataFrame | None, model: str) -> list[dict[s
                      "SE": format_cell(r.get("std_error", "")),
                      "95% CI": number_ci(r["ci_low"], r["ci_high"]),
                      "p": format_cell(r.get("p_value", ""), "p_value")})
-        if not _is_blank(r.get("effect_size", "")):
+        if not is_blank(r.get("effect_size", "")):
             rows.append({"Term": "   as effect size (difference / baseline SD)",
                          "Estimate": format_cell(r["effect_size"]), "SE": "",
                          "95% CI": number_ci(r["effect_size_ci_low"],

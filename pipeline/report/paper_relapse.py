@@ -12,8 +12,8 @@ from pipeline.report.html import format_cell
 from pipeline.report.paper_cells import (
     DASH,
     PaperTable,
-    _is_blank,
     count,
+    is_blank,
     label,
     missing_table,
     number_ci,
@@ -72,7 +72,7 @@ def table5_relapse(km: pd.DataFrame | None, logrank: pd.DataFrame | None,
 
 def _survival(row: Mapping[Any, Any], when: str) -> str:
     estimate = row.get(f"relapse_free_{when}", "")
-    if _is_blank(estimate):
+    if is_blank(estimate):
         return DASH
     return (f"{percent(estimate)} "
             f"({percent_ci(row.get(f'ci_low_{when}', ''), row.get(f'ci_high_{when}', ''))})")

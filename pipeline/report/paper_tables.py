@@ -45,10 +45,10 @@ from pipeline.report.findings import percent
 from pipeline.report.html import format_cell, main_population
 from pipeline.report.paper_baseline import (
     BaselineSpec,
-    _group_levels,
     baseline_body,
     baseline_counts,
     baseline_statistics,
+    group_levels,
     protect_baseline,
     shared_condition_counts,
     table1_baseline,
@@ -62,10 +62,10 @@ from pipeline.report.paper_cells import (
     RANGE,
     SUPPRESSED,
     PaperTable,
-    _is_blank,
-    _suppressed,
     analysis_reason,
     count,
+    is_blank,
+    is_suppressed,
     label,
     missing_table,
     number_ci,
@@ -124,8 +124,8 @@ def rate_cell(row: Mapping[Any, Any]) -> str:
     """``events/n, rate% (low%-high%)``; ``events/n, suppressed`` for a row with a hidden
     count; an en dash for a rate that does not exist (no patient)."""
     counts = f"{count(row['events'])}/{count(row['n'])}"
-    if _is_blank(row.get("rate", "")):
-        return f"{counts}, {SUPPRESSED if _suppressed(row) else DASH}"
+    if is_blank(row.get("rate", "")):
+        return f"{counts}, {SUPPRESSED if is_suppressed(row) else DASH}"
     return f"{counts}, {percent(row['rate'])} ({percent_ci(row['ci_low'], row['ci_high'])})"
 
 
@@ -159,7 +159,7 @@ def table2_outcomes(rates: pd.DataFrame, primary: str, denominator: str = "obser
     if not wanted:
         return missing_table("table2_outcomes", caption, f"no {primary} outcome rates in "
                              "response_rates.csv", source)
-    formats = [*(f for f in _group_levels(part["format"]) if f != ALL), ALL]
+    formats = [*(f for f in group_levels(part["format"]) if f != ALL), ALL]
     headers = {f: _margin_label(f) if f != ALL else "All formats" for f in formats}
     lines: list[dict[str, str]] = []
     for instrument, outcome in wanted:
