@@ -18,7 +18,7 @@ DEMO_DEP := $(if $(filter data/demo,$(DATA)),data/demo/patients.csv)
 DATA_FILES := $(DEMO_DEP) $(filter-out $(DEMO_DEP),$(wildcard $(DATA)/*.csv $(DATA)/*.parquet))
 STAMPS := $(OUT)/.stamps
 CORE := pipeline/io.py pipeline/ingest/clean.py pipeline/ingest/validate.py pipeline/cli.py \
-        pipeline/config.py pipeline/outcomes/definitions.py pipeline/runner/stages.py $(wildcard data_schemas/*.py) \
+        $(wildcard pipeline/config/*.py) pipeline/outcomes/definitions.py pipeline/runner/stages.py $(wildcard data_schemas/*.py data_schemas/outputs/*.py) \
         $(wildcard pipeline/sharing/*.py) pipeline/estimability.py pipeline/runner/run_folder.py \
         data_schemas/instruments.csv
 OUTCOME_CODE := pipeline/outcomes/rates.py pipeline/outcomes/tables.py pipeline/report/outcome_plots.py \
@@ -30,7 +30,7 @@ AUDIT_CODE := $(wildcard pipeline/audit/*.py) pipeline/report/audit_plots.py
 REPORT_CODE := pipeline/report/html.py pipeline/report/findings.py pipeline/report/manifest.py \
         pipeline/trajectories/means.py \
         $(wildcard pipeline/report/templates/*)
-PAPER_CODE := pipeline/report/paper_tables.py pipeline/report/paper_export.py pipeline/report/html.py
+PAPER_CODE := $(wildcard pipeline/report/paper_*.py) pipeline/report/html.py
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo validate outcomes models relapse audit report paper run dictionary \

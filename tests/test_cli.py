@@ -193,11 +193,11 @@ def test_a_failing_analysis_is_isolated_and_exits_4(
 
 def test_models_relapse_and_audit_do_not_fit_the_format_comparison(
         demo_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.outcomes import rates
+    from pipeline.outcomes import comparison
     from pipeline.outcomes import tables as outcome_tables
 
     monkeypatch.setattr(outcome_tables, "format_comparison", _broken)
-    monkeypatch.setattr(rates, "adjusted_response", _broken)
+    monkeypatch.setattr(comparison, "adjusted_response", _broken)
     out = tmp_path / "out"
     assert main(["relapse", str(demo_folder), "--out", str(out)]) == 0
     analyses = pd.read_csv(out / "tables" / "analyses.csv", keep_default_na=False)

@@ -9,18 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.demo.generate import (
-    ATTENDANCE,
-    CONDITION_PREVALENCE,
-    CONDITIONS,
-    END_REASONS,
-    EVENTS,
-    PROBLEM_AREAS,
-    DemoCohort,
-    DemoConfig,
-    generate_cohort,
-    inject_faults,
-)
+from data_schemas.vocab import ATTENDANCE, CONDITIONS, END_REASONS, PROBLEM_AREAS
+from pipeline.demo.config import CONDITION_PREVALENCE, EVENTS
+from pipeline.demo.generate import DemoCohort, DemoConfig, generate_cohort, inject_faults
 
 SCORE_MAX = {"phq9": 27, "gad7": 21, "hamd17": 52, "bdi2": 63}
 PATIENT_COLUMNS = [

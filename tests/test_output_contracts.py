@@ -131,7 +131,7 @@ def test_run_succeeded(written: Written) -> None:
 def test_every_written_table_has_a_contract(written: Written) -> None:
     missing = [name for name in written.files() if contract_for(name) is None]
     assert not missing, (f"{written.name}: tables without an output contract in "
-                         f"data_schemas/outputs.py: {missing}")
+                         f"data_schemas/outputs/: {missing}")
 
 
 def test_every_written_table_meets_its_contract(written: Written) -> None:

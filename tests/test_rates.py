@@ -17,9 +17,9 @@ from statsmodels.stats.proportion import proportion_confint
 from data_schemas.outcomes import PAIRED, PER_INSTRUMENT, per_instrument_schema
 from data_schemas.vocab import INSTRUMENTS
 from pipeline.estimability import NotEstimable
-from pipeline.outcomes import rates as rates_module
+from pipeline.outcomes import comparison
+from pipeline.outcomes.comparison import adjusted_response
 from pipeline.outcomes.rates import (
-    adjusted_response,
     attendance_summary,
     benchmark_comparison,
     response_rates,
@@ -528,7 +528,7 @@ def test_large_n_route_is_the_independence_gee() -> None:
     statsmodels' GEE with an independence working correlation (same estimator)."""
     import statsmodels.api as sm
 
-    from pipeline.outcomes.rates import _fit_gee
+    from pipeline.outcomes.comparison import _fit_gee
 
     rng = np.random.default_rng(3)
     n = 600
@@ -575,7 +575,7 @@ def test_cluster_ids_fall_back_for_group_patients_without_group_id() -> None:
         "group_id": ["G1", "G1", None, None, None],
         "therapist_id": ["T1", "T1", "T1", None, "T2"],
     })
-    ids, notes = rates_module._cluster_ids(data, "auto")
+    ids, notes = comparison._cluster_ids(data, "auto")
     assert ids.tolist() == ["group:G1", "group:G1", "therapist:T1", "patient:P4",
                             "therapist:T2"]
     assert len(notes) == 1
@@ -583,7 +583,7 @@ def test_cluster_ids_fall_back_for_group_patients_without_group_id() -> None:
                                "therapist")
     assert "ignore clustering within therapy groups and are likely too small" in notes[0]
     complete = data.assign(group_id=["G1", "G1", "G2", "G2", None])
-    assert rates_module._cluster_ids(complete, "auto")[1] == []
+    assert comparison._cluster_ids(complete, "auto")[1] == []
 
 
 def test_gee_notes_group_patients_without_group_id(

@@ -3,5 +3,20 @@
 Modules
 -------
 ``generate``
-    ``generate_cohort(DemoConfig) -> Cohort``: patients, sessions and follow-ups.
+    ``generate_cohort(DemoConfig) -> DemoCohort``: patients, sessions and follow-ups; the
+    module docstring states the whole generating model.
+``config``
+    ``DemoConfig`` (size, seed, parameters), ``DemoCohort`` and the fixed constants.
+``units``
+    Sites, therapists, therapy groups, individuals, session calendar and demographics.
+``scores``
+    Latent PHQ-9 trajectories, attendance, dropout and the observed questionnaire scores.
+``followups``
+    Follow-up visits and competing events (relapse, death, other treatment, withdrawal).
+``tables``
+    The patients and sessions tables built from the simulated arrays.
+``truth``
+    The ``truth`` dictionary: parameters, realised summaries and expected rates.
+``faults``
+    ``inject_faults(cohort, seed)``: deliberate data faults for cleaning and validation.
 """

@@ -1,7 +1,10 @@
-"""Outcome rates with confidence intervals, small-count suppression and adjusted comparisons.
+"""Outcome rates with confidence intervals, small-count suppression and the model design.
 
 Everything here starts from the per-patient ``patient_outcomes`` table
-(``data_schemas.outcomes``) and returns tidy DataFrames or a small frozen dataclass.
+(``data_schemas.outcomes``) and returns tidy DataFrames. The Wilson interval is in
+:mod:`pipeline.outcomes.intervals`, the margins in :mod:`pipeline.outcomes.cells`, the
+adjusted comparison in :mod:`pipeline.outcomes.comparison`; ``benchmark_comparison`` and
+``attendance_summary`` (their own modules) are re-exported here.
 
 Rates
     For a binary outcome the rate is ``events / n`` with a Wilson score interval. Two
@@ -20,12 +23,9 @@ Rates
 Margins
     Every table grouped by ``condition`` x ``format`` also has the margins ``"all"`` (all
     conditions within a format, all formats within a condition, and everyone).
-Adjusted comparison
-    A population-averaged logistic model fitted by generalised estimating equations (GEE;
-    Liang and Zeger 1986) with an exchangeable working correlation within clusters (therapy
-    groups, or therapists for individual patients) and robust (sandwich) standard errors,
-    followed by model-based standardisation (g-computation) of the response rate to
-    "everyone treated individually" and "everyone treated in a group".
+Model design
+    The design matrix of the adjusted comparison (:mod:`pipeline.outcomes.comparison`):
+    sparse levels pooled into ``other_pooled``, reference levels ``REFERENCE_LEVELS``.
 
 References
 ----------
@@ -33,143 +33,65 @@ Wilson EB (1927). Probable inference, the law of succession, and statistical inf
 JASA 22:209-212.
 Newcombe RG (1998). Two-sided confidence intervals for the single proportion: comparison
 of seven methods. Statistics in Medicine 17:857-872.
-Liang KY, Zeger SL (1986). Longitudinal data analysis using generalized linear models.
-Biometrika 73:13-22.
-Muller CJ, MacLehose RF (2014). Estimating predicted probabilities from logistic regression:
-different methods correspond to different target populations. Int J Epidemiol 43:962-970.
 NHS England (2024). NHS Talking Therapies for anxiety and depression manual, v7.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import statsmodels.api as sm
-from scipy import stats
-from scipy.special import expit
-from statsmodels.stats.proportion import proportion_confint
 
 from data_schemas.vocab import CONDITIONS, FORMATS
 from pipeline.estimability import require
+from pipeline.outcomes.attendance import attendance_summary
+from pipeline.outcomes.benchmarks import benchmark_comparison
+from pipeline.outcomes.cells import (
+    ALL,
+    DENOMINATORS,
+    INSTRUMENT_OUTCOMES,
+    PAIRED_INSTRUMENT,
+    PAIRED_OUTCOMES,
+    POPULATIONS,
+    RATE_COLUMNS,
+    sort_cells,
+    with_margins,
+)
+from pipeline.outcomes.intervals import FloatArray, wilson_interval
 
-FloatArray = npt.NDArray[np.float64]
+__all__ = [
+    "ALL",
+    "DENOMINATORS",
+    "INSTRUMENT_OUTCOMES",
+    "PAIRED_INSTRUMENT",
+    "PAIRED_OUTCOMES",
+    "POOLED_LEVEL",
+    "POPULATIONS",
+    "RATE_COLUMNS",
+    "REFERENCE_LEVELS",
+    "BoolArray",
+    "FloatArray",
+    "attendance_summary",
+    "benchmark_comparison",
+    "missing_group_note",
+    "response_rates",
+    "suppress_small_counts",
+    "wilson_interval",
+]
+
+
 BoolArray = npt.NDArray[np.bool_]
 
-ALL: Final = "all"
-PAIRED_INSTRUMENT: Final = "phq9+gad7"
-INSTRUMENT_OUTCOMES: Final = ("response", "remission", "reliable_improvement")
-PAIRED_OUTCOMES: Final = ("reliable_improvement", "recovery", "reliable_recovery")
-DENOMINATORS: Final = ("observed", "itt")
-POPULATIONS: Final = ("started", "finished_course", "completers")
-RATE_COLUMNS: Final = (
-    "population", "instrument", "outcome", "denominator", "condition", "format",
-    "n", "events", "rate", "ci_low", "ci_high",
-)
+
 REFERENCE_LEVELS: Final = {
     "format": "individual",
     "condition": "major_depression",
     "problem_area": "role_disputes",
 }
 POOLED_LEVEL: Final = "other_pooled"
-
-
-# --------------------------------------------------------------------------------------
-# Wilson interval
-# --------------------------------------------------------------------------------------
-
-
-def wilson_interval(
-    events: npt.ArrayLike, n: npt.ArrayLike, alpha: float = 0.05
-) -> tuple[FloatArray, FloatArray]:
-    r"""Wilson score interval for binomial proportions, vectorised.
-
-    .. math::
-
-        \frac{\hat p + z^2/(2n)}{1 + z^2/n} \pm
-        \frac{z}{1 + z^2/n}\sqrt{\frac{\hat p(1-\hat p)}{n} + \frac{z^2}{4n^2}},
-        \qquad \hat p = x/n,\; z = \Phi^{-1}(1 - \alpha/2).
-
-    Computed by ``statsmodels.stats.proportion.proportion_confint(method="wilson")``.
-    Unlike the Wald interval it stays inside [0, 1] and keeps close to nominal coverage for
-    small ``n`` and proportions near 0 or 1 (Newcombe 1998).
-
-    Parameters
-    ----------
-    events, n : array_like
-        Numbers of events and of trials (broadcast against each other).
-    alpha : float
-        One minus the confidence level.
-
-    Returns
-    -------
-    (ndarray, ndarray)
-        Lower and upper limits, float arrays of the broadcast shape; NaN where ``n == 0``.
-
-    References
-    ----------
-    Wilson EB (1927). JASA 22:209-212. Newcombe RG (1998). Stat Med 17:857-872.
-
-    Examples
-    --------
-    >>> low, high = wilson_interval([8, 0, 3], [10, 10, 0])
-    >>> np.round(low, 4).tolist(), np.round(high, 4).tolist()
-    ([0.4902, 0.0, nan], [0.9433, 0.2775, nan])
-    """
-    x, trials = np.broadcast_arrays(
-        np.asarray(events, dtype=float), np.asarray(n, dtype=float)
-    )
-    empty = ~(trials > 0)
-    safe_trials = np.where(empty, 1.0, trials)
-    safe_events = np.where(empty, 0.0, x)
-    low, high = proportion_confint(safe_events, safe_trials, alpha=alpha, method="wilson")
-    # exact at the edges: statsmodels' closed form leaves ~1e-16 beyond 0 and 1
-    low_arr = np.where(safe_events <= 0, 0.0, np.clip(np.asarray(low, dtype=float), 0, 1))
-    high_arr = np.where(safe_events >= safe_trials, 1.0,
-                        np.clip(np.asarray(high, dtype=float), 0, 1))
-    low_arr = np.where(empty, np.nan, low_arr)
-    high_arr = np.where(empty, np.nan, high_arr)
-    return low_arr.astype(np.float64), high_arr.astype(np.float64)
-
-
-# --------------------------------------------------------------------------------------
-# Grouping with margins and ordering
-# --------------------------------------------------------------------------------------
-
-
-def _with_margins(frame: pd.DataFrame) -> pd.DataFrame:
-    """Stack ``frame`` with copies whose condition, format or both are set to ``"all"``."""
-    base = frame.astype({"condition": str, "format": str})
-    return pd.concat(
-        [
-            base,
-            base.assign(condition=ALL),
-            base.assign(format=ALL),
-            base.assign(condition=ALL, format=ALL),
-        ],
-        ignore_index=True,
-    )
-
-
-def _rank(values: pd.Series, vocabulary: Sequence[str]) -> pd.Series:
-    """Sort key: vocabulary order first, other values alphabetically, ``"all"`` last."""
-    order = {level: i for i, level in enumerate(vocabulary)}
-    extras = sorted(set(values) - set(order) - {ALL})
-    order.update({level: len(vocabulary) + i for i, level in enumerate(extras)})
-    order[ALL] = len(order) + 1
-    return values.map(order)
-
-
-def _sort_cells(table: pd.DataFrame, keys: dict[str, Sequence[str]]) -> pd.DataFrame:
-    """Sort rows by the given columns, each in its vocabulary order; reset the index."""
-    ranks = pd.DataFrame({column: _rank(table[column], vocab) for column, vocab in keys.items()})
-    order = ranks.sort_values(list(keys), kind="stable").index
-    return table.loc[order].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -311,7 +233,7 @@ def response_rates(
     require(bool(keys), "no patient has a baseline score on any instrument that defines an "
             "outcome", "baseline and end-of-treatment scores on a catalogued instrument")
     cells = indicators.groupby(["condition", "format"], sort=False).sum().reset_index()
-    sums = _with_margins(cells).groupby(["condition", "format"], sort=False).sum()
+    sums = with_margins(cells).groupby(["condition", "format"], sort=False).sum()
     pieces = []
     for key in keys:
         name = "/".join(key)
@@ -328,7 +250,7 @@ def response_rates(
     table = table[list(RATE_COLUMNS)].astype({"n": np.int64, "events": np.int64})
     table = _without_unobserved_itt(table)
     instrument_order = [*dict.fromkeys(instruments), PAIRED_INSTRUMENT]
-    return _sort_cells(
+    return sort_cells(
         table,
         {
             "population": list(populations),
@@ -401,55 +323,6 @@ def suppress_small_counts(
         result[column] = result[column].astype(float).where(~hide_rates, np.nan)
     result["suppressed"] = hide_rates.astype(bool)
     return result
-
-
-# --------------------------------------------------------------------------------------
-# Adjusted comparison (GEE) with standardisation
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class AdjustedComparison:
-    """Adjusted comparison of a binary outcome between formats.
-
-    Attributes
-    ----------
-    table : DataFrame
-        One row per model term: term, odds_ratio, ci_low, ci_high, p_value (robust SEs).
-    standardised : DataFrame or None
-        quantity (rate_individual, rate_group, risk_difference), estimate, ci_low, ci_high;
-        None when the model has no individual-versus-group contrast (not estimable).
-    notes : tuple of str
-        Data handling (pooled levels, fallback references, dropped rows) and any warnings
-        raised by statsmodels while fitting.
-    n_patients, n_clusters : int
-        Patients and clusters in the model.
-    """
-
-    table: pd.DataFrame
-    standardised: pd.DataFrame | None
-    notes: tuple[str, ...]
-    n_patients: int
-    n_clusters: int
-
-
-def _cluster_ids(data: pd.DataFrame, cluster: str) -> tuple[pd.Series, list[str]]:
-    """Cluster label per patient: therapy group, else therapist, else the patient."""
-    patient = "patient:" + data["patient_id"].astype(str)
-    if cluster != "auto":
-        values = data[cluster]
-        notes = []
-        if values.isna().any():
-            notes.append(f"{int(values.isna().sum())} patients without {cluster} are their "
-                         "own clusters")
-        if cluster == "group_id":
-            notes += missing_group_note(data, "each as its own cluster")
-        return (f"{cluster}:" + values.astype(str)).where(values.notna(), patient), notes
-    group = "group:" + data["group_id"].astype(str)
-    therapist = "therapist:" + data["therapist_id"].astype(str)
-    in_group = (data["format"] == "group") & data["group_id"].notna()
-    ids = group.where(in_group, therapist.where(data["therapist_id"].notna(), patient))
-    return ids, missing_group_note(data)
 
 
 def missing_group_note(data: pd.DataFrame,
@@ -536,343 +409,3 @@ def _design(
             columns[f"{name}[{level}]"] = (values == level).astype(float)
     columns[baseline] = data[baseline].astype(float)
     return pd.DataFrame(columns), notes
-
-
-#: Above this many patients the exchangeable GEE (a Python loop over clusters in
-#: statsmodels, ~20 s at 300,000 patients) gives way to the independence working
-#: correlation, fitted as a logistic GLM with cluster-robust standard errors (vectorised).
-GEE_EXCHANGEABLE_MAX = 50_000
-
-
-def _fit_gee(
-    y: pd.Series, design: pd.DataFrame, clusters: pd.Series,
-    exchangeable_max: int = GEE_EXCHANGEABLE_MAX,
-) -> tuple[pd.Series, pd.DataFrame, list[str]]:
-    """Fit the logistic GEE; return coefficients, robust covariance and warning texts.
-
-    Up to ``exchangeable_max`` patients: exchangeable working correlation (statsmodels
-    GEE). Beyond: independence working correlation, i.e. the logistic GLM with the
-    cluster-robust sandwich covariance (``cov_type="cluster"``), which is the same GEE
-    estimator with a working-independence structure: still consistent with valid robust
-    standard errors, possibly a little less efficient (Liang and Zeger 1986; Pan and
-    Connett 2002), and noted in the output.
-    """
-    groups = pd.factorize(clusters)[0]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if len(y) > exchangeable_max:
-            results = sm.GLM(y.astype(float), design, family=sm.families.Binomial()).fit(
-                cov_type="cluster", cov_kwds={"groups": groups})
-            caught.append(warnings.WarningMessage(
-                f"{len(y):,} patients: independence working correlation (logistic GLM with "
-                "cluster-robust SEs) instead of exchangeable, for speed", UserWarning, "", 0))
-        else:
-            model = sm.GEE(y.astype(float), design, groups=groups,
-                           family=sm.families.Binomial(),
-                           cov_struct=sm.cov_struct.Exchangeable())
-            results = model.fit(cov_type="robust")
-    texts = [f"statsmodels {w.category.__name__}: {w.message}" for w in caught]
-    names = design.columns
-    params = pd.Series(np.asarray(results.params, dtype=float), index=names)
-    cov = pd.DataFrame(np.asarray(results.cov_params(), dtype=float), index=names, columns=names)
-    return params, cov, list(dict.fromkeys(texts))
-
-
-def _odds_ratio_table(params: pd.Series, cov: pd.DataFrame, alpha: float) -> pd.DataFrame:
-    """Odds ratios with Wald intervals and p-values from the (robust) covariance."""
-    se = np.sqrt(np.diag(cov.to_numpy()))
-    beta = params.to_numpy()
-    z = stats.norm.ppf(1 - alpha / 2)
-    return pd.DataFrame({
-        "term": list(params.index),
-        "odds_ratio": np.exp(beta),
-        "ci_low": np.exp(beta - z * se),
-        "ci_high": np.exp(beta + z * se),
-        "p_value": 2 * stats.norm.sf(np.abs(beta / se)),
-    })
-
-
-def _standardise(
-    design: pd.DataFrame, params: pd.Series, cov: pd.DataFrame, alpha: float
-) -> pd.DataFrame:
-    r"""Marginal standardisation to everyone individual and everyone in a group.
-
-    For each format ``f`` the design is copied with the format dummies set to ``f`` and
-    :math:`\hat r_f = n^{-1}\sum_i \operatorname{expit}(x_{i,f}^\top\hat\beta)`. By the delta
-    method :math:`\operatorname{Var}(\hat r_f) \approx g_f^\top V g_f` with
-    :math:`g_f = n^{-1}\sum_i \hat p_{i,f}(1-\hat p_{i,f}) x_{i,f}` and ``V`` the robust
-    covariance; the difference uses :math:`g_{group} - g_{individual}`.
-    """
-    beta = params.to_numpy()
-    v = cov.to_numpy()
-    rates, grads = [], []
-    for set_group in (0.0, 1.0):
-        x = design.assign(**{"format[group]": set_group}).to_numpy()
-        p = expit(x @ beta)
-        rates.append(float(p.mean()))
-        grads.append((p * (1 - p)) @ x / len(p))
-    estimates = [rates[0], rates[1], rates[1] - rates[0]]
-    gradients = [grads[0], grads[1], grads[1] - grads[0]]
-    se = np.array([np.sqrt(g @ v @ g) for g in gradients])
-    z = stats.norm.ppf(1 - alpha / 2)
-    return pd.DataFrame({
-        "quantity": ["rate_individual", "rate_group", "risk_difference"],
-        "estimate": estimates,
-        "ci_low": np.array(estimates) - z * se,
-        "ci_high": np.array(estimates) + z * se,
-    })
-
-
-def _comparable(outcomes: pd.DataFrame, outcome: str, baseline: str
-                ) -> tuple[pd.DataFrame, pd.Series]:
-    """Patients with the outcome and baseline known, and the outcome as 0/1.
-
-    Raises
-    ------
-    NotEstimable
-        When the outcome is not defined, nobody has it, it does not vary, or the patients
-        are all in one format (nothing to compare).
-    """
-    instrument = baseline.removesuffix("_baseline")
-    require(outcome in outcomes.columns and baseline in outcomes.columns
-            and bool(outcomes[outcome].notna().any()),
-            f"no patient in the population has {outcome} (not defined by {instrument}, or no "
-            "paired scores)",
-            f"an instrument that defines {outcome.removeprefix(instrument + '_')}, with "
-            "baseline and end-of-treatment scores")
-    known = outcomes[outcome].notna() & outcomes[baseline].notna()
-    data = outcomes.loc[known]
-    require(len(data) > 0, f"no patient has both {outcome} and {baseline}",
-            "patients with baseline and end-of-treatment scores")
-    formats = sorted(data["format"].astype(str).unique())
-    require(len(formats) >= 2,
-            f"only one format ({', '.join(formats)}) among patients with {outcome}: "
-            "no format comparison", "patients treated individually and in groups")
-    y = data[outcome].astype(bool).astype(np.int64)
-    require(0 < int(y.sum()) < len(y),
-            f"{outcome} is {'true' if y.all() else 'false'} for all {len(y)} patients: "
-            "no contrast can be estimated", "more patients")
-    return data, y
-
-
-def adjusted_response(
-    outcomes: pd.DataFrame,
-    outcome: str = "phq9_response",
-    baseline: str = "phq9_baseline",
-    covariates: Sequence[str] = ("condition", "format", "problem_area"),
-    cluster: str = "auto",
-    min_level_n: int = 20,
-) -> AdjustedComparison:
-    r"""Case-mix adjusted odds ratios and standardised rates of a binary outcome by format.
-
-    Model (population-averaged logistic regression, GEE; Liang and Zeger 1986):
-
-    .. math::
-
-        \operatorname{logit} P(Y_{ij} = 1) = \beta_0 + \sum_k \beta_k\,[\text{cov}_{ij}
-        = k] + \gamma\,\text{baseline}_{ij}, \quad
-        \operatorname{Corr}(Y_{ij}, Y_{ij'}) = \rho \;(j \ne j'),
-
-    for patient ``j`` in cluster ``i`` (exchangeable working correlation), with robust
-    (sandwich) standard errors, which stay valid if the working correlation is wrong.
-    Clusters (``cluster="auto"``): the therapy group for group-format patients, the
-    therapist otherwise, the patient when both are missing; or any column name.
-
-    Covariates are treatment coded against format ``individual``, condition
-    ``major_depression`` and problem area ``role_disputes`` (the most frequent level when
-    these are absent). Levels with fewer than ``min_level_n`` patients or without events or
-    non-events are pooled into ``other_pooled`` to avoid separation; every such step is
-    recorded in ``notes``, as are warnings raised by statsmodels (e.g. non-convergence).
-
-    ``standardised`` gives the model-standardised (g-computation) rates had everyone been
-    treated individually or in a group, averaged over the observed case mix, and their
-    difference, with delta-method 95% intervals from the robust covariance (covariate
-    distribution treated as fixed; Muller and MacLehose 2014). Because GEE coefficients
-    are population-averaged, averaging the fitted probabilities is the natural marginal
-    estimand.
-
-    Parameters
-    ----------
-    outcomes : DataFrame
-        ``patient_outcomes`` restricted by the caller to the population of interest
-        (normally ``finished_course``); rows with the outcome or baseline missing are left
-        out here (noted).
-    outcome, baseline : str
-        Binary outcome column (nullable boolean) and baseline-severity column.
-    covariates : sequence of str
-        Categorical covariates.
-    cluster : str
-        ``"auto"`` or the name of a cluster column.
-    min_level_n : int
-        Smallest level size kept as its own category.
-
-    Returns
-    -------
-    AdjustedComparison
-
-    Raises
-    ------
-    pipeline.estimability.NotEstimable
-        See ``_comparable``; too few clusters; a covariance that is not finite.
-    """
-    data, y = _comparable(outcomes, outcome, baseline)
-    notes: list[str] = []
-    if len(data) < len(outcomes):
-        notes.append(f"{len(outcomes) - len(data)} patients without {outcome} or {baseline} "
-                     "left out")
-    design, design_notes = _design(data, y, covariates, baseline, min_level_n)
-    clusters, cluster_notes = _cluster_ids(data, cluster)
-    require(clusters.nunique() > design.shape[1],
-            f"{clusters.nunique()} clusters for {design.shape[1]} coefficients: the robust "
-            "(sandwich) covariance needs more clusters than coefficients",
-            "more therapists or therapy groups, or fewer covariates (comparison.covariates)")
-    params, cov, fit_notes = _fit_gee(y, design, clusters)
-    require(bool(np.isfinite(np.diag(cov.to_numpy())).all()),
-            "the model's robust covariance is not finite (the data separate the outcome)",
-            "more patients, or fewer covariates")
-    notes += design_notes + cluster_notes + fit_notes
-    with np.errstate(over="ignore"):  # infinite odds ratios under separation (noted above)
-        table = _odds_ratio_table(params, cov, 0.05)
-    if "format[group]" in design and set(design.filter(like="format[")) == {"format[group]"}:
-        standardised = _standardise(design, params, cov, 0.05)
-    else:
-        standardised = None
-    return AdjustedComparison(
-        table=table,
-        standardised=standardised,
-        notes=tuple(notes),
-        n_patients=len(data),
-        n_clusters=int(clusters.nunique()),
-    )
-
-
-# --------------------------------------------------------------------------------------
-# Benchmarks
-# --------------------------------------------------------------------------------------
-
-
-def benchmark_comparison(
-    rates: pd.DataFrame,
-    benchmarks: pd.DataFrame,
-    population: str = "finished_course",
-    denominator: str = "observed",
-    primary: str = "phq9",
-    defined: Mapping[str, Sequence[str]] | None = None,
-) -> pd.DataFrame:
-    """Compare observed rates with external benchmarks.
-
-    Each benchmark row (condition or ``"all"``, outcome, rate, source) is matched to the
-    :func:`response_rates` row with format ``"all"``, the same condition and outcome, the
-    given population and denominator, and instrument ``"phq9+gad7"`` for the paired
-    outcomes (recovery, reliable_improvement, reliable_recovery) or ``primary`` otherwise.
-    The verdict compares the benchmark with the 95% Wilson interval: ``"above"`` when
-    ``ci_low > benchmark``, ``"below"`` when ``ci_high < benchmark``, ``"around"`` when the
-    interval contains it and ``"no data"`` when there is no matching rate. A benchmark for
-    an outcome the instrument does not define (``defined``, as in :func:`response_rates`)
-    is left out.
-
-    Returns
-    -------
-    DataFrame
-        condition, outcome, benchmark_rate, source, n, events, rate, ci_low, ci_high,
-        verdict; one row per benchmark, in the benchmarks' order.
-    """
-    paired = set(PAIRED_OUTCOMES)
-    wanted = benchmarks.rename(columns={"rate": "benchmark_rate"})[
-        ["condition", "outcome", "benchmark_rate", "source"]
-    ].reset_index(drop=True)
-    wanted["instrument"] = [PAIRED_INSTRUMENT if o in paired else primary
-                            for o in wanted["outcome"]]
-    if defined is not None:
-        keep = [o in defined.get(i, ()) for i, o in zip(wanted["instrument"],
-                                                         wanted["outcome"], strict=True)]
-        wanted = wanted.loc[keep].reset_index(drop=True)
-    chosen = rates.loc[
-        (rates["population"] == population)
-        & (rates["denominator"] == denominator)
-        & (rates["format"] == ALL),
-        ["condition", "outcome", "instrument", "n", "events", "rate", "ci_low", "ci_high"],
-    ]
-    merged = wanted.merge(chosen, on=["condition", "outcome", "instrument"], how="left")
-    benchmark = merged["benchmark_rate"].astype(float)
-    verdict = np.select(
-        [merged["rate"].isna(), merged["ci_low"] > benchmark, merged["ci_high"] < benchmark],
-        ["no data", "above", "below"],
-        default="around",
-    )
-    merged["verdict"] = verdict
-    merged["benchmark_rate"] = benchmark
-    merged = merged.astype({"n": "Int64", "events": "Int64"})
-    return merged.drop(columns="instrument")
-
-
-# --------------------------------------------------------------------------------------
-# Attendance
-# --------------------------------------------------------------------------------------
-
-
-def _t_interval(
-    mean: pd.Series, sd: pd.Series, n: pd.Series, alpha: float = 0.05
-) -> tuple[FloatArray, FloatArray]:
-    """``mean -/+ t_{1-alpha/2, n-1} * sd / sqrt(n)``; NaN when ``n < 2``."""
-    count = n.to_numpy(dtype=float)
-    dof = np.where(count >= 2, count - 1, np.nan)
-    half = stats.t.ppf(1 - alpha / 2, dof) * sd.to_numpy(dtype=float) / np.sqrt(count)
-    centre = mean.to_numpy(dtype=float)
-    return (centre - half).astype(np.float64), (centre + half).astype(np.float64)
-
-
-def _ratio(numerator: pd.Series, denominator: pd.Series) -> FloatArray:
-    num = numerator.to_numpy(dtype=float)
-    den = denominator.to_numpy(dtype=float)
-    return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan).astype(np.float64)
-
-
-def attendance_summary(outcomes: pd.DataFrame) -> pd.DataFrame:
-    """Attendance, did-not-attend and dropout among started patients, by condition x format.
-
-    * ``sessions_attended_mean`` with the t interval
-      ``mean +/- t_{0.975, k-1} s / sqrt(k)`` over the ``k`` started patients;
-    * ``dna_rate = sum(sessions_did_not_attend) / sum(sessions_scheduled)`` (treatment
-      sessions) with a Wilson interval. Sessions are clustered within patients (some
-      patients miss many), so this binomial interval is too narrow; read it as a lower
-      bound on the uncertainty;
-    * ``dropout_rate`` = share of started patients with ``dropout`` True, Wilson interval.
-
-    Margins ``"all"`` as in :func:`response_rates`.
-
-    Returns
-    -------
-    DataFrame
-        condition, format, patients, sessions_attended_mean, sessions_attended_ci_low,
-        sessions_attended_ci_high, dna_sessions, scheduled_sessions, dna_rate, dna_ci_low,
-        dna_ci_high, dropouts, dropout_rate, dropout_ci_low, dropout_ci_high.
-    """
-    started = outcomes.loc[outcomes["started"].astype(bool)]
-    frame = started[["condition", "format", "sessions_attended", "sessions_did_not_attend",
-                     "sessions_scheduled"]].assign(dropout=started["dropout"].astype(np.int64))
-    cells = _with_margins(frame).groupby(["condition", "format"], sort=False).agg(
-        patients=("sessions_attended", "size"),
-        sessions_attended_mean=("sessions_attended", "mean"),
-        sessions_attended_sd=("sessions_attended", "std"),
-        dna_sessions=("sessions_did_not_attend", "sum"),
-        scheduled_sessions=("sessions_scheduled", "sum"),
-        dropouts=("dropout", "sum"),
-    ).reset_index()
-    low, high = _t_interval(cells["sessions_attended_mean"], cells["sessions_attended_sd"],
-                            cells["patients"])
-    cells["sessions_attended_ci_low"], cells["sessions_attended_ci_high"] = low, high
-    cells["dna_rate"] = _ratio(cells["dna_sessions"], cells["scheduled_sessions"])
-    cells["dna_ci_low"], cells["dna_ci_high"] = wilson_interval(
-        cells["dna_sessions"], cells["scheduled_sessions"])
-    cells["dropout_rate"] = _ratio(cells["dropouts"], cells["patients"])
-    cells["dropout_ci_low"], cells["dropout_ci_high"] = wilson_interval(
-        cells["dropouts"], cells["patients"])
-    columns = [
-        "condition", "format", "patients", "sessions_attended_mean", "sessions_attended_ci_low",
-        "sessions_attended_ci_high", "dna_sessions", "scheduled_sessions", "dna_rate",
-        "dna_ci_low", "dna_ci_high", "dropouts", "dropout_rate", "dropout_ci_low",
-        "dropout_ci_high",
-    ]
-    return _sort_cells(cells[columns], {"condition": CONDITIONS, "format": FORMATS})
-

@@ -13,6 +13,7 @@ import pandas as pd
 from data_schemas.outcomes import outcome_instruments
 from pipeline.config import StudyConfig
 from pipeline.estimability import require
+from pipeline.outcomes import comparison as response_models
 from pipeline.outcomes import definitions as outcomes
 from pipeline.outcomes import rates
 
@@ -87,14 +88,14 @@ def main_rates(response_rates: pd.DataFrame, config: StudyConfig) -> pd.DataFram
 
 
 def format_comparison(patient_outcomes: pd.DataFrame,
-                      config: StudyConfig) -> rates.AdjustedComparison:
+                      config: StudyConfig) -> response_models.AdjustedComparison:
     """The adjusted comparison of the primary outcome between formats (main population:
     finished courses, or the randomised in a trial).
 
     Raises
     ------
     NotEstimable
-        See :func:`pipeline.outcomes.rates.adjusted_response`.
+        See :func:`pipeline.outcomes.comparison.adjusted_response`.
     """
     primary = config.primary_instrument
     comparison = config.comparison
@@ -106,7 +107,7 @@ def format_comparison(patient_outcomes: pd.DataFrame,
             f"{comparison.outcome} is not defined for {primary} (or {primary} has no scores)",
             f"an instrument whose catalogue entry defines {comparison.outcome} "
             "(primary_instrument, or comparison.outcome, in the study config)")
-    return rates.adjusted_response(
+    return response_models.adjusted_response(
         finished,
         outcome=f"{primary}_{comparison.outcome}",
         baseline=f"{primary}_baseline",
@@ -125,7 +126,7 @@ def _main_population_remedy(config: StudyConfig) -> str:
             "assessments only sets populations.definition: trial")
 
 
-def standardised(comparison: rates.AdjustedComparison) -> pd.DataFrame:
+def standardised(comparison: response_models.AdjustedComparison) -> pd.DataFrame:
     """``response_standardised``, or not estimable without an individual-group contrast."""
     require(comparison.standardised is not None,
             "the adjusted model has no individual-versus-group contrast",

@@ -11,7 +11,9 @@ Modules
 ``stage_figures``
     ``draw(stage, output, config)``: each stage's figures from the data it returned.
 ``paper_tables``, ``paper_export``
-    Tables 1--5 for papers (CSV, LaTeX, Word).
+    Tables 1--5 for papers (CSV, LaTeX, Word); ``paper_tables`` builds Tables 2 and 3 and
+    re-exports ``paper_cells`` (labels, formatting, ``PaperTable``), ``paper_baseline``
+    (Table 1), ``paper_growth`` (Table 4) and ``paper_relapse`` (Table 5).
 ``manifest``
     Software versions, inputs and seeds of a run.
 """

@@ -13,6 +13,10 @@ Modules
     Small-number suppression: primary (counts 1..high shown as ``<N``) and complementary
     (secondary, ``*``) across every published additive relation -- table margins, and
     cells that tables repeat -- checked by linear programming. Also used by the audit.
+``cell_suppression``
+    Its cell-level half: ``Relation``, ``protect_cells`` (the quick pass over one
+    relation) and ``audit_column`` (the linear-programming audit); re-exported by
+    ``suppression``.
 ``outcome_tables``, ``relapse_tables``
     Its application to the outcomes stage's shared tables and the patient flow, and to
     the relapse stage's tables (strata with margins, numbers at risk).
