@@ -160,7 +160,7 @@ def pool_rare_levels(
             values, min_patients, outcome, rows):
         values = values.replace(POOLED, reference)
         merged_into = reference
-        notes.append(f"{name}: {POOLED} still rare ({what}); merged into {reference}")
+        notes.append(f"{name}: {POOLED} still rare ({what}); merged into reference {reference}")
     if values.nunique() < 2:
         reference = None
     return PooledLevels(values, reference, pooled, merged_into, tuple(notes))
