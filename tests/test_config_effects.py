@@ -21,8 +21,8 @@ from pipeline import config as config_module
 from pipeline.config import StudyConfig
 from pipeline.demo import generate as demo
 from pipeline.outcomes import tables as outcome_tables
+from pipeline.relapse import analysis as relapse
 from pipeline.runner import stages
-from pipeline.sharing import outcome_tables as shared_outcomes
 from pipeline.sharing.publish import SharingOptions
 
 KEY = bytes(range(32))
@@ -46,7 +46,7 @@ def _merge(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _config(change: str) -> StudyConfig:
     return config_module.from_mapping(_merge(BASE, json.loads(change)))
 
@@ -55,7 +55,7 @@ def _key(change: dict[str, Any] | None) -> str:
     return json.dumps(change or {}, sort_keys=True)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _outcomes(change: str) -> pd.DataFrame:
     """Derived outcomes, with the GAD-7 change blanked for every 8th finished course (the
     demo pairs every finished course; the completeness standard needs a share below 1)."""
@@ -69,7 +69,7 @@ def derive(change: dict[str, Any] | None = None) -> pd.DataFrame:
     return _outcomes(_key(change))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _stage(stage: str, change: str) -> stages.StageOutput:
     config = _config(change)
     po = _outcomes(change)
@@ -123,18 +123,14 @@ def test_completeness_standard_and_finished_course() -> None:
         "finished_courses"].iloc[0] < default["finished_courses"].iloc[0]
 
 
-def _shared_rates(change: dict[str, Any] | None = None) -> pd.DataFrame:
-    config = _config(_key(change))
-    rates = outcome_tables.rate_table(derive(change), config)
-    shared, _ = shared_outcomes.share({"response_rates": rates}, config.suppress_below - 1,
-                                      config.primary_instrument)
-    return shared["response_rates"]
-
-
 def test_suppress_below_hides_more_counts() -> None:
-    default, stricter = _shared_rates(), _shared_rates({"suppress_below": 8})
-    assert list(default.columns) == list(stricter.columns)
-    assert int(stricter["suppressed"].sum()) > int(default["suppressed"].sum())
+    """``suppress_below`` (the audit's unit tables: the cheapest shared tables to build)."""
+    default, stricter = run("audit"), run("audit", {"suppress_below": 12})
+    therapists_a, therapists_b = (o.tables["audit_therapists"] for o in (default, stricter))
+    assert list(therapists_a.columns) == list(therapists_b.columns)
+    assert not same(therapists_a, therapists_b)
+    hidden = [int(t["recovery_rate"].isna().sum()) for t in (therapists_a, therapists_b)]
+    assert hidden[1] > hidden[0]
 
 
 def test_primary_instrument_chooses_the_main_rates() -> None:
@@ -207,10 +203,19 @@ def test_relapse_horizons() -> None:
     assert same(default.tables["relapse_cohort"], changed.tables["relapse_cohort"])
 
 
-def test_relapse_at_risk_definition() -> None:
-    change = {"relapse": {"at_risk": "response"}}
-    assert not same(run("relapse").tables["relapse_cohort"],
-                    run("relapse", change).tables["relapse_cohort"])
+@pytest.mark.parametrize("change", [{"relapse": {"at_risk": "response"}},
+                                    {"relapse": {"threshold": 5.0}}])
+def test_relapse_cohort_definition(change: dict[str, Any]) -> None:
+    """``relapse.at_risk`` and ``relapse.threshold``: who is at risk (the cohort builder
+    the relapse stage calls; the whole stage is run in :func:`test_relapse_horizons`)."""
+    tables = _tables()
+
+    def cohort(change: dict[str, Any] | None) -> pd.DataFrame:
+        return relapse.relapse_cohort(tables["patients"], tables["sessions"],
+                                      tables["followups"], derive(change),
+                                      _config(_key(change)))[0]
+
+    assert not same(cohort(None), cohort(change))
 
 
 # --------------------------------------------------------------------------- trajectories
