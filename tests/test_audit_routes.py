@@ -183,7 +183,7 @@ def test_not_on_track_from_the_needed_rows_equals_building_every_row(
     reference, reference_notes = _not_on_track_all_rows(*study, options)
     pd.testing.assert_frame_equal(table, reference)
     assert notes[:-1] == reference_notes  # the last note counts the flagged patients
-    sampled = [n for n in notes if "curve fitted on a random" in n]
+    sampled = [n for n in notes if "curve fitted on a pseudo-random" in n]
     assert len(sampled) == (1 if max_model_patients == 300 else 0)
 
 

@@ -125,12 +125,17 @@ def test_model_data_codes_factors_and_centres_covariates() -> None:
                          "weeks": week, "dropout": i < 10})
     frame, terms, notes = model_data(pd.DataFrame(rows))
     assert list(frame["format"].cat.categories) == ["individual", "group"]
-    assert list(frame["condition"].cat.categories) == ["major_depression", "anxiety",
-                                                       "other_pooled"]
+    # bipolar (3) and other (2) are rare (< 10 patients): pooled, and the pooled level
+    # (5 patients) is still rare, so it is merged into the reference (one pooling rule,
+    # pipeline.modelling.pooling); sex not recorded (1 patient) likewise joins female.
+    assert list(frame["condition"].cat.categories) == ["major_depression", "anxiety"]
     assert any("pooled" in n and "bipolar, other" in n for n in notes)
+    assert any("merged into reference major_depression" in n for n in notes)
+    assert (frame["condition"] == "major_depression").sum() == 2 * 30
     first = frame.drop_duplicates("patient_id")
     assert first["age_centred"].mean() == pytest.approx(0.0)
-    assert terms == ["age_centred", "`sex[male]`", "`sex[not_recorded]`"]
+    assert terms == ["age_centred", "`sex[male]`"]
+    assert any(n.startswith("sex:") and "merged into reference female" in n for n in notes)
     assert first["sex[male]"].mean() == pytest.approx(0.0)
     assert list(frame["pattern"].cat.categories) == ["retained", "dropout"]
     assert frame["is_group"].sum() == 60

@@ -140,7 +140,8 @@ from scipy import stats
 from pipeline.audit import funnels as funnel
 from pipeline.config import Audit, StudyConfig
 from pipeline.estimability import AnalysisRecord, NotEstimable, attempt, require
-from pipeline.outcomes import rates
+from pipeline.modelling import pooling, sampling
+from pipeline.outcomes import completeness, rates
 from pipeline.report import audit_plots
 from pipeline.sharing import pseudonyms as privacy
 from pipeline.sharing.suppression import SECONDARY, Relation, _secondary, audit_column
@@ -288,20 +289,11 @@ def unit_columns(instruments: Sequence[str]) -> tuple[str, ...]:
 
 
 def _pool(values: pd.Series, name: str, min_n: int) -> tuple[pd.Series, list[str]]:
-    """Pool levels rarer than ``min_n`` into ``other_pooled`` (or the commonest level)."""
+    """Pool levels rarer than ``min_n`` into ``other_pooled`` (merged into the commonest
+    level if still too small): :func:`pipeline.modelling.pooling.pool_rare_levels`."""
     values = values.astype(object).where(values.notna(), "missing").astype(str)
-    counts = values.value_counts()
-    rare = sorted(str(level) for level in counts.index[counts < min_n])
-    notes: list[str] = []
-    if rare:
-        values = values.where(~values.isin(rare), POOLED)
-        notes.append(f"case mix: {name} levels {', '.join(rare)} pooled (< {min_n} patients)")
-    pooled_n = int((values == POOLED).sum())
-    if 0 < pooled_n < min_n:
-        commonest = str(values[values != POOLED].value_counts().idxmax()) if (
-            values != POOLED).any() else POOLED
-        values = values.replace(POOLED, commonest)
-    return values, notes
+    result = pooling.pool_rare_levels(values, min_n, name=f"case mix: {name}")
+    return result.values, list(result.notes)
 
 
 def _case_mix_design(data: pd.DataFrame, baselines: Sequence[str],
@@ -427,9 +419,10 @@ def _add_rates(table: pd.DataFrame, standard: float) -> pd.DataFrame:
     table["dropout_rate"] = _ratio(table["dropouts"], table["started"])
     low, high = rates.wilson_interval(table["dropouts"], table["started"])
     table["dropout_ci_low"], table["dropout_ci_high"] = low, high
-    table["completeness"] = _ratio(table["paired_n"], table["finished_course"])
-    table["meets_completeness_standard"] = (table["completeness"] >= standard).astype(
-        "boolean").mask(table["completeness"].isna())
+    table["completeness"] = completeness.share_paired(table["paired_n"],
+                                                      table["finished_course"])
+    table["meets_completeness_standard"] = completeness.meets_standard(
+        table["completeness"], standard)
     observed = table["recovery_events"]
     table["oe_ratio"] = _ratio(observed, table["expected"])
     low, high = poisson_ratio_interval(observed, table["expected"])
@@ -862,15 +855,16 @@ def _score_rows(patients: pd.DataFrame, sessions: pd.DataFrame,
 
 def sample_patients(patient_ids: npt.ArrayLike, options: AuditOptions
                     ) -> tuple[npt.NDArray[np.object_], list[str]]:
-    """The patients of the recovery curve: all, or a seeded random ``max_model_patients``
-    of them (sorted ids drawn without replacement), with a note saying so."""
+    """The patients of the recovery curve: all, or ``max_model_patients`` of them chosen
+    by a keyed hash of the id (:func:`pipeline.modelling.sampling.hash_sample`: the same
+    whatever the row order, largely the same when patients are added), with a note."""
     patients = np.sort(pd.unique(np.asarray(patient_ids, dtype=object)))
     if len(patients) <= options.max_model_patients:
         return patients, []
-    rng = np.random.default_rng(options.seed)
-    chosen = rng.choice(patients, options.max_model_patients, replace=False)
-    return chosen, [f"not on track: curve fitted on a random {options.max_model_patients} "
-                    f"of {len(patients)} finished courses"]
+    chosen = patients[sampling.hash_sample(pd.Series(patients), options.max_model_patients)]
+    return chosen, [f"not on track: curve fitted on a pseudo-random {options.max_model_patients}"
+                    f" of {len(patients)} finished courses (chosen by a fixed hash of the "
+                    "patient id)"]
 
 
 def fit_recovery_curve(rows: pd.DataFrame, options: AuditOptions) -> tuple[

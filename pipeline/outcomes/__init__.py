@@ -20,6 +20,9 @@ Modules
     ``benchmark_comparison``: observed rates against external benchmarks.
 ``attendance``
     ``attendance_summary``: sessions attended, did-not-attend and dropout rates.
+``completeness``
+    Paired-score completeness (share of finished courses with paired scores) against
+    ``audit.completeness_standard``: one computation for the outcomes stage and the audit.
 ``tables``
     The outcome stage's tables: rate tables, format comparison, standardised
     difference, patient flow counts.

@@ -47,6 +47,7 @@ import pandas as pd
 
 from data_schemas.vocab import CONDITIONS, FORMATS
 from pipeline.estimability import require
+from pipeline.modelling import pooling
 from pipeline.outcomes.attendance import attendance_summary
 from pipeline.outcomes.benchmarks import benchmark_comparison
 from pipeline.outcomes.cells import (
@@ -349,48 +350,21 @@ def missing_group_note(data: pd.DataFrame,
 def _pool_levels(
     values: pd.Series, y: pd.Series, name: str, min_level_n: int
 ) -> tuple[pd.Series, str | None, list[str]]:
-    """Pool sparse levels of one covariate; choose its reference level.
-
-    A level is sparse when it has fewer than ``min_level_n`` patients or no events or no
-    non-events (which would make its coefficient infinite: separation). Sparse levels are
-    pooled into ``"other_pooled"``; if the pooled level is itself sparse it is merged into
-    the reference level. Returns the recoded values, the reference (None when only one
-    level is left: the covariate is then dropped) and notes.
+    """Pool sparse levels of one covariate (:func:`pipeline.modelling.pooling.pool_rare_levels`
+    with the outcome: fewer than ``min_level_n`` patients, or no events or no non-events);
+    choose its reference level. Returns the recoded values, the reference (None when only
+    one level is left: the covariate is then dropped) and notes.
     """
-    values = values.astype(str)
-    stats_by_level = y.groupby(values).agg(["size", "sum"])
-    sparse = (
-        (stats_by_level["size"] < min_level_n)
-        | (stats_by_level["sum"] == 0)
-        | (stats_by_level["sum"] == stats_by_level["size"])
-    )
-    notes: list[str] = []
-    pooled = sorted(stats_by_level.index[sparse])
-    if pooled:
-        values = values.where(~values.isin(pooled), POOLED_LEVEL)
-        notes.append(f"{name}: levels {', '.join(pooled)} pooled into {POOLED_LEVEL} "
-                     f"(fewer than {min_level_n} patients, or no events or no non-events)")
-    counts = values.value_counts()
-    kept = sorted(level for level in counts.index if level != POOLED_LEVEL)
-    if not kept:
-        return values, None, [*notes, f"{name}: no level large enough; covariate dropped"]
     preferred = REFERENCE_LEVELS.get(name)
-    reference = preferred if preferred in kept else max(kept, key=lambda lv: (counts[lv], lv))
-    if preferred is not None and reference != preferred:
-        notes.append(f"{name}: reference level {preferred} absent or sparse; using {reference}")
-    if POOLED_LEVEL in counts.index and not _pooled_is_adequate(values, y, min_level_n):
-        values = values.replace(POOLED_LEVEL, reference)
-        notes.append(f"{name}: {POOLED_LEVEL} still sparse; merged into reference {reference}")
-    if values.nunique() < 2:
-        return values, None, [*notes, f"{name}: a single level left; covariate dropped"]
-    return values, reference, notes
-
-
-def _pooled_is_adequate(values: pd.Series, y: pd.Series, min_level_n: int) -> bool:
-    """Whether the ``other_pooled`` level is large enough and has events and non-events."""
-    pooled_y = y[values == POOLED_LEVEL]
-    events = int(pooled_y.sum())
-    return len(pooled_y) >= min_level_n and 0 < events < len(pooled_y)
+    result = pooling.pool_rare_levels(values, min_level_n, outcome=y, name=name,
+                                      preferred=() if preferred is None else (preferred,))
+    notes = list(result.notes)
+    if result.reference is None:
+        return result.values, None, [*notes, f"{name}: a single level left; covariate dropped"]
+    if preferred is not None and result.reference != preferred:
+        notes.insert(1, f"{name}: reference level {preferred} absent or sparse; "
+                     f"using {result.reference}")
+    return result.values, result.reference, notes
 
 
 def _design(

@@ -21,6 +21,7 @@ from typing import Any, Final
 import pandas as pd
 
 from pipeline import io
+from pipeline.config import StudyConfig
 from pipeline.report import paper_tables as pt
 from pipeline.report.html import main_population
 
@@ -28,6 +29,8 @@ FOLDER: Final = "paper"
 DOCX_NAME: Final = "tables.docx"
 #: The Word document's creation and modification dates (fixed: same run, same bytes).
 FIXED_DATE: Final = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+#: The study defaults: a run without a recorded value falls back to the config's own default.
+DEFAULTS: Final = StudyConfig()
 ZIP_DATE: Final = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
 
 
@@ -71,7 +74,7 @@ def build(run: RunTables) -> list[pt.PaperTable]:
     population = main_population(rates)
     patients = run.get("patient_outcomes")
     suppress_below = (None if run.options.get("no_suppress")
-                      else int(run.config.get("suppress_below", 5)))
+                      else int(run.config.get("suppress_below", DEFAULTS.suppress_below)))
     table1 = (pt.table1_baseline(patients, population, suppress_below,
                                  baseline_spec(run.config), shared_rates=rates)
               if patients is not None

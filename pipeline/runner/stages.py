@@ -17,10 +17,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from pipeline.config import StudyConfig
-from pipeline.estimability import AnalysisRecord, NotEstimable, attempt, require
+from pipeline.estimability import AnalysisRecord, NotEstimable, attempt
 from pipeline.outcomes import definitions as outcomes
 from pipeline.outcomes import rates as rate_functions
 from pipeline.outcomes import tables as outcome_tables
+from pipeline.outcomes.completeness import completeness_table
 from pipeline.sharing import outcome_tables as shared_outcomes
 from pipeline.sharing import relapse_tables as shared_relapse
 from pipeline.sharing.publish import SharingOptions
@@ -66,30 +67,16 @@ class StageOutput:
 
 def completeness(patient_outcomes: pd.DataFrame, config: StudyConfig) -> pd.DataFrame:
     """Share of finished courses with paired scores on both paired instruments (NHS
-    Talking Therapies data-completeness standard: ``audit.completeness_standard``, 90%).
+    Talking Therapies data-completeness standard: ``audit.completeness_standard``, 90%):
+    :func:`pipeline.outcomes.completeness.completeness_table`, the computation the audit
+    uses per unit.
 
     Raises
     ------
     NotEstimable
         When a paired instrument is not in the data, or nobody finished a course.
     """
-    first, second = config.paired_instruments
-    missing = [i for i in (first, second) if f"{i}_change" not in patient_outcomes.columns
-               or not patient_outcomes[f"{i}_baseline"].notna().any()]
-    require(not missing, f"no {' or '.join(missing)} scores: paired-score completeness "
-            "is defined for the paired instruments", f"{first} and {second} scores")
-    finished = patient_outcomes[patient_outcomes["finished_course"]]
-    require(not finished.empty, "no patient finished a course of treatment",
-            "patients who ended treatment after >= "
-            f"{config.populations.finished_course_min_sessions} attended sessions")
-    paired = finished[f"{first}_change"].notna() & finished[f"{second}_change"].notna()
-    share = float(paired.mean())
-    standard = config.audit.completeness_standard
-    return pd.DataFrame({
-        "finished_courses": [len(finished)], "paired": [int(paired.sum())],
-        "share_paired": [share], "standard": [standard],
-        "meets_standard": [bool(share >= standard)],
-    })
+    return completeness_table(patient_outcomes, config)
 
 
 def derive_outcomes(tables: dict[str, pd.DataFrame], config: StudyConfig) -> pd.DataFrame:

@@ -46,6 +46,7 @@ import pandas as pd
 from data_schemas.vocab import CONDITIONS, FORMATS
 from pipeline.config import StudyConfig
 from pipeline.estimability import NOT_ESTIMABLE, AnalysisRecord, attempt
+from pipeline.modelling import pooling, sampling
 from pipeline.trajectories import engines
 from pipeline.trajectories.data import (
     MODEL_PATIENT_COLUMNS,
@@ -75,7 +76,7 @@ REFERENCES: Final = {"format": FORMATS, "condition": CONDITIONS,
                      "pattern": ("retained", "dropout")}
 POOLED: Final = "other_pooled"
 MIN_LEVEL_PATIENTS: Final = 10
-SAMPLE_HASH_KEY: Final = "ipt-outcomes-smp"  # 16 bytes, as pandas requires
+SAMPLE_HASH_KEY: Final = sampling.SAMPLE_HASH_KEY
 AGE_COMPLETE: Final = 0.9
 STAGE: Final = "models"
 
@@ -118,12 +119,12 @@ def sample_patients(patients: pd.DataFrame, limit: int | None
 
     Registry-scale data (a national service's million patients a year) would need tens of
     gigabytes for five mixed models. The sample is the ``limit`` patients with the smallest
-    keyed hash of their id (``pandas.util.hash_pandas_object``, key ``SAMPLE_HASH_KEY``):
-    a simple random sample in effect, the same whatever the row order and largely the same
-    when patients are added, so reruns and updates are comparable. The models then
-    estimate the same quantities (consistently) with standard errors up to about
-    :math:`\sqrt{N/m}` times those of a fit to all :math:`N` patients (less for effects
-    driven by therapists or groups, which all stay in the sample; Cochran 1977, ch. 2).
+    keyed hash of their id (:func:`pipeline.modelling.sampling.hash_sample`): a simple
+    random sample in effect, the same whatever the row order and largely the same when
+    patients are added, so reruns and updates are comparable. The models then estimate the
+    same quantities (consistently) with standard errors up to about :math:`\sqrt{N/m}`
+    times those of a fit to all :math:`N` patients (less for effects driven by therapists
+    or groups, which all stay in the sample; Cochran 1977, ch. 2).
 
     Returns
     -------
@@ -134,9 +135,7 @@ def sample_patients(patients: pd.DataFrame, limit: int | None
     total = len(patients)
     if limit is None or total <= limit:
         return patients, None
-    hashes = pd.util.hash_pandas_object(patients["patient_id"].astype(str), index=False,
-                                        hash_key=SAMPLE_HASH_KEY).to_numpy()
-    chosen = np.sort(np.argsort(hashes, kind="stable")[:limit])
+    chosen = sampling.hash_sample(patients["patient_id"], limit)
     note = (f"models fitted to a pseudo-random sample of {limit:,} of {total:,} patients "
             "(trajectories.max_patients; chosen by a fixed hash of the patient id): the same "
             f"quantities are estimated, with standard errors up to about "
@@ -161,19 +160,24 @@ def _text_categories(values: pd.Series, missing: str | None = None) -> pd.Series
 
 def _categorical(values: pd.Series, first: npt.NDArray[np.bool_], name: str,
                  missing: str | None = None) -> tuple[pd.Series, list[str]]:
-    """Treatment-coded categorical (reference first); rare levels pooled.
+    """Treatment-coded categorical (reference first); rare levels pooled
+    (:func:`pipeline.modelling.pooling.pool_rare_levels`, ``MIN_LEVEL_PATIENTS``).
 
     ``first`` marks each patient's first row (patient-level attributes are counted once).
     """
     text = _text_categories(values, missing)
-    counts = text[first].value_counts()
-    rare = sorted(str(level) for level, n in counts.items() if 0 < n < MIN_LEVEL_PATIENTS)
     notes: list[str] = []
-    if len(rare) > 1:
-        text = text.cat.add_categories([POOLED]) if POOLED not in text.cat.categories else text
-        text = text.mask(text.isin(rare), POOLED)
-        notes.append(f"{name}: levels with fewer than {MIN_LEVEL_PATIENTS} patients pooled "
-                     f"into {POOLED}: {', '.join(rare)}")
+    observed = text.notna().to_numpy()
+    if observed.any():
+        labels = text[observed].astype(str)
+        preferred = [*REFERENCES.get(name, ()), *sorted(set(labels))]
+        result = pooling.pool_rare_levels(labels, MIN_LEVEL_PATIENTS, first=first[observed],
+                                          preferred=preferred, name=name)
+        if result.pooled:
+            recoded = pd.Series(pd.NA, index=text.index, dtype=object)
+            recoded[observed] = result.values
+            text = _text_categories(recoded)
+            notes += result.notes
     present = set(text.cat.categories[np.unique(text.cat.codes[text.cat.codes >= 0])])
     known = [v for v in REFERENCES.get(name, ()) if v in present]
     levels = known + sorted(present - set(known))

@@ -1,0 +1,13 @@
+"""Modelling: what the models of every stage share.
+
+Modules
+-------
+``pooling``
+    ``pool_rare_levels(values, min_patients, ...)``: the one rule for pooling rare levels
+    of a categorical covariate (used by the response models, the audit's case mix and the
+    trajectory models).
+``sampling``
+    ``hash_sample(patient_ids, limit)``: a reproducible pseudo-random sample of patients
+    by a keyed hash of their id (used by the trajectory models and the audit's recovery
+    curve).
+"""
