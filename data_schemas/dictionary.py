@@ -223,7 +223,7 @@ def _outputs_section() -> list[str]:
         "",
         "Every CSV that `ipt-outcomes run` writes under `--out` (`tables/`, `audit/`, "
         "`validation/`), as shared (pseudonymised ids, small counts suppressed). Generated "
-        "from the pandera schemas in `data_schemas/outputs.py`; `tests/test_output_"
+        "from the pandera schemas in `data_schemas/outputs/`; `tests/test_output_"
         "contracts.py` checks every file of a run against them. Read them with "
         "`pd.read_csv(path, keep_default_na=False, na_values=[\"\"])`: an empty cell is "
         "missing. A count of a protected table is a whole number, `<5` (1-4) or `*` "
