@@ -41,6 +41,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.config import StudyConfig
 from pipeline.report.findings import percent
 from pipeline.report.html import format_cell, main_population
 from pipeline.report.paper_baseline import (
@@ -136,7 +137,7 @@ def outcome_label(instrument: str, outcome: str) -> str:
 
 
 def table2_outcomes(rates: pd.DataFrame, primary: str, denominator: str = "observed",
-                    suppress_below: int | None = 5) -> PaperTable:
+                    suppress_below: int | None = StudyConfig.suppress_below) -> PaperTable:
     """Table 2: outcomes by condition and format, from ``response_rates.csv``.
 
     The main population (``finished_course``, or ``randomised`` for a trial) and the

@@ -20,9 +20,10 @@ Coding of the model data
 Categorical effects use treatment coding against ``individual`` (format),
 ``major_depression`` (condition), ``role_disputes`` (problem area) and ``retained``
 (dropout pattern); levels held by fewer than ``MIN_LEVEL_PATIENTS`` patients are pooled
-into ``other_pooled``. Baseline covariates are age (``age_centred``) and sex (``sex[...]``
-indicators), each centred at its patient-level mean so that model-based means refer to the
-average covariate profile; age is used when at least 90% of patients have it.
+into ``other_pooled``, itself merged into the reference level when still that rare (the
+one rule of ``pipeline.modelling.pooling``). Baseline covariates are age (``age_centred``)
+and sex (``sex[...]`` indicators), each centred at its patient-level mean so that
+model-based means refer to the average covariate profile; age is used when at least 90% of patients have it.
 
 References
 ----------
