@@ -22,6 +22,7 @@ from pipeline import config
 from pipeline.audit import review as audit
 from pipeline.outcomes import definitions as outcomes
 from pipeline.outcomes import rates
+from pipeline.report import audit_plots
 from pipeline.sharing import pseudonyms as privacy
 
 KEY = b"audit-test-key"
@@ -193,7 +194,8 @@ def test_poisson_ratio_interval_exact() -> None:
 
 
 def test_funnel_figures_and_summary(result: audit.AuditResult) -> None:
-    assert set(result.figures) == {"funnel_sites", "funnel_therapists"}
+    assert set(audit_plots.review_figures(result.figure_data)) == {"funnel_sites",
+                                                                   "funnel_therapists"}
     summary = result.tables["audit_funnel_summary"].set_index("level")
     assert summary.loc["site", "units_on_funnel"] == 6  # S7 is too small
     assert any(m.startswith("funnel (sites)") for m in result.messages)
@@ -386,7 +388,7 @@ def test_audit_without_therapist_ids(
 def _all_text(result: audit.AuditResult) -> list[str]:
     cells = [str(v) for table in result.tables.values() for v in table.to_numpy().ravel()]
     cells += [str(c) for table in result.tables.values() for c in table.columns]
-    for figure in result.figures.values():
+    for figure in audit_plots.review_figures(result.figure_data).values():
         cells += [t.get_text() for t in figure.findobj(Text)]
     return cells + list(result.messages)
 
