@@ -2,7 +2,7 @@ r"""Patients not on track: the expected recovery curve and the flags of the audi
 
 Patients not on track (``not_on_track``)
     An expected recovery curve (Finch, Lambert and Schaalje 2001; Lutz et al. 1999) from a
-    linear mixed model fitted by REML (statsmodels MixedLM) on the finished courses'
+    linear mixed model fitted by REML (``pipeline.trajectories.engines``) on the finished courses'
     treatment-session scores of the primary instrument (a seeded random
     ``max_model_patients`` of them when there are more, stated in the messages; only their
     session rows and those of the patients in treatment are built),
@@ -30,26 +30,30 @@ psychotherapy. J Consult Clin Psychol 67:571-577.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import statsmodels.api as sm
 
 from pipeline.audit import funnels as funnel
 from pipeline.audit.columns import NOT_ON_TRACK_COLUMNS, FloatArray
 from pipeline.config import StudyConfig
 from pipeline.estimability import NotEstimable, require
+from pipeline.trajectories import engines
 
 if TYPE_CHECKING:
     from pipeline.audit.review import AuditOptions
 
-#: Optimisers tried in turn for the recovery curve (L-BFGS first: it copes best with random
-#: effects near the boundary of their space, e.g. intercepts and slopes almost collinear).
-CURVE_OPTIMISERS: Final = ("lbfgs", "bfgs", "cg")
+#: The expected recovery curve in lme4 notation: ``score ~ weeks * baseline_centred +
+#: (1 + weeks | patient_id)``, fitted by REML through ``pipeline.trajectories.engines``.
+CURVE_MODEL: Final = engines.MixedSpec(
+    "score", "weeks * baseline_centred", (engines.RandomEffect("patient_id", ("1", "weeks")),))
+#: ``auto``: the ``mixedlm`` engine when installed (lme4's algorithm; 1.7 s on the
+#: 2,000-patient demo against 37 s for statsmodels), statsmodels otherwise; both agree to
+#: about 1e-8 on the demo curve.
+CURVE_ENGINE: Final = "auto"
 MIN_CURVE_PATIENTS: Final = 10
 
 
@@ -137,7 +141,8 @@ def fit_recovery_curve(rows: pd.DataFrame, options: AuditOptions) -> tuple[
     """Fit the expected recovery curve by REML on rows (patient_id, weeks, baseline, score).
 
     At most ``max_model_patients`` patients (:func:`sample_patients`); warnings raised by
-    statsmodels are returned as notes, not filtered.
+    the engine are returned as notes, not filtered; a fit that did not converge is not
+    used (:class:`NotEstimable`, so the audit records it and says so).
     """
     from pipeline.audit.review import sample_patients  # its shared definition is on the way
 
@@ -154,30 +159,32 @@ def fit_recovery_curve(rows: pd.DataFrame, options: AuditOptions) -> tuple[
             "per patient need more scores than random effects (lme4 refuses this model)",
             "three or more scores per finished course")
     centre = float(rows.groupby("patient_id")["baseline"].first().mean())
-    w = rows["weeks"].to_numpy(dtype=float)
-    b = rows["baseline"].to_numpy(dtype=float) - centre
-    exog = np.column_stack([np.ones_like(w), w, b, w * b])
-    model = sm.MixedLM(rows["score"].to_numpy(dtype=float), exog,
-                       groups=rows["patient_id"].to_numpy(), exog_re=exog[:, :2])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            fitted = model.fit(reml=True, method=list(CURVE_OPTIMISERS))
-        except (np.linalg.LinAlgError, ValueError) as exc:
-            raise NotEstimable(f"the expected recovery curve could not be fitted ({exc})",
-                               "more finished courses with session-by-session scores"
-                               ) from exc
-    require(bool(fitted.converged),
-            "the expected recovery curve (mixed model) did not converge, so it is not used",
-            "more finished courses with session-by-session scores")
-    notes += [f"not on track: statsmodels {w_.category.__name__}: {w_.message}"
-              for w_ in caught]
-    g = np.asarray(fitted.cov_re, dtype=float)
-    fe = np.asarray(fitted.fe_params, dtype=float)
-    curve = RecoveryCurve((float(fe[0]), float(fe[1]), float(fe[2]), float(fe[3])),
-                          (float(g[0, 0]), float(g[0, 1]), float(g[1, 1])),
-                          float(fitted.scale), centre)
-    return curve, list(dict.fromkeys(notes))
+    data = rows.assign(baseline_centred=rows["baseline"].astype(float) - centre)
+    try:
+        fitted = engines.fit(CURVE_MODEL, data, engine=CURVE_ENGINE)
+    except (engines.EngineError, np.linalg.LinAlgError, ValueError) as exc:
+        raise NotEstimable(f"the expected recovery curve could not be fitted ({exc})",
+                           "more finished courses with session-by-session scores") from exc
+    require(fitted.converged,
+            f"the expected recovery curve (mixed model, {fitted.engine}) did not converge, "
+            "so it is not used", "more finished courses with session-by-session scores")
+    notes += [f"not on track: {fitted.engine}: {message}" for message in fitted.messages]
+    return _curve(fitted, centre), list(dict.fromkeys(notes))
+
+
+def _curve(fitted: engines.MixedFit, centre: float) -> RecoveryCurve:
+    """The curve's parameters from the engine's tidy tables (``MixedFit.coef`` and
+    ``MixedFit.variance``: the patient block's variances and covariance, the residual)."""
+    coef = fitted.coef
+    variance = fitted.variance.set_index(["level", "term"])["variance"]
+    slope = "weeks:baseline_centred"
+    return RecoveryCurve(
+        (float(coef["(Intercept)"]), float(coef["weeks"]), float(coef["baseline_centred"]),
+         float(coef[slope])),
+        (float(variance[("patient_id", "(Intercept)")]),
+         float(variance[("patient_id", "cor((Intercept), weeks)")]),
+         float(variance[("patient_id", "weeks")])),
+        float(variance[("Residual", "")]), centre)
 
 
 def flag_not_on_track(latest: pd.DataFrame, curve: RecoveryCurve,

@@ -324,6 +324,8 @@ def review(
     if watch is not None:
         tables["not_on_track"] = _pseudonymise_patients(watch[0], key, options)
         messages += watch[1]
+    else:  # e.g. a recovery curve that did not converge: said here and in its record
+        messages.append(f"not on track: {records[-1].status} ({records[-1].reason})")
     messages.append("ids kept: do not share these files" if options.keep_ids else
                     "patient ids pseudonymised (keyed HMAC-SHA-256)" + (
                         ", therapist ids too" if options.pseudonymise_therapists else ""))
