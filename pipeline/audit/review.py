@@ -148,7 +148,7 @@ class AuditOptions(Audit):
         0.90: two-sided prediction band of the expected recovery curve (z = 1.645).
     max_model_patients : int
         Finished courses used to fit the recovery curve (a seeded random subset when there
-        are more: MixedLM slows down with many groups).
+        are more: a mixed model slows down with many groups).
     instrument : str or None
         Instrument of the recovery curve (None: the study's primary instrument).
     """
