@@ -17,6 +17,8 @@ Packages
     Did the gains last: the relapse cohort, Kaplan--Meier, Turnbull, Cox.
 ``audit``
     Sites and therapists against each other and benchmarks: case mix, funnels.
+``modelling``
+    What the models share: pooling rare levels, sampling patients for a model.
 ``sharing``
     The one privacy layer: pseudonyms, declared columns, small-number suppression.
 ``report``

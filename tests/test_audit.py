@@ -22,6 +22,7 @@ from pipeline import config
 from pipeline.audit import review as audit
 from pipeline.outcomes import definitions as outcomes
 from pipeline.outcomes import rates
+from pipeline.report import audit_plots
 from pipeline.sharing import pseudonyms as privacy
 
 KEY = b"audit-test-key"
@@ -193,7 +194,8 @@ def test_poisson_ratio_interval_exact() -> None:
 
 
 def test_funnel_figures_and_summary(result: audit.AuditResult) -> None:
-    assert set(result.figures) == {"funnel_sites", "funnel_therapists"}
+    assert set(audit_plots.review_figures(result.figure_data)) == {"funnel_sites",
+                                                                   "funnel_therapists"}
     summary = result.tables["audit_funnel_summary"].set_index("level")
     assert summary.loc["site", "units_on_funnel"] == 6  # S7 is too small
     assert any(m.startswith("funnel (sites)") for m in result.messages)
@@ -386,7 +388,7 @@ def test_audit_without_therapist_ids(
 def _all_text(result: audit.AuditResult) -> list[str]:
     cells = [str(v) for table in result.tables.values() for v in table.to_numpy().ravel()]
     cells += [str(c) for table in result.tables.values() for c in table.columns]
-    for figure in result.figures.values():
+    for figure in audit_plots.review_figures(result.figure_data).values():
         cells += [t.get_text() for t in figure.findobj(Text)]
     return cells + list(result.messages)
 
@@ -463,3 +465,38 @@ def test_not_on_track_keeps_ids_when_asked(
     table, _notes = audit.not_on_track(patients, sessions, patient_outcomes,
                                        config.from_mapping(None), options)
     assert {FAR, ON_TRACK} <= set(table["patient_id"])
+
+
+def test_recovery_curve_that_did_not_converge_is_reported_not_used(
+        study: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.trajectories import engines
+
+    real_fit = engines.fit
+
+    def unconverged(*args: object, **kwargs: object) -> object:
+        fitted = real_fit(*args, **kwargs)  # type: ignore[arg-type]
+        diagnostics = fitted.diagnostics.assign(converged=False)
+        return dataclasses.replace(fitted, diagnostics=diagnostics)
+
+    monkeypatch.setattr(engines, "fit", unconverged)
+    options = dataclasses.replace(OPTIONS, max_model_patients=100)
+    result = audit.review(*study, config.from_mapping(None), options)
+    record = next(r for r in result.records if r.analysis == "not_on_track")
+    assert record.status == "not estimable" and "did not converge" in record.reason
+    assert "not_on_track" not in result.tables
+    assert any(m.startswith("not on track: not estimable") and "did not converge" in m
+               for m in result.messages)
+
+
+def test_funnel_figure_data_leaves_out_hidden_units(result: audit.AuditResult) -> None:
+    units = result.figure_data["funnel_units"]
+    limits = result.figure_data["funnel_limits"]
+    assert set(units["level"]) == {"site", "therapist"}
+    assert set(limits["limit"]) == set(OPTIONS.funnel_levels)
+    sites = units[units["level"] == "site"].set_index("label")
+    assert not sites.loc["S7", "drawn"]  # too small for the funnel
+    shared = result.tables["audit_therapists"]
+    hidden = set(shared.loc[shared["recovery_n"].map(lambda v: isinstance(v, str)), "unit"])
+    drawn = set(units.loc[(units["level"] == "therapist") & units["drawn"], "label"])
+    assert not hidden & drawn

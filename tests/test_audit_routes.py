@@ -22,7 +22,9 @@ import pandas as pd
 import pytest
 
 from pipeline import config
+from pipeline.audit import not_on_track as watch_list
 from pipeline.audit import review as audit
+from pipeline.audit import units as unit_stats
 from pipeline.outcomes import definitions as outcomes
 from tests.test_audit import OPTIONS, simulate
 
@@ -67,7 +69,7 @@ def _row_bootstrap(pre: FloatArray, post: FloatArray, resamples: int,
 
 def test_pair_frequencies_match_sorting_the_rows() -> None:
     pre, post = _scores(500, 1)
-    pre_levels, post_levels, frequency = audit._pair_frequencies(pre, post)
+    pre_levels, post_levels, frequency = unit_stats._pair_frequencies(pre, post)
     pairs, counts = np.unique(np.column_stack([pre, post]), axis=0, return_counts=True)
     np.testing.assert_array_equal(pre_levels, pairs[:, 0])
     np.testing.assert_array_equal(post_levels, pairs[:, 1])
@@ -76,12 +78,12 @@ def test_pair_frequencies_match_sorting_the_rows() -> None:
 
 def test_statistic_of_counts_is_the_statistic_of_the_resampled_rows() -> None:
     pre, post = _scores(60, 2)
-    pre_levels, post_levels, _frequency = audit._pair_frequencies(pre, post)
+    pre_levels, post_levels, _frequency = unit_stats._pair_frequencies(pre, post)
     rng = np.random.default_rng(3)
     counts = rng.integers(0, 4, size=(25, len(pre_levels))).astype(float)
     counts[0] = 0.0
     counts[0, 0] = 5.0  # a resample of one pair only: SD 0, so NaN
-    draws = audit._effect_size_of_counts(counts, pre_levels, post_levels)
+    draws = unit_stats._effect_size_of_counts(counts, pre_levels, post_levels)
     for row, draw in zip(counts.astype(int), draws, strict=True):
         x = np.repeat(pre_levels, row)
         y = np.repeat(post_levels, row)
@@ -143,7 +145,7 @@ def test_effect_sizes_by_grouping_equal_the_per_unit_loop(
     column = audit.LEVELS[level]
     data = patient_outcomes.loc[patient_outcomes[column].notna()]
     units = data[column].astype(str)
-    pd.testing.assert_frame_equal(audit._effect_sizes(data, units, instrument, OPTIONS),
+    pd.testing.assert_frame_equal(unit_stats._effect_sizes(data, units, instrument, OPTIONS),
                                   _effect_sizes_loop(data, units, instrument, OPTIONS))
 
 
@@ -158,7 +160,7 @@ def _not_on_track_all_rows(
 ) -> tuple[pd.DataFrame, list[str]]:
     """The previous route: the score rows of every patient, then the subsets."""
     instrument = "phq9"
-    rows = audit._score_rows(patients, sessions, patient_outcomes, instrument)
+    rows = watch_list._score_rows(patients, sessions, patient_outcomes, instrument)
     finished = patient_outcomes.loc[patient_outcomes["finished_course"].astype(bool),
                                     "patient_id"]
     curve, notes = audit.fit_recovery_curve(rows[rows["patient_id"].isin(finished)], options)
@@ -190,9 +192,9 @@ def test_not_on_track_from_the_needed_rows_equals_building_every_row(
 def test_curve_candidates_are_the_finished_courses_with_score_rows(
         study: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
     patients, sessions, patient_outcomes = study
-    rows = audit._score_rows(patients, sessions, patient_outcomes, "phq9")
+    rows = watch_list._score_rows(patients, sessions, patient_outcomes, "phq9")
     finished = patient_outcomes.loc[patient_outcomes["finished_course"].astype(bool),
                                     "patient_id"]
     expected = set(rows.loc[rows["patient_id"].isin(finished), "patient_id"])
-    candidates = audit._curve_candidates(patients, sessions, patient_outcomes, "phq9")
+    candidates = watch_list._curve_candidates(patients, sessions, patient_outcomes, "phq9")
     assert len(candidates) == len(expected) and set(candidates) == expected

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from pipeline.config import StudyConfig
 from pipeline.estimability import AnalysisRecord
-from pipeline.report import outcome_plots, relapse_plots, trajectory_plots
+from pipeline.report import audit_plots, outcome_plots, relapse_plots, trajectory_plots
 from pipeline.runner.stages import StageOutput
 
 Drawer = Callable[[StageOutput, StudyConfig, list[AnalysisRecord]], dict[str, Figure]]
@@ -24,6 +24,7 @@ DRAWERS: dict[str, Drawer] = {
     "outcomes": outcome_plots.stage_figures,
     "models": trajectory_plots.stage_figures,
     "relapse": relapse_plots.stage_figures,
+    "audit": audit_plots.stage_figures,
 }
 
 

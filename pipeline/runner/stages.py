@@ -197,16 +197,18 @@ def _audit(tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame,
     )
     result = audit.review(tables["patients"], tables["sessions"], patient_outcomes, config,
                           options)
-    return StageOutput(dict(result.tables), dict(result.figures), tuple(result.messages),
+    return StageOutput(dict(result.tables), messages=tuple(result.messages),
                        rows={"audit_sites": len(result.tables.get("audit_sites", []))},
-                       folder="audit", records=result.records, pseudonymised=True)
+                       folder="audit", records=result.records, pseudonymised=True,
+                       figure_data=dict(result.figure_data))
 
 
 def run_audit(
     tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame, config: StudyConfig,
     sharing: SharingOptions, key: bytes,
 ) -> StageOutput:
-    """The clinic audit (``pipeline.audit.review``)."""
+    """The clinic audit (``pipeline.audit.review``); its funnel figures are drawn on the
+    report side from ``figure_data`` (``pipeline.report.audit_plots.stage_figures``)."""
     records: list[AnalysisRecord] = []
     output = attempt("audit", "audit",
                      lambda: _audit(tables, patient_outcomes, config, sharing, key), records)

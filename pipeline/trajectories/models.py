@@ -23,7 +23,8 @@ Categorical effects use treatment coding against ``individual`` (format),
 into ``other_pooled``, itself merged into the reference level when still that rare (the
 one rule of ``pipeline.modelling.pooling``). Baseline covariates are age (``age_centred``)
 and sex (``sex[...]`` indicators), each centred at its patient-level mean so that
-model-based means refer to the average covariate profile; age is used when at least 90% of patients have it.
+model-based means refer to the average covariate profile; age is used when at least 90% of
+patients have it.
 
 References
 ----------
