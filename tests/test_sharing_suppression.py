@@ -163,6 +163,35 @@ def test_attacker_recovers_no_hidden_count_of_small_studies(shape: StudyShape,
     assert result.complements_recovered == 0, result.recovered_cells
 
 
+def test_a_count_whose_largest_value_is_unbounded_is_protected_not_a_crash(
+        tmp_path: Path) -> None:
+    """Regression: on this 400-patient demo a hidden count's largest consistent value is
+    unbounded; the check took it for -inf and crashed (OverflowError), failing the whole
+    outcomes stage. An open end now means the count is not pinned."""
+    cohort = demo.generate_cohort(demo.DemoConfig(n_patients=400, seed=7, expected_rates_n=0))
+    io.write_study({"patients": cohort.patients, "sessions": cohort.sessions,
+                    "followups": cohort.followups}, tmp_path / "data")
+    shared, truth = _shared_tables(tmp_path / "data", tmp_path)
+    result = attack(shared, truth)
+    assert result.small > 0
+    assert result.small_recovered == 0, result.recovered_cells
+    assert result.complements_recovered == 0, result.recovered_cells
+
+
+def test_an_open_end_is_not_pinned() -> None:
+    """A hidden small count that is also latent (unseen: any value >= 0) in a relation
+    whose total and other member are hidden and latent too: its largest consistent value
+    is unbounded, so it is not pinned, and nothing crashes."""
+    values = np.array([7.0, 3.0, 4.0])  # total = a + b
+    hidden = np.array([True, True, True])
+    primary = np.array([False, True, False])
+    latent = np.array([True, True, True])
+    relations = [suppression.Relation(members=np.array([1, 2]), total=0)]
+    mask, left = suppression.audit_column(values, hidden, primary, relations, 4, latent)
+    assert left == 0
+    assert mask.tolist() == hidden.tolist()
+
+
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(shape=study_shapes())
 def test_attacker_recovers_no_hidden_count_of_generated_studies(shape: StudyShape) -> None:

@@ -162,7 +162,7 @@ def _end(cell: int, sign: float, values: FloatArray, hidden: BoolArray, primary:
          index: _Index, high: int, latent: BoolArray) -> float:
     """The smallest (``sign`` 1) or largest (-1) value of a hidden cell consistent with
     every relation and the labels (:func:`_bounds`), by linear programming; NaN when
-    nothing is (inconsistent relations)."""
+    nothing is (inconsistent relations), and -inf or inf for an end left open."""
     touched = index.reach(cell, hidden)
     unknown = sorted({c for i in touched for c, _s in index.terms[i] if hidden[c]} | {cell})
     position = {c: k for k, c in enumerate(unknown)}
@@ -182,9 +182,11 @@ def _end(cell: int, sign: float, values: FloatArray, hidden: BoolArray, primary:
     target[position[cell]] = sign
     fit = optimize.linprog(target, A_eq=matrix if len(touched) else None,
                            b_eq=rhs if len(touched) else None, bounds=bounds, method="highs")
-    if fit.status == 2:
+    if fit.status == 3:  # unbounded: nothing published closes this end
+        return -sign * np.inf
+    if fit.status != 0:  # infeasible, or the solver gave up: treat as exposed, to be safe
         return float("nan")
-    return sign * float(fit.fun) if fit.status == 0 else sign * np.inf
+    return sign * float(fit.fun)
 
 
 def _pinned(cell: int, values: FloatArray, hidden: BoolArray, primary: BoolArray,
@@ -201,11 +203,11 @@ def _pinned(cell: int, values: FloatArray, hidden: BoolArray, primary: BoolArray
         end = _end(cell, sign, values, hidden, primary, index, high, latent)
         if math.isnan(end):  # inconsistent relations: treat as exposed, to be safe
             return True
-        if (sign > 0 and math.ceil(end - 1e-6) < truth) or (
-                sign < 0 and math.floor(end + 1e-6) > truth):
+        if (sign > 0 and np.ceil(end - 1e-6) < truth) or (
+                sign < 0 and np.floor(end + 1e-6) > truth):
             return False
         ends[sign] = end
-    return math.floor(ends[-1.0] + 1e-6) - math.ceil(ends[1.0] - 1e-6) < 1
+    return bool(np.floor(ends[-1.0] + 1e-6) - np.ceil(ends[1.0] - 1e-6) < 1)
 
 
 def _candidates(cell: int, values: FloatArray, hidden: BoolArray, index: _Index) -> list[int]:
