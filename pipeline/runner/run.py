@@ -410,7 +410,20 @@ def _render(request: RunRequest, console: Console, runlog: RunLog,
     _write_analyses(out, records)
     console.progress(total, total, "report", runlog.stages["report"]["seconds"])
     if path is not None:
+        _record_report(request)
         console.report(request.shown / "report.html")
+
+
+def _record_report(request: RunRequest) -> None:
+    """Record the report's fingerprint in the manifest (a rerun with nothing changed then
+    renders nothing)."""
+    path = request.out / "manifest.json"
+    current = io.read_json(path)
+    inputs = dict(current.get("inputs", {}))
+    current.setdefault("fingerprints", {})["report"] = {
+        "data": data_fingerprint(request, inputs),
+        "stage": stage_fingerprints(request, inputs)["report"]}
+    io.write_json(current, path)
 
 
 def _drawn(stage: str, output: StageOutput, study: StudyConfig) -> StageOutput:
@@ -501,8 +514,8 @@ def run_all(request: RunRequest, console: Console) -> int:
         current = artifacts.meta_of(final).get("fingerprint") == validated_fingerprint(
             request, inputs)
         if current and len(todo) < len(ANALYSIS_STAGES):
-            console.note(f"rerunning {', '.join(todo) or 'nothing'} and the report; the other "
-                         "stages are up to date")
+            console.note(f"rerunning {' and '.join([*todo, 'the report'])}; the other stages "
+                         "are up to date")
         else:
             todo = list(ANALYSIS_STAGES)
         with run_folder.staged(final, seed=final if current else None) as staging:
