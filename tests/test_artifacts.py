@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import io
+from pipeline import io, study
 from pipeline.cli import main
 from pipeline.runner import artifacts
 
@@ -121,6 +121,13 @@ def test_a_run_validates_once_and_reruns_only_what_changed(
     calls.clear()
     assert main(command) == 0  # a key every stage reads: all again, validation once
     assert calls == Counter(validate=1, outcomes=1, models=1, relapse=1, audit=1, report=1)
+
+    loaded = study.load_run(out)  # what a notebook reads instead of recomputing
+    assert calls["validate"] == 1
+    assert set(loaded.tables) == {"patients", "sessions", "followups"}
+    assert loaded.patient_outcomes is not None and len(loaded.patient_outcomes) == 80
+    assert {"response_rates", "analyses", "audit_sites"} <= set(loaded.outputs)
+    assert loaded.manifest["config"]["suppress_below"] == 6
 
 
 def test_stage_commands_validate_once(tiny_demo: Path, tmp_path: Path,
