@@ -60,12 +60,19 @@ class Run:
         name): the shared, protected versions.
     manifest : dict
         The run's manifest (config, inputs, row counts).
+    folder : Path
+        OUT.
     """
 
     tables: dict[str, pd.DataFrame]
     patient_outcomes: pd.DataFrame | None
     outputs: dict[str, pd.DataFrame]
     manifest: dict[str, Any]
+    folder: Path
+
+    def figure(self, name: str) -> Path:
+        """The PNG of figure ``name`` as the report side drew it (``OUT/figures``)."""
+        return self.folder / "figures" / f"{name}.png"
 
 
 def load_run(out: Path, data_dir: Path | None = None, config: Path | None = None) -> Run:
@@ -100,7 +107,7 @@ def load_run(out: Path, data_dir: Path | None = None, config: Path | None = None
         raise FileNotFoundError(f"{out}: no validated tables (rerun `ipt-outcomes run`)")
     outputs = {p.stem: pd.read_csv(p) for folder in ("tables", "audit")
                for p in sorted((out / folder).glob("*.csv"))}
-    return Run(kept.tables, kept.patient_outcomes, outputs, manifest)
+    return Run(kept.tables, kept.patient_outcomes, outputs, manifest, out)
 
 
 def demo_run(out: Path | None = None) -> Run:

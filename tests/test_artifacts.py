@@ -126,7 +126,7 @@ def test_a_run_validates_once_and_reruns_only_what_changed(
     assert calls["validate"] == 1
     assert set(loaded.tables) == {"patients", "sessions", "followups"}
     assert loaded.patient_outcomes is not None and len(loaded.patient_outcomes) == 80
-    assert {"response_rates", "analyses", "audit_sites"} <= set(loaded.outputs)
+    assert {"response_rates", "analyses"} <= set(loaded.outputs)
     assert loaded.manifest["config"]["suppress_below"] == 6
 
 
