@@ -133,7 +133,8 @@ def data_fingerprint(request: RunRequest, inputs: dict[str, str]) -> str:
 def stage_fingerprints(request: RunRequest, inputs: dict[str, str]) -> dict[str, str]:
     """Each stage's fingerprint (``pipeline.runner.freshness.fingerprints``)."""
     return freshness.fingerprints(data_fingerprint(request, inputs), _resolved(request),
-                                  {"outcomes": request.benchmarks_hash})
+                                  {"outcomes": request.benchmarks_hash,
+                                   "models": request.engine or ""})
 
 
 # --------------------------------------------------------------------------- validation
