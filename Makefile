@@ -1,7 +1,10 @@
 # IPT outcomes pipeline. `make help` lists the targets.
-# Analysis targets are real files: each stage leaves a stamp under $(OUT)/.stamps once it
-# has written its outputs, and depends on its inputs, the config and the code of the stage,
-# so a second `make report` with nothing changed does no work.
+# Analysis targets are real files that depend on content, not file times: `ipt-outcomes
+# stamps` writes $(OUT)/.stamps/<stage>.hash, the hash of the stage's inputs (data files),
+# config and code, and rewrites a stamp only when that hash changed. So a second
+# `make report` does no work, `touch` on a data file redoes nothing, and an edit of the
+# config or of a stage's code redoes what depends on it. Validation runs once: `validate`
+# writes $(OUT)/validated/ and every later stage reads it.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -13,24 +16,12 @@ PATIENTS ?= 2000
 SEED ?= 20261122
 
 CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG))
-INSTALLED := $(VENV)/.installed
+INSTALLED ?= $(VENV)/.installed
+IPT ?= $(BIN)/ipt-outcomes
 DEMO_DEP := $(if $(filter data/demo,$(DATA)),data/demo/patients.csv)
-DATA_FILES := $(DEMO_DEP) $(filter-out $(DEMO_DEP),$(wildcard $(DATA)/*.csv $(DATA)/*.parquet))
 STAMPS := $(OUT)/.stamps
-CORE := pipeline/io.py pipeline/ingest/clean.py pipeline/ingest/validate.py pipeline/cli.py \
-        $(wildcard pipeline/config/*.py) pipeline/outcomes/definitions.py pipeline/runner/stages.py $(wildcard data_schemas/*.py data_schemas/outputs/*.py) \
-        $(wildcard pipeline/sharing/*.py) pipeline/estimability.py pipeline/runner/run_folder.py \
-        data_schemas/instruments.csv
-OUTCOME_CODE := pipeline/outcomes/rates.py pipeline/outcomes/tables.py pipeline/report/outcome_plots.py \
-        pipeline/report/figures.py pipeline/report/findings.py
-MODEL_CODE := $(wildcard pipeline/trajectories/*.py) pipeline/report/trajectory_plots.py \
-        $(wildcard pipeline/trajectories/engines/*.py)
-RELAPSE_CODE := $(wildcard pipeline/relapse/*.py) pipeline/report/relapse_plots.py
-AUDIT_CODE := $(wildcard pipeline/audit/*.py) pipeline/report/audit_plots.py
-REPORT_CODE := pipeline/report/html.py pipeline/report/findings.py pipeline/report/manifest.py \
-        pipeline/trajectories/means.py \
-        $(wildcard pipeline/report/templates/*)
-PAPER_CODE := $(wildcard pipeline/report/paper_*.py) pipeline/report/html.py
+STAGE_NAMES := validate outcomes models relapse audit report
+HASHES := $(foreach s,$(STAGE_NAMES),$(STAMPS)/$(s).hash)
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo validate outcomes models relapse audit report paper run dictionary \
@@ -50,52 +41,68 @@ $(INSTALLED): pyproject.toml
 install: $(INSTALLED) ## create .venv and install the project (editable) with dev tools
 
 data/demo/patients.csv: | $(INSTALLED)
-	$(BIN)/ipt-outcomes demo --out data/demo --patients $(PATIENTS) --seed $(SEED)
+	$(IPT) demo --out data/demo --patients $(PATIENTS) --seed $(SEED)
 
 demo: data/demo/patients.csv ## write the synthetic demo cohort to data/demo (if missing)
 
-$(STAMPS)/validate: $(INSTALLED) $(DATA_FILES) $(CORE) $(CONFIG)
-	$(BIN)/ipt-outcomes validate $(DATA) --out $(OUT) $(CONFIG_ARG)
-	@mkdir -p $(@D) && touch $@
+# The stamps are brought up to date whenever make is asked for an analysis target (before
+# it decides what to redo, so `make -n` and `make -q` tell the truth); a stamp is rewritten
+# only when its hash changed, and the targets below depend on the stamps.
+ifneq ($(filter validate outcomes models relapse audit report paper $(OUT)/%,$(MAKECMDGOALS)),)
+ifneq ($(wildcard $(DATA)/patients.*),)
+ifneq ($(wildcard $(INSTALLED)),)
+STAMPED := $(shell $(IPT) stamps $(DATA) --out $(OUT) $(CONFIG_ARG) >&2; echo $$?)
+endif
+endif
+endif
 
-$(STAMPS)/outcomes: $(STAMPS)/validate $(CONFIG) $(OUTCOME_CODE)
-	$(BIN)/ipt-outcomes outcomes $(DATA) --out $(OUT) $(CONFIG_ARG)
+$(HASHES) &: | $(INSTALLED) $(DEMO_DEP)
+	$(IPT) stamps $(DATA) --out $(OUT) $(CONFIG_ARG)
+
+$(STAMPS)/validate: $(STAMPS)/validate.hash
+	$(IPT) validate $(DATA) --out $(OUT) $(CONFIG_ARG)
 	@touch $@
 
-$(STAMPS)/models: $(STAMPS)/validate $(CONFIG) $(MODEL_CODE)
-	$(BIN)/ipt-outcomes models $(DATA) --out $(OUT) $(CONFIG_ARG)
+$(STAMPS)/outcomes: $(STAMPS)/validate $(STAMPS)/outcomes.hash
+	$(IPT) outcomes $(DATA) --out $(OUT) $(CONFIG_ARG)
 	@touch $@
 
-$(STAMPS)/relapse: $(STAMPS)/validate $(CONFIG) $(RELAPSE_CODE)
-	$(BIN)/ipt-outcomes relapse $(DATA) --out $(OUT) $(CONFIG_ARG)
+$(STAMPS)/models: $(STAMPS)/validate $(STAMPS)/models.hash
+	$(IPT) models $(DATA) --out $(OUT) $(CONFIG_ARG)
 	@touch $@
 
-$(STAMPS)/audit: $(STAMPS)/validate $(CONFIG) $(AUDIT_CODE)
-	$(BIN)/ipt-outcomes audit $(DATA) --out $(OUT) $(CONFIG_ARG)
+$(STAMPS)/relapse: $(STAMPS)/validate $(STAMPS)/relapse.hash
+	$(IPT) relapse $(DATA) --out $(OUT) $(CONFIG_ARG)
 	@touch $@
 
-$(OUT)/report.html: $(STAMPS)/outcomes $(STAMPS)/models $(STAMPS)/relapse $(STAMPS)/audit $(REPORT_CODE)
-	$(BIN)/ipt-outcomes report --out $(OUT)
+$(STAMPS)/audit: $(STAMPS)/validate $(STAMPS)/audit.hash
+	$(IPT) audit $(DATA) --out $(OUT) $(CONFIG_ARG)
 	@touch $@
 
-validate: $(STAMPS)/validate ## validate DATA into OUT/validation
+ANALYSIS_STAMPS := $(STAMPS)/outcomes $(STAMPS)/models $(STAMPS)/relapse $(STAMPS)/audit
+
+$(OUT)/report.html: $(ANALYSIS_STAMPS) $(STAMPS)/report.hash
+	$(IPT) report --out $(OUT)
+	@touch $@
+
+validate: $(STAMPS)/validate ## validate DATA into OUT/validation (and OUT/validated/, internal)
 outcomes: $(STAMPS)/outcomes ## per-patient outcomes and rate tables into OUT/tables
 models: $(STAMPS)/models ## mixed-effects trajectory models into OUT/tables
 relapse: $(STAMPS)/relapse ## relapse survival analysis into OUT/tables
 audit: $(STAMPS)/audit ## clinic audit into OUT/audit
-$(OUT)/paper/tables.docx: $(STAMPS)/outcomes $(STAMPS)/models $(STAMPS)/relapse $(STAMPS)/audit $(PAPER_CODE)
-	$(BIN)/ipt-outcomes paper --out $(OUT)
+$(OUT)/paper/tables.docx: $(ANALYSIS_STAMPS) $(STAMPS)/report.hash
+	$(IPT) paper --out $(OUT)
 	@touch $@
 
 report: $(OUT)/report.html $(OUT)/paper/tables.docx ## everything, then OUT/report.html and OUT/paper/ (only what changed is redone)
 	@echo "open $(OUT)/report.html; tables for papers in $(OUT)/paper/"
 paper: $(OUT)/paper/tables.docx ## tables for papers (LaTeX, Word) into OUT/paper
 
-run: | $(INSTALLED) $(DEMO_DEP) ## the whole pipeline in one process (ignores stamps)
-	$(BIN)/ipt-outcomes run $(DATA) --out $(OUT) $(CONFIG_ARG)
+run: | $(INSTALLED) $(DEMO_DEP) ## the whole pipeline in one process (reruns only what changed)
+	$(IPT) run $(DATA) --out $(OUT) $(CONFIG_ARG)
 
 dictionary: | $(INSTALLED) ## regenerate data_schemas/DATA_DICTIONARY.md and templates
-	$(BIN)/ipt-outcomes dictionary --out data_schemas
+	$(IPT) dictionary --out data_schemas
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=900

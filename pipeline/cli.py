@@ -30,22 +30,23 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from pipeline import io
-from pipeline.sharing import publish
+from pipeline.config import ConfigError
+from pipeline.runner import run
+from pipeline.runner.run import ANALYSIS_STAGES, Console, RunRequest
 from pipeline.sharing.publish import SharingOptions
 
 if TYPE_CHECKING:
     from pipeline.config import StudyConfig
     from pipeline.estimability import AnalysisRecord
-    from pipeline.ingest.validate import ValidationResult
-    from pipeline.runner.runlog import RunLog
-    from pipeline.runner.stages import StageOutput
 
 log = logging.getLogger("pipeline")
 
-EXIT_OK, EXIT_INVALID, EXIT_UNUSABLE, EXIT_INTERNAL, EXIT_ANALYSIS_FAILED = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_INVALID, EXIT_ANALYSIS_FAILED = (run.EXIT_OK, run.EXIT_INVALID,
+                                               run.EXIT_ANALYSIS_FAILED)
+EXIT_UNUSABLE, EXIT_INTERNAL = 2, 3
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 BENCHMARK_EXAMPLE = Path(__file__).parent / "resources" / "benchmarks_example.csv"
-ANALYSIS_STAGES = ("outcomes", "models", "relapse", "audit")
+__all__ = ["ANALYSIS_STAGES", "build_parser", "main"]
 
 
 class UsageError(Exception):
@@ -133,91 +134,37 @@ def _config(args: argparse.Namespace) -> StudyConfig:
 
 
 def _key(args: argparse.Namespace) -> bytes:
-    return b"" if args.keep_ids else io.load_or_create_key(getattr(args, "final_out", args.out))
+    return b"" if args.keep_ids else io.load_or_create_key(args.out)
 
 
-# --------------------------------------------------------------------------- writing
+def _benchmarks(study: StudyConfig) -> tuple[pd.DataFrame, str]:
+    """The benchmark rates (``benchmarks`` of the config, else the example) and the file's
+    SHA-256 (an edit of the file reruns the outcomes stage)."""
+    path = Path(study.benchmarks) if study.benchmarks else BENCHMARK_EXAMPLE
+    raw = io.read_table(path, "benchmarks").frame
+    missing = {"condition", "outcome", "rate", "source"} - set(raw.columns)
+    if missing:
+        raise UsageError(f"{path}: benchmark columns missing: {', '.join(sorted(missing))}")
+    rate = pd.to_numeric(raw["rate"], errors="coerce")
+    if rate.isna().any() or not rate.between(0, 1).all():
+        bad = raw.index[rate.isna() | ~rate.between(0, 1)].tolist()
+        raise UsageError(f"{path}: rate must be a share in [0, 1] (lines {bad})")
+    return raw.assign(rate=rate).reset_index(drop=True), io.file_sha256(path)
 
 
-def _write_validation(result: ValidationResult, args: argparse.Namespace, key: bytes,
-                      inputs: dict[str, str]) -> Path:
-    folder: Path = args.out / "validation"
-    options = _sharing(args)
-    failures = publish.failures(result.failure_cases, options, key)
-    io.write_csv(failures, folder / "failure_cases.csv")
-    io.write_json({**result.summary, "inputs": inputs}, folder / "summary.json")
-    for name, rows in result.quarantine.items():
-        io.write_csv(publish.table(rows, options, key),
-                     folder / "quarantine" / f"{name}.csv")
-    return folder
+def _request(args: argparse.Namespace, benchmarks: bool = True) -> RunRequest:
+    """The run's inputs and options from the command line."""
+    study = _config(args)
+    table, digest = _benchmarks(study) if benchmarks else (pd.DataFrame(), "")
+    return RunRequest(
+        data_dir=args.data_dir, out=args.out, study=study, sharing=_sharing(args),
+        key=_key(args), config_path=getattr(args, "config", None),
+        date_format=args.date_format, max_quarantine=args.max_quarantine,
+        strict=args.strict, engine=getattr(args, "engine", None), benchmarks=table,
+        benchmarks_hash=digest)
 
 
-def _emit(output: StageOutput, args: argparse.Namespace, key: bytes, stage: str) -> None:
-    """Write a stage's tables, figures and messages under OUT (and nowhere else: every
-    path passes :func:`pipeline.io.inside`), and remove what the stage wrote last time but
-    not now (an analysis now not estimable leaves no stale table)."""
-    from pipeline.report.figures import png_bytes, svg_bytes
-    from pipeline.runner import run_folder
-
-    written: list[Path] = []
-    for name, table in output.tables.items():
-        safe = publish.table(table, _sharing(args), key, output.pseudonymised)
-        written.append(io.write_csv(safe, io.inside(args.out, output.folder, f"{name}.csv")))
-    for name, figure in output.figures.items():
-        written.append(io.write_bytes(png_bytes(figure),
-                                      io.inside(args.out, "figures", f"{name}.png")))
-        written.append(io.write_bytes(svg_bytes(figure),
-                                      io.inside(args.out, "figures", f"{name}.svg")))
-    written.append(io.write_text(json.dumps(list(output.messages), indent=2) + "\n",
-                                 io.inside(args.out, "messages", f"{stage}.json")))
-    run_folder.replace_stage_outputs(args.out, stage, written)
-
-
-def _update_manifest(args: argparse.Namespace, study: StudyConfig, inputs: dict[str, str],
-                     stage_rows: dict[str, dict[str, int]]) -> None:
-    from pipeline import config
-    from pipeline.report import manifest
-    from pipeline.runner import run_folder
-
-    path = args.out / "manifest.json"
-    current = io.read_json(path)
-    current.update(manifest.base(study=config.resolved(study), sources=config.SOURCES,
-                                 inputs=inputs, data_dir=args.data_dir,
-                                 options={"keep_ids": args.keep_ids,
-                                          "no_suppress": getattr(args, "no_suppress", False),
-                                          "pseudonymise_therapists":
-                                              args.pseudonymise_therapists}))
-    current.setdefault("stages", {}).update(stage_rows)
-    fingerprint = run_folder.fingerprint(inputs, current["config"], current.get("options", {}))
-    current.setdefault("fingerprints", {}).update(
-        {stage: fingerprint for stage in stage_rows if stage != "validate"})
-    io.write_json(current, path)
-
-
-def _update_run_log(args: argparse.Namespace, runlog: RunLog) -> None:
-    path = args.out / "run_log.json"
-    current = io.read_json(path)
-    current.setdefault("stages", {}).update(runlog.stages)
-    io.write_json(current, path)
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _validated(args: argparse.Namespace, key: bytes) -> tuple[ValidationResult, int, dict[str,
-                                                                                           str]]:
-    """Read and validate DATA_DIR, write the validation report, return (result, code, hashes)."""
-    from pipeline.ingest import validate
-
-    raw = io.read_study(args.data_dir, validate.TABLE_ORDER, validate.REQUIRED_TABLES)
-    result = validate.run(raw, date_format=args.date_format, config=_config(args))
-    inputs = {t.path.name: io.file_sha256(t.path) for t in raw.values()}
-    folder = _write_validation(result, args, key, inputs)
-    folder = getattr(args, "final_out", args.out) / folder.relative_to(args.out)  # as shown
-    worst = max(result.quarantined_share(name) for name in result.tables)
-    invalid = worst > args.max_quarantine or (args.strict and result.summary["n_failures"] > 0)
-    _print_validation(result.summary, folder, invalid, args.max_quarantine)
-    return result, EXIT_INVALID if invalid else EXIT_OK, inputs
+# --------------------------------------------------------------------------- printing
 
 
 def _print_validation(summary: dict[str, Any], folder: Path, invalid: bool, limit: float) -> None:
@@ -239,41 +186,6 @@ def _print_validation(summary: dict[str, Any], folder: Path, invalid: bool, limi
           f"report: {folder}/ (summary.json, failure_cases.csv, quarantine/)")
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    """Validate a study folder and write the validation report."""
-    from pipeline.runner import run_folder
-
-    with _owned(args, "validate"):
-        run_folder.clear_derived(args.out)  # the analyses of the previous data are void
-        _result, code, _inputs = _validated(args, _key(args))
-    return code
-
-
-@contextlib.contextmanager
-def _owned(args: argparse.Namespace, command: str) -> Iterator[None]:
-    """A stage command's hold on OUT: the lock, and OUT marked incomplete until it ends."""
-    from pipeline.runner import run_folder
-
-    with run_folder.locked(args.out), run_folder.marked_incomplete(args.out, command):
-        yield
-
-
-# --------------------------------------------------------------------------- analysis
-
-
-def _benchmarks(study: StudyConfig) -> pd.DataFrame:
-    path = Path(study.benchmarks) if study.benchmarks else BENCHMARK_EXAMPLE
-    raw = io.read_table(path, "benchmarks").frame
-    missing = {"condition", "outcome", "rate", "source"} - set(raw.columns)
-    if missing:
-        raise UsageError(f"{path}: benchmark columns missing: {', '.join(sorted(missing))}")
-    rate = pd.to_numeric(raw["rate"], errors="coerce")
-    if rate.isna().any() or not rate.between(0, 1).all():
-        bad = raw.index[rate.isna() | ~rate.between(0, 1)].tolist()
-        raise UsageError(f"{path}: rate must be a share in [0, 1] (lines {bad})")
-    return raw.assign(rate=rate).reset_index(drop=True)
-
-
 def _progress(step: int, total: int, name: str, seconds: float | None = None) -> None:
     """A progress line per stage (a bar on a terminal, plain lines in logs and CI)."""
     done = f" done in {seconds:.1f} s" if seconds is not None else " ..."
@@ -285,204 +197,88 @@ def _progress(step: int, total: int, name: str, seconds: float | None = None) ->
         print(f"stage {step}/{total} {name}{done}", file=sys.stderr, flush=True)
 
 
-def _write_analyses(args: argparse.Namespace, records: Sequence[AnalysisRecord]) -> None:
-    """Merge this run's records into ``OUT/tables/analyses.csv`` (records of stages not run
-    now are kept, so separate ``make`` targets build one table)."""
-    from pipeline import estimability
-
-    path = args.out / "tables" / "analyses.csv"
-    fresh = estimability.records_table(records)
-    if path.exists():
-        previous = pd.read_csv(path, dtype=str, keep_default_na=False)
-        kept = previous[~previous["stage"].isin(set(fresh["stage"]))]
-        fresh = pd.concat([kept, fresh], ignore_index=True)
-    order = {stage: i for i, stage in enumerate(("derive", *ANALYSIS_STAGES, "report"))}
-    fresh = fresh.sort_values("stage", key=lambda s: s.map(order), kind="stable")
-    io.write_csv(fresh.reset_index(drop=True), path)
+def _failed(record: AnalysisRecord) -> None:
+    print(f"analysis failed: {record.stage}/{record.analysis}: {record.reason} (see the "
+          "run log with -v; please report it)", file=sys.stderr)
 
 
-def _run_stages(args: argparse.Namespace, stages: Sequence[str], render: bool) -> int:
-    """Validate, then run ``stages`` in order, writing each one's outputs; maybe render.
-
-    Each analysis runs at its own boundary (``pipeline.estimability``): one that the data
-    cannot support is recorded as not estimable, one that fails unexpectedly as failed (its
-    traceback in the log), and the others still run. Exit 0 when every analysis was done or
-    not estimable, ``EXIT_ANALYSIS_FAILED`` when any failed.
-    """
-    from pipeline import config, estimability
-    from pipeline.report import html as report
-    from pipeline.report import paper_export
-    from pipeline.runner import stages as stage_functions
-    from pipeline.runner.runlog import RunLog
-
-    study = _config(args)
-    benchmarks = _benchmarks(study) if "outcomes" in stages else pd.DataFrame()
-    key = _key(args)
-    _log_to_file(args.out / "run.log")
-    runlog = RunLog()
-    with runlog.stage("validate"):
-        result, code, inputs = _validated(args, key)
-    if code != EXIT_OK:
-        from pipeline.runner import run_folder
-
-        run_folder.clear_derived(args.out)  # no report of earlier data beside this failure
-        print("analysis not run: fix the data or raise --max-quarantine", file=sys.stderr)
-        return code
-    (args.out / "report.html").unlink(missing_ok=True)  # rendered anew from these outputs
-    tables, sharing = result.tables, _sharing(args)
-    try:
-        config.check_columns(study, list(tables["patients"].columns))
-    except config.ConfigError as exc:
-        raise UsageError(f"{args.config or 'config'}: {exc}") from exc
-    study, run_notes = _resolve_primary(study, tables["sessions"])
-    io.write_text(json.dumps(run_notes, indent=2) + "\n", args.out / "messages" / "run.json")
-    rows: dict[str, dict[str, int]] = {"validate": {
-        name: counts["rows_valid"] for name, counts in result.summary["tables"].items()}}
-    records: list[AnalysisRecord] = []
-    with runlog.stage("outcomes"):
-        patient_outcomes = estimability.attempt(
-            "derive", "patient_outcomes",
-            lambda: stage_functions.derive_outcomes(tables, study), records)
-    runners: dict[str, Callable[[pd.DataFrame], StageOutput]] = {
-        "outcomes": lambda po: stage_functions.run_outcomes(tables, po, study, benchmarks,
-                                                            sharing),
-        "models": lambda po: stage_functions.run_models(tables, po, study, args.engine),
-        "relapse": lambda po: stage_functions.run_relapse(tables, po, study, sharing),
-        "audit": lambda po: stage_functions.run_audit(tables, po, study, sharing, key),
-    }
-    total = len(stages) + int(render)
-    for step, name in enumerate(stages, start=1):
-        _progress(step, total, name)
-        with runlog.stage(name if name != "outcomes" else "outcomes_write"):
-            output = _drawn(name, _stage_output(name, runners[name], patient_outcomes,
-                                                records), study)
-            _emit(output, args, key, name)
-        records += output.records
-        rows[name] = output.rows
-        _write_analyses(args, records)
-        _update_run_log(args, runlog)  # after every stage, so a crashed run still tells
-        _progress(step, total, name, runlog.stages.get(name, {}).get("seconds", 0.0))
-    _update_manifest(args, study, inputs, rows)
-    if render:
-        _progress(total, total, "report")
-        with runlog.stage("report"):
-            path = estimability.attempt("report", "report.html",
-                                        lambda: report.write(args.out), records)
-            estimability.attempt("report", "paper tables",
-                                 lambda: paper_export.write(args.out), records)
-        _write_analyses(args, records)
-        _progress(total, total, "report", runlog.stages["report"]["seconds"])
-        if path is not None:
-            print(f"report: {getattr(args, 'final_out', args.out) / 'report.html'}")
-    _update_run_log(args, runlog)
-    return _analyses_exit_code(records)
+CONSOLE = Console(progress=_progress, validation=_print_validation, note=print,
+                  refused=lambda text: print(text, file=sys.stderr), failed=_failed,
+                  report=lambda path: print(f"report: {path}"))
 
 
-def _drawn(stage: str, output: StageOutput, study: StudyConfig) -> StageOutput:
-    """``output`` with its figures, drawn on the report side from the returned data."""
-    import dataclasses
-
-    from pipeline.report import stage_figures
-
-    figures, records = stage_figures.draw(stage, output, study)
-    return dataclasses.replace(output, figures=figures, records=(*output.records, *records))
+# --------------------------------------------------------------------------- stages
 
 
-def _resolve_primary(study: StudyConfig, sessions: pd.DataFrame
-                     ) -> tuple[StudyConfig, list[str]]:
-    """The study config with a primary instrument that the data score, and notes."""
-    from pipeline import config
+@contextlib.contextmanager
+def _owned(args: argparse.Namespace, command: str) -> Iterator[None]:
+    """A stage command's hold on OUT: the lock, and OUT marked incomplete until it ends."""
+    from pipeline.runner import run_folder
 
-    scored = [i for i in study.instruments_in(sessions.columns) if sessions[i].notna().any()]
-    resolved, notes = config.for_data(study, scored)
-    for note in notes:
-        log.warning("%s", note)
-    return resolved, notes
+    with run_folder.locked(args.out), run_folder.marked_incomplete(args.out, command):
+        yield
 
 
-def _stage_output(name: str, runner: Callable[[pd.DataFrame], StageOutput],
-                  patient_outcomes: pd.DataFrame | None,
-                  records: list[AnalysisRecord]) -> StageOutput:
-    """The stage's output, or an empty one recording why it could not run."""
-    from pipeline import estimability
-    from pipeline.runner.stages import StageOutput
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate a study folder; write the validation report, and the validated tables and
+    per-patient outcomes under OUT/validated/ for the analysis commands (internal artifacts
+    of the run, never shared)."""
+    from pipeline.runner import run_folder
 
-    folder = "audit" if name == "audit" else "tables"
-    if patient_outcomes is None:
-        record = estimability.AnalysisRecord(
-            name, name, estimability.FAILED, "the per-patient outcomes could not be derived",
-            "see the derive/patient_outcomes record and the run log")
-        return StageOutput({}, folder=folder, records=(record,))
-    stage_records: list[AnalysisRecord] = []
-    output = estimability.attempt(name, name, lambda: runner(patient_outcomes), stage_records)
-    return output if output is not None else StageOutput({}, folder=folder,
-                                                          records=tuple(stage_records))
+    with _owned(args, "validate"):
+        run_folder.clear_derived(args.out)  # the analyses of the previous data are void
+        _validated, code = run.validate(_request(args, benchmarks=False), CONSOLE)
+    return code
 
 
-def _log_to_file(path: Path) -> None:
-    """Send every message of the package, tracebacks of failed analyses included, to
-    ``path`` (the run log), whatever the verbosity on the terminal."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for old in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
-        log.removeHandler(old)
-        old.close()
-    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
-    handler.setLevel(logging.DEBUG)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.DEBUG)
-
-
-def _analyses_exit_code(records: Sequence[AnalysisRecord]) -> int:
-    """0 when every analysis was done or not estimable; ``EXIT_ANALYSIS_FAILED`` otherwise."""
-    from pipeline import estimability
-
-    failed = [r for r in records if r.status == estimability.FAILED]
-    for record in failed:
-        print(f"analysis failed: {record.stage}/{record.analysis}: {record.reason} (see the "
-              "run log with -v; please report it)", file=sys.stderr)
-    return EXIT_ANALYSIS_FAILED if failed else EXIT_OK
+def _stage_command(args: argparse.Namespace, stage: str) -> int:
+    with _owned(args, stage):
+        return run.run_stages(_request(args, stage == "outcomes"), [stage], render=False,
+                              console=CONSOLE)
 
 
 def cmd_outcomes(args: argparse.Namespace) -> int:
-    """Validate, then derive per-patient outcomes and rates by condition and format."""
-    with _owned(args, "outcomes"):
-        return _run_stages(args, ["outcomes"], render=False)
+    """Derive per-patient outcomes and rates by condition and format (from the validated
+    tables under OUT/validated/ when current; else validate first)."""
+    return _stage_command(args, "outcomes")
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """Validate, derive outcomes, then fit the mixed-effects trajectory models."""
-    with _owned(args, "models"):
-        return _run_stages(args, ["models"], render=False)
+    """Fit the mixed-effects trajectory models (validating first only when needed)."""
+    return _stage_command(args, "models")
 
 
 def cmd_relapse(args: argparse.Namespace) -> int:
-    """Validate, derive outcomes, then analyse relapse after acute treatment."""
-    with _owned(args, "relapse"):
-        return _run_stages(args, ["relapse"], render=False)
+    """Analyse relapse after acute treatment (validating first only when needed)."""
+    return _stage_command(args, "relapse")
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """Validate, derive outcomes, then audit sites and therapists (privacy by default)."""
-    with _owned(args, "audit"):
-        return _run_stages(args, ["audit"], render=False)
+    """Audit sites and therapists, privacy by default (validating first only when needed)."""
+    return _stage_command(args, "audit")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run everything (validate, outcomes, models, relapse, audit) and render the report.
+    """Run everything (validate, outcomes, models, relapse, audit) and render the report,
+    rerunning only the stages whose inputs, config or code changed since the run in OUT
+    (nothing at all when nothing changed).
 
     The run is written into a staging folder beside OUT and replaces OUT only when it
     completes, so an interrupted run leaves the previous OUT as it was.
     """
-    from pipeline.runner import run_folder
+    return run.run_all(_request(args), CONSOLE)
 
-    final = args.out
-    with run_folder.locked(final), run_folder.staged(final) as staging:
-        args.final_out, args.out = final, staging
-        try:
-            return _run_stages(args, list(ANALYSIS_STAGES), render=True)
-        finally:
-            args.out = final
+
+def cmd_stamps(args: argparse.Namespace) -> int:
+    """Write OUT/.stamps/<stage>.hash, each stage's fingerprint (inputs, config, code),
+    rewriting a stamp only when it changed: what `make` targets depend on."""
+    request = _request(args)
+    prints = run.stage_fingerprints(request, run.input_hashes(args.data_dir))
+    for stage, value in prints.items():
+        path = args.out / ".stamps" / f"{stage}.hash"
+        if not path.exists() or path.read_text(encoding="utf-8").strip() != value:
+            io.write_text(value + "\n", path)
+    return EXIT_OK
 
 
 @contextlib.contextmanager
@@ -602,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     _analysis_parser(sub, "audit", cmd_audit, "clinic audit: case mix, funnels, not on track")
     _analysis_parser(sub, "run", cmd_run, "run every stage and render the report")
 
+    p = sub.add_parser("stamps", help="write OUT/.stamps/<stage>.hash for make (rewritten "
+                       "only when a stage's inputs, config or code changed)",
+                       description=cmd_stamps.__doc__)
+    _add_data_options(p)
+    _add_analysis_options(p)
+    p.set_defaults(func=cmd_stamps)
+
     p = sub.add_parser("report", help="render OUT/report.html from existing outputs",
                        description=cmd_report.__doc__)
     p.add_argument("--out", type=_folder, required=True, help="output folder of a run")
@@ -661,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except io.InputError as exc:
         print(f"error: {exc.path}: {exc.problem}", file=sys.stderr)
         return EXIT_UNUSABLE
-    except UsageError as exc:
+    except (UsageError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     except OSError as exc:  # the system refused a path: OUT under a file, name too long...

@@ -356,6 +356,30 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def write_frame(frame: pd.DataFrame, path: Path) -> Path:
+    """Write a table as Parquet with its index and dtypes (categoricals, datetimes, nullable
+    integers), atomically: the run's internal artifacts (``pipeline.runner.artifacts``)."""
+    nan_columns = [str(c) for c in frame.columns if frame[c].dtype == object
+                   and frame[c].isna().all() and any(isinstance(v, float) for v in frame[c])]
+    stored = frame.copy(deep=False)
+    stored.attrs = {**frame.attrs, _NAN_COLUMNS: nan_columns}
+    with atomic_path(path) as temporary:
+        stored.to_parquet(temporary)
+    return path
+
+
+_NAN_COLUMNS = "ipt_all_nan_object_columns"
+
+
+def read_frame(path: Path) -> pd.DataFrame:
+    """Read back a table written by :func:`write_frame`, exactly as it was written."""
+    frame = pd.read_parquet(path)
+    # Parquet has one null: an all-missing object column comes back as None; restore NaN
+    for column in frame.attrs.pop(_NAN_COLUMNS, []):
+        frame[column] = pd.Series(float("nan"), index=frame.index, dtype=object)
+    return frame
+
+
 def write_bytes(data: bytes, path: Path) -> Path:
     """Write bytes (a PNG figure, say) atomically."""
     with atomic_path(path) as temporary:

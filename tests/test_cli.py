@@ -301,20 +301,20 @@ def test_model_name_path_traversal_exits_2_and_writes_nothing_outside(
 
 def test_the_writing_edge_refuses_paths_outside_out(tmp_path: Path) -> None:
     """Defence in depth: names that bypassed the config check still cannot escape OUT."""
-    import argparse
 
     from pipeline import io
-    from pipeline.cli import _emit
+    from pipeline.runner.run import emit
     from pipeline.runner.stages import StageOutput
+    from pipeline.sharing.publish import SharingOptions
 
     out = tmp_path / "a" / "out"
-    args = argparse.Namespace(out=out, keep_ids=True, pseudonymise_therapists=False)
+    sharing = SharingOptions(keep_ids=True)
     table = pd.DataFrame({"x": [1]})
     for name in ("mixed_x/../../../escaped_fixed", "../../escaped", str(tmp_path / "abs")):
         with pytest.raises(io.InputError, match="outside the output folder"):
-            _emit(StageOutput({name: table}), args, b"", "models")
+            emit(StageOutput({name: table}), out, sharing, b"", "models")
     with pytest.raises(io.InputError, match="outside the output folder"):
-        _emit(StageOutput({"rates": table}, folder="../.."), args, b"", "models")
+        emit(StageOutput({"rates": table}, folder="../.."), out, sharing, b"", "models")
     assert {p for p in _files(tmp_path) if out not in p.parents} == set()
     assert main(["report", "--out", str(out)]) == 2  # nothing written there either
 

@@ -36,10 +36,22 @@ def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def small_run(small_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run the notebooks read (made once; each notebook finds it up to date)."""
+    from pipeline.cli import main
+
+    out = tmp_path_factory.mktemp("nbrun") / "out"
+    assert main(["run", str(small_demo), "--out", str(out)]) in (0, 4)
+    return out
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs(path: Path, small_demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notebook_runs(path: Path, small_demo: Path, small_run: Path,
+                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IPT_DATA", str(small_demo))
+    monkeypatch.setenv("IPT_OUT", str(small_run))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(notebook, timeout=300, kernel_name="python3",

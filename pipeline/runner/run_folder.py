@@ -103,15 +103,19 @@ def locked(out: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def staged(out: Path) -> Iterator[Path]:
-    """Yield a fresh staging folder; on normal exit it replaces ``out`` as a whole.
+def staged(out: Path, seed: Path | None = None) -> Iterator[Path]:
+    """Yield a fresh staging folder (a copy of ``seed`` when given: a run that reruns some
+    stages only starts from the previous run); on normal exit it replaces ``out`` as a whole.
 
     On an exception (``KeyboardInterrupt`` included) the staging folder is removed and
     ``out`` is left exactly as it was.
     """
     staging = out.with_name(f".{out.name}.staging-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    if seed is not None and seed.is_dir():
+        shutil.copytree(seed, staging, symlinks=True)
+    else:
+        staging.mkdir(parents=True)
     try:
         yield staging
     except BaseException:
@@ -187,7 +191,8 @@ def check_consistent(out: Path, manifest: Mapping[str, Any]) -> None:
         command = marker.read_text(encoding="utf-8").strip()
         raise FolderInconsistentError(f"{out}: the command `{command}` did not complete, so the "
                                  "outputs may mix two runs; rerun it (or `ipt-outcomes run`)")
-    prints = manifest.get("fingerprints", {})
+    prints = {stage: entry.get("data") if isinstance(entry, dict) else entry
+              for stage, entry in manifest.get("fingerprints", {}).items()}
     if len(set(prints.values())) > 1:
         stages = ", ".join(sorted(prints))
         raise FolderInconsistentError(f"{out}: the stages ({stages}) were run on different inputs "
