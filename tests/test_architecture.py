@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import graphlib
 import re
 from pathlib import Path
@@ -127,3 +128,49 @@ def test_the_graph_sees_known_edges() -> None:
     assert "pipeline.io" in graph["pipeline.cli"]
     with pytest.raises(graphlib.CycleError):
         graphlib.TopologicalSorter({"a": {"b"}, "b": {"a"}}).prepare()
+
+
+@functools.cache
+def _code(stage: str) -> frozenset[str]:
+    from pipeline.runner import freshness
+
+    return frozenset(str(p.relative_to(ROOT)) for p in freshness.code_files(stage, ROOT))
+
+
+def test_every_module_a_run_uses_counts_for_some_stage() -> None:
+    """The up-to-date rule hashes the code each stage runs (``runner.freshness``): every
+    module but the demo generator and the notebooks' door belongs to some stage."""
+    from pipeline.runner import freshness
+
+    covered = set().union(*(_code(stage) for stage in freshness.ENTRIES))
+    left = sorted(str(p.relative_to(ROOT)) for name, p in MODULES.items()
+                  if str(p.relative_to(ROOT)) not in covered
+                  and not name.startswith(("pipeline.demo", "pipeline.study",
+                                           "pipeline.__main__")))
+    assert left == []
+
+
+def test_a_module_counts_for_the_stages_that_import_it_and_no_other() -> None:
+    common = _code("validate")
+    pooling = "pipeline/modelling/pooling.py"
+    assert all(pooling in _code(stage) for stage in ("outcomes", "models", "audit"))
+    cox = "pipeline/relapse/cox.py"
+    assert cox in _code("relapse")
+    assert cox not in common | _code("outcomes") | _code("models") | _code("audit")
+    assert "pipeline/report/templates/report.html.j2" in _code("report")
+    assert "pipeline/trajectories/engines/large.py" in _code("audit")  # the curve's engine
+
+
+@pytest.mark.parametrize("stage", ["outcomes", "models", "relapse", "audit", "report"])
+def test_the_stage_code_holds_what_this_checker_sees_it_import(stage: str) -> None:
+    """Cross-check of the two import readers: the modules of ``stage``'s code, and what
+    they import by this file's reader, are all hashed (for that stage or all stages)."""
+    covered = _code(stage) | _code("validate")
+    graph = _graph()
+    inside = [name for name, path in MODULES.items()
+              if str(path.relative_to(ROOT)) in _code(stage)]
+    missing = sorted({str(MODULES[t].relative_to(ROOT)) for m in inside
+                      if not m.startswith(("pipeline.runner", "pipeline.cli",
+                                           "pipeline.report.stage_figures"))
+                      for t in graph[m]} - covered)
+    assert missing == []

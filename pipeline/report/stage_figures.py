@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from pipeline.config import StudyConfig
 from pipeline.estimability import AnalysisRecord
 from pipeline.report import audit_plots, outcome_plots, relapse_plots, trajectory_plots
+from pipeline.report.figures import png_bytes, svg_bytes
 from pipeline.runner.stages import StageOutput
 
 Drawer = Callable[[StageOutput, StudyConfig, list[AnalysisRecord]], dict[str, Figure]]
@@ -30,13 +31,21 @@ DRAWERS: dict[str, Drawer] = {
 
 def draw(stage: str, output: StageOutput, config: StudyConfig
          ) -> tuple[dict[str, Figure], tuple[AnalysisRecord, ...]]:
-    """The figures of ``stage`` drawn from ``output``, and a record for each figure.
-
-    Figures the stage drew itself (``output.figures``) are kept as they are.
-    """
+    """The figures of ``stage`` drawn from ``output``, and a record for each figure."""
     records: list[AnalysisRecord] = []
-    figures = dict(output.figures)
     drawer = DRAWERS.get(stage)
-    if drawer is not None and output.tables:
-        figures.update(drawer(output, config, records))
-    return figures, tuple(records)
+    if drawer is None or not output.tables:
+        return {}, ()
+    return drawer(output, config, records), tuple(records)
+
+
+def render(stage: str, output: StageOutput, config: StudyConfig
+           ) -> tuple[dict[str, bytes], tuple[AnalysisRecord, ...]]:
+    """The figures of ``stage`` as files: ``<name>.png`` and ``<name>.svg`` (byte for byte
+    the same for the same data), and a record for each figure; what the runner writes."""
+    figures, records = draw(stage, output, config)
+    files: dict[str, bytes] = {}
+    for name, figure in figures.items():
+        files[f"{name}.png"] = png_bytes(figure)
+        files[f"{name}.svg"] = svg_bytes(figure)
+    return files, records

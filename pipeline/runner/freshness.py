@@ -15,6 +15,7 @@ and conditions come from the config).
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 from collections.abc import Mapping
@@ -31,25 +32,103 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "comparison": ("outcomes",),
     "paper_size": ("report",),
 }
-#: Source files (globs under the repository root) of each stage; ``validate``'s count for all.
-CODE: dict[str, tuple[str, ...]] = {
-    "validate": ("pipeline/io.py", "pipeline/ingest/*.py", "pipeline/cli.py",
-                 "pipeline/config.py", "pipeline/outcomes/definitions.py",
-                 "pipeline/runner/*.py", "pipeline/sharing/*.py", "pipeline/estimability.py",
-                 "pipeline/report/stage_figures.py", "data_schemas/*.py",
-                 "data_schemas/instruments.csv"),
-    "outcomes": ("pipeline/outcomes/*.py", "pipeline/report/outcome_plots.py",
-                 "pipeline/report/figures.py", "pipeline/report/findings.py"),
-    "models": ("pipeline/trajectories/*.py", "pipeline/trajectories/engines/*.py",
-               "pipeline/report/trajectory_plots.py", "pipeline/report/figures.py"),
-    "relapse": ("pipeline/relapse/*.py", "pipeline/report/relapse_plots.py",
-                "pipeline/report/figures.py"),
-    "audit": ("pipeline/audit/*.py", "pipeline/report/audit_plots.py",
-              "pipeline/report/figures.py"),
-    "report": ("pipeline/report/*.py", "pipeline/report/templates/*",
-               "pipeline/trajectories/means.py"),
+#: The modules each stage starts from; its code is everything they import, followed
+#: through the package (``code_files``). ``validate``'s code counts for every stage.
+ENTRIES: dict[str, tuple[str, ...]] = {
+    "validate": ("pipeline.ingest", "pipeline.io", "pipeline.config", "pipeline.estimability",
+                 "pipeline.sharing", "pipeline.outcomes.definitions", "pipeline.runner",
+                 "pipeline.cli", "pipeline.report.stage_figures", "pipeline.report.manifest",
+                 "data_schemas"),
+    "outcomes": ("pipeline.outcomes", "pipeline.report.outcome_plots"),
+    "models": ("pipeline.trajectories", "pipeline.report.trajectory_plots"),
+    "relapse": ("pipeline.relapse", "pipeline.report.relapse_plots"),
+    "audit": ("pipeline.audit", "pipeline.report.audit_plots"),
+    "report": ("pipeline.report.html", "pipeline.report.paper_export"),
+}
+#: Modules that dispatch to the stages: only what they import when loaded is followed
+#: (their imports inside functions reach every stage, which would make every stage depend
+#: on every other); their own source counts for every stage.
+DISPATCHERS: tuple[str, ...] = ("pipeline.runner", "pipeline.cli",
+                                "pipeline.report.stage_figures")
+#: Files other than Python modules that a stage reads.
+RESOURCES: dict[str, tuple[str, ...]] = {
+    "validate": ("data_schemas/instruments.csv",),
+    "report": ("pipeline/report/templates/*",),
 }
 ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("pipeline", "data_schemas")
+
+
+def _modules(root: Path) -> dict[str, Path]:
+    """Dotted name -> source file of every module of the packages."""
+    found: dict[str, Path] = {}
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _names(node: ast.AST, name: str, is_package: bool) -> set[str]:
+    """The dotted names an import statement may bring in (module, or module.attribute)."""
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    if not isinstance(node, ast.ImportFrom):
+        return set()
+    base = node.module or ""
+    if node.level:
+        anchor = name.split(".")[: None if is_package else -1]
+        anchor = anchor[: len(anchor) - node.level + 1]
+        base = ".".join([*anchor, base] if base else anchor)
+    return {base} | {f"{base}.{alias.name}" for alias in node.names}
+
+
+def _imported(path: Path, name: str, modules: Mapping[str, Path]
+              ) -> tuple[set[str], set[str]]:
+    """The package modules that the module ``name`` (at ``path``) imports anywhere, and
+    those it imports at module level (when it is loaded)."""
+    tree = ast.parse(path.read_bytes())
+    package = path.name == "__init__.py"
+    anywhere = {n for node in ast.walk(tree) for n in _names(node, name, package)}
+    loaded = {n for node in tree.body for n in _names(node, name, package)}
+    return ({m for m in anywhere if m in modules}, {m for m in loaded if m in modules})
+
+
+def _inside(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+Graph = Mapping[str, tuple[Path, tuple[set[str], set[str]]]]
+
+
+def import_graph(root: Path = ROOT) -> dict[str, tuple[Path, tuple[set[str], set[str]]]]:
+    """Each module of the packages: its file, the package modules it imports anywhere and
+    those it imports at module level."""
+    modules = _modules(root)
+    return {name: (path, _imported(path, name, modules)) for name, path in modules.items()}
+
+
+def code_files(stage: str, root: Path = ROOT,
+               graph: Graph | None = None) -> list[Path]:
+    """The source files ``stage`` runs: its entry modules (:data:`ENTRIES`) and everything
+    they import from the packages, transitively (of :data:`DISPATCHERS`, only what they
+    import when loaded), with its resources. A new module is covered as soon as a stage
+    imports it."""
+    graph = import_graph(root) if graph is None else graph
+    modules = {name: path for name, (path, _i) in graph.items()}
+    todo = [m for m in modules if _inside(m, ENTRIES[stage])]
+    seen: set[str] = set()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        anywhere, loaded = graph[module][1]
+        todo.extend(loaded if _inside(module, DISPATCHERS) else anywhere)
+    files = {modules[m] for m in seen}
+    files.update(p for pattern in RESOURCES.get(stage, ()) for p in root.glob(pattern)
+                 if p.is_file())
+    return sorted(files)
 
 
 def _digest(payload: Any) -> str:
@@ -57,11 +136,11 @@ def _digest(payload: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def code_hash(stage: str, root: Path = ROOT) -> str:
-    """SHA-256 over the names and bytes of the source files of ``stage`` (:data:`CODE`)."""
+def code_hash(stage: str, root: Path = ROOT,
+              graph: Graph | None = None) -> str:
+    """SHA-256 over the names and bytes of the source files of ``stage`` (:func:`code_files`)."""
     digest = hashlib.sha256()
-    files = sorted({p for pattern in CODE[stage] for p in root.glob(pattern) if p.is_file()})
-    for path in files:
+    for path in code_files(stage, root, graph):
         digest.update(str(path.relative_to(root)).encode("utf-8") + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
@@ -92,11 +171,13 @@ def fingerprints(data: str, config: Mapping[str, Any],
         Further content per stage (the benchmarks file's hash for ``outcomes``).
     """
     extra = extra or {}
-    core = code_hash("validate")
+    graph = import_graph()
+    core = code_hash("validate", graph=graph)
     prints = {"validate": _digest([data, core])}
     for stage in ANALYSIS_STAGES:
         prints[stage] = _digest([prints["validate"], stage_config(config, stage),
-                                 code_hash(stage), extra.get(stage, "")])
+                                 code_hash(stage, graph=graph), extra.get(stage, "")])
     prints["report"] = _digest([[prints[s] for s in ANALYSIS_STAGES],
-                                stage_config(config, "report"), code_hash("report")])
+                                stage_config(config, "report"),
+                                code_hash("report", graph=graph)])
     return prints

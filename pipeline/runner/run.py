@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -226,21 +226,17 @@ def resolve_primary(study: StudyConfig, sessions: pd.DataFrame
 
 
 def emit(output: StageOutput, out: Path, sharing: SharingOptions, key: bytes,
-         stage: str) -> None:
-    """Write a stage's tables, figures and messages under OUT (and nowhere else: every
-    path passes :func:`pipeline.io.inside`), and remove what the stage wrote last time but
-    not now (an analysis now not estimable leaves no stale table)."""
-    from pipeline.report.figures import png_bytes, svg_bytes
-
+         stage: str, figures: Mapping[str, bytes] | None = None) -> None:
+    """Write a stage's tables, figure files (``report.stage_figures.render``) and messages
+    under OUT (and nowhere else: every path passes :func:`pipeline.io.inside`), and remove
+    what the stage wrote last time but not now (an analysis now not estimable leaves no
+    stale table)."""
     written: list[Path] = []
     for name, table in output.tables.items():
         safe = publish.table(table, sharing, key, output.pseudonymised)
         written.append(io.write_csv(safe, io.inside(out, output.folder, f"{name}.csv")))
-    for name, figure in output.figures.items():
-        written.append(io.write_bytes(png_bytes(figure), io.inside(out, "figures",
-                                                                   f"{name}.png")))
-        written.append(io.write_bytes(svg_bytes(figure), io.inside(out, "figures",
-                                                                   f"{name}.svg")))
+    for file_name, data in (figures or {}).items():
+        written.append(io.write_bytes(data, io.inside(out, "figures", file_name)))
     written.append(io.write_text(json.dumps(list(output.messages), indent=2) + "\n",
                                  io.inside(out, "messages", f"{stage}.json")))
     run_folder.replace_stage_outputs(out, stage, written)
@@ -365,9 +361,9 @@ def run_stages(request: RunRequest, stages: Sequence[str], render: bool,
     for step, name in enumerate(stages, start=1):
         console.progress(step, total, name, None)
         with runlog.stage(name if name != "outcomes" else "outcomes_write"):
-            output = _drawn(name, _stage_output(name, runners[name], patient_outcomes,
-                                                records), study)
-            emit(output, out, request.sharing, request.key, name)
+            output, figures = _drawn(name, _stage_output(name, runners[name],
+                                                         patient_outcomes, records), study)
+            emit(output, out, request.sharing, request.key, name, figures)
         records += output.records
         rows[name] = output.rows
         _write_analyses(out, records)
@@ -427,12 +423,14 @@ def _record_report(request: RunRequest) -> None:
     io.write_json(current, path)
 
 
-def _drawn(stage: str, output: StageOutput, study: StudyConfig) -> StageOutput:
-    """``output`` with its figures, drawn on the report side from the returned data."""
+def _drawn(stage: str, output: StageOutput, study: StudyConfig
+           ) -> tuple[StageOutput, dict[str, bytes]]:
+    """``output`` with the records of its figures, and the figure files, drawn on the
+    report side from the returned data."""
     from pipeline.report import stage_figures
 
-    figures, records = stage_figures.draw(stage, output, study)
-    return dataclasses.replace(output, figures=figures, records=(*output.records, *records))
+    files, records = stage_figures.render(stage, output, study)
+    return dataclasses.replace(output, records=(*output.records, *records)), files
 
 
 def _stage_output(name: str, runner: Callable[[pd.DataFrame], StageOutput],

@@ -1,5 +1,6 @@
 """The pipeline's stages as pure functions: validated tables and a config in, a
-``StageOutput`` (named tables, figures, messages, row counts) out. The command line writes
+``StageOutput`` (named tables, messages, row counts, records) out; figures are drawn
+on the report side (``pipeline.report.stage_figures``). The command line writes
 the outputs; the report reads them back.
 
 Stages: ``outcomes`` (per-patient outcomes and rates), ``models`` (mixed-effects
@@ -14,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import pandas as pd
-from matplotlib.figure import Figure
 
 from pipeline.config import StudyConfig
 from pipeline.estimability import AnalysisRecord, NotEstimable, attempt
@@ -37,9 +37,6 @@ class StageOutput:
     ----------
     tables : dict of str to DataFrame
         Written as ``OUT/<folder>/<name>.csv``.
-    figures : dict of str to Figure
-        Figures a stage still draws itself (none once every stage returns data only: the
-        report side draws them, ``pipeline.report.stage_figures``).
     messages : tuple of str
         Plain-language notes for the report (smaller model used, fit on the boundary, ...).
     rows : dict of str to int
@@ -56,7 +53,6 @@ class StageOutput:
     """
 
     tables: dict[str, pd.DataFrame]
-    figures: dict[str, Figure] = field(default_factory=dict)
     messages: tuple[str, ...] = ()
     rows: dict[str, int] = field(default_factory=dict)
     folder: str = "tables"
