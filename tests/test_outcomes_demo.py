@@ -17,8 +17,8 @@ from data_schemas.outcomes import per_instrument_schema
 from pipeline import config, io
 from pipeline.demo import generate as demo
 from pipeline.ingest import validate
+from pipeline.outcomes import comparison, rates
 from pipeline.outcomes import definitions as outcomes
-from pipeline.outcomes import rates
 
 OUTCOME_KEYS = {
     "phq9_response_finished_course": ("phq9", "response"),
@@ -76,7 +76,7 @@ def test_rates_cover_true_population_values(demo_results: tuple[pd.DataFrame, di
 def test_format_difference_has_the_true_sign(demo_results: tuple[pd.DataFrame, dict]) -> None:
     table, truth = demo_results
     finished = table[table["finished_course"]]
-    adjusted = rates.adjusted_response(finished)
+    adjusted = comparison.adjusted_response(finished)
     difference = adjusted.standardised.set_index("quantity").loc["risk_difference"]
     true_by_format = truth["expected_rates"]["phq9_response_finished_course"]["by_format"]
     true_difference = true_by_format["group"] - true_by_format["individual"]

@@ -486,3 +486,18 @@ def test_max_patients_is_checked() -> None:
         config.from_mapping({"trajectories": {"max_patients": 5}})
     assert config.from_mapping({"trajectories": {"max_patients": None}}).trajectories \
         .max_patients is None
+
+
+def test_the_format_is_never_pooled_even_when_both_formats_are_rare() -> None:
+    """Pooling rare levels is for covariates; the format is the comparison the models are
+    for, so a small study keeps ``individual`` and ``group`` (the output contract's values)."""
+    long = pd.DataFrame({
+        "patient_id": [f"p{i}" for i in range(12)],
+        "format": ["individual"] * 6 + ["group"] * 6,
+        "condition": ["major_depression"] * 12,
+        "problem_area": ["grief"] * 12,
+        "dropout": [False] * 12,
+    })
+    frame, _terms, notes = trajectories.model_data(long)
+    assert list(frame["format"].cat.categories) == ["individual", "group"]
+    assert not any(note.startswith("format") for note in notes)

@@ -161,16 +161,17 @@ def _text_categories(values: pd.Series, missing: str | None = None) -> pd.Series
 
 
 def _categorical(values: pd.Series, first: npt.NDArray[np.bool_], name: str,
-                 missing: str | None = None) -> tuple[pd.Series, list[str]]:
+                 missing: str | None = None, pool: bool = True) -> tuple[pd.Series, list[str]]:
     """Treatment-coded categorical (reference first); rare levels pooled
-    (:func:`pipeline.modelling.pooling.pool_rare_levels`, ``MIN_LEVEL_PATIENTS``).
+    (:func:`pipeline.modelling.pooling.pool_rare_levels`, ``MIN_LEVEL_PATIENTS``) unless
+    ``pool`` is false (the format: the comparison the models are for, never pooled).
 
     ``first`` marks each patient's first row (patient-level attributes are counted once).
     """
     text = _text_categories(values, missing)
     notes: list[str] = []
     observed = text.notna().to_numpy()
-    if observed.any():
+    if pool and observed.any():
         labels = text[observed].astype(str)
         preferred = [*REFERENCES.get(name, ()), *sorted(set(labels))]
         result = pooling.pool_rare_levels(labels, MIN_LEVEL_PATIENTS, first=first[observed],
@@ -220,7 +221,7 @@ def model_data(long: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]]:
     first = (~frame["patient_id"].duplicated()).to_numpy()
     notes: list[str] = []
     for name in ("format", "condition", "problem_area"):
-        frame[name], pooled = _categorical(frame[name], first, name)
+        frame[name], pooled = _categorical(frame[name], first, name, pool=name != "format")
         notes += pooled
     dropout = frame["dropout"].to_numpy(dtype=bool) if "dropout" in frame.columns else \
         np.zeros(len(frame), dtype=bool)
