@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,9 @@ from pipeline.audit import funnels as funnel
 from pipeline.config import StudyConfig
 from pipeline.estimability import AnalysisRecord, attempt
 from pipeline.report.figures import new_figure
-from pipeline.runner.stages import StageOutput
+
+if TYPE_CHECKING:
+    from pipeline.runner.stages import StageOutput
 
 STAGE = "audit"
 #: Unit levels of the audit and their plural (figure ``funnel_<plural>``).

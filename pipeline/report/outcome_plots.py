@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -15,8 +17,10 @@ from pipeline.outcomes.definitions import main_population
 from pipeline.outcomes.tables import FLOW_STEPS
 from pipeline.report.figures import FORMAT_COLOURS, GROUP_LABELS, new_figure
 from pipeline.report.findings import instrument_label
-from pipeline.runner.stages import StageOutput
 from pipeline.sharing import outcome_tables as shared_outcomes
+
+if TYPE_CHECKING:
+    from pipeline.runner.stages import StageOutput
 
 
 def flow_figure(counts: dict[str, int], labels: dict[str, str] | None = None) -> Figure:

@@ -18,7 +18,7 @@ Turnbull curve (:mod:`pipeline.relapse.interval`) is drawn dashed beside each.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,9 @@ from pipeline.estimability import DONE, AnalysisRecord, attempt
 from pipeline.relapse.cohort import RELAPSE
 from pipeline.relapse.strata import ALL, ordered_levels, stratum_labels
 from pipeline.report.figures import GROUP_COLOURS, GROUP_LABELS
-from pipeline.runner.stages import StageOutput
+
+if TYPE_CHECKING:
+    from pipeline.runner.stages import StageOutput
 
 __all__ = ["cif_figure", "forest_figure", "km_figure", "last_time_at_risk", "stage_figures"]
 

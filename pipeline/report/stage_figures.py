@@ -9,6 +9,7 @@ small-number suppression hid, and records each figure as an analysis of its stag
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from matplotlib.figure import Figure
 
@@ -16,9 +17,11 @@ from pipeline.config import StudyConfig
 from pipeline.estimability import AnalysisRecord
 from pipeline.report import audit_plots, outcome_plots, relapse_plots, trajectory_plots
 from pipeline.report.figures import png_bytes, svg_bytes
-from pipeline.runner.stages import StageOutput
 
-Drawer = Callable[[StageOutput, StudyConfig, list[AnalysisRecord]], dict[str, Figure]]
+if TYPE_CHECKING:
+    from pipeline.runner.stages import StageOutput
+
+Drawer = Callable[["StageOutput", StudyConfig, list[AnalysisRecord]], dict[str, Figure]]
 
 #: The drawer of each stage's figures.
 DRAWERS: dict[str, Drawer] = {

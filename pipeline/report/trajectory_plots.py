@@ -18,7 +18,7 @@ picture; saving is the report's job.
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import pandas as pd
 from matplotlib.axes import Axes
@@ -29,7 +29,9 @@ from data_schemas.vocab import CONDITIONS, FORMATS
 from pipeline.config import StudyConfig
 from pipeline.estimability import AnalysisRecord, attempt
 from pipeline.report.figures import FORMAT_COLOURS, new_figure
-from pipeline.runner.stages import StageOutput
+
+if TYPE_CHECKING:
+    from pipeline.runner.stages import StageOutput
 
 __all__ = ["stage_figures", "trajectories_figure"]
 
