@@ -22,6 +22,7 @@ from pipeline.report import stage_figures, trajectory_plots
 from pipeline.report.figures import png_bytes
 from pipeline.runner import stages
 from pipeline.runner.stages import StageOutput
+from pipeline.sharing.publish import SharingOptions
 from pipeline.trajectories import models as trajectories
 from pipeline.trajectories import specs
 from pipeline.trajectories.data import PHASES, add_phases, long_scores
@@ -329,6 +330,25 @@ def test_run_models_passes_the_figure_data(monkeypatch: pytest.MonkeyPatch) -> N
     assert out.rows == {"models": 1} and out.messages == ("note",)
     assert list(out.figure_data["mixed_trajectories"]["instrument"]) == ["gad7"]
     assert stage_figures.DRAWERS["models"] is trajectory_plots.stage_figures
+
+
+def test_no_suppress_reaches_the_observed_means(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stage hides the small counts behind the observed means through the sharing
+    layer, and ``--no-suppress`` (``SharingOptions.no_suppress``) shows them."""
+    observed = pd.DataFrame({
+        "condition": "major_depression", "format": "individual", "time_scale": "weeks",
+        "time_point": [0.0, 1.0], "n": [12, 3], "mean": [15.0, 9.0], "sd": [4.0, 2.0],
+        "ci_low": [12.5, 4.0], "ci_high": [17.5, 14.0], "suppressed": False})
+    fake = TrajectoryResult({"mixed_observed_means": observed}, (), (), "phq9")
+    monkeypatch.setattr(trajectories, "analyse", lambda *args, **kwargs: fake)
+    inputs = ({"patients": pd.DataFrame(), "sessions": pd.DataFrame()}, pd.DataFrame(),
+              config.from_mapping(None), None)
+    shared = stages.run_models(*inputs).tables["mixed_observed_means"]
+    assert shared["n"].tolist() == [12, "<5"] and shared["suppressed"].tolist() == [False, True]
+    assert pd.isna(shared.loc[1, "mean"])
+    raw = stages.run_models(*inputs, SharingOptions(no_suppress=True)).tables[
+        "mixed_observed_means"]
+    pd.testing.assert_frame_equal(raw, observed)
 
 
 def test_a_failed_figure_is_recorded() -> None:

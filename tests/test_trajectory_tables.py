@@ -17,6 +17,7 @@ from pipeline.demo import generate as demo
 from pipeline.outcomes import definitions as outcomes
 from pipeline.report import html as report
 from pipeline.report.trajectory_plots import trajectories_figure
+from pipeline.sharing import trajectory_tables as shared_trajectories
 from pipeline.trajectories import engines
 from pipeline.trajectories import models as trajectories
 from pipeline.trajectories.data import long_scores
@@ -56,7 +57,7 @@ def _t_interval(values: list[float]) -> tuple[float, float, float]:
 
 
 def test_observed_means_by_hand() -> None:
-    table = observed_means(_tiny(), "weeks", suppress_below=1)
+    table = observed_means(_tiny(), "weeks")
     assert list(table.columns) == list(OBSERVED_COLUMNS)
     cells = table.set_index(["format", "time_point"])
     week0 = cells.loc[("individual", 0.0)]
@@ -75,14 +76,26 @@ def test_observed_means_by_hand() -> None:
 
 
 def test_observed_means_on_the_session_scale() -> None:
-    table = observed_means(_tiny(), "session_number", suppress_below=1)
+    table = observed_means(_tiny(), "session_number")
     cells = table.set_index(["format", "time_point"])["n"]
     assert cells.to_dict() == {("individual", 0.0): 2, ("individual", 1.0): 2,
                                ("individual", 2.0): 2, ("group", 0.0): 1}
 
 
+def _shared(table: pd.DataFrame, suppress_below: int) -> pd.DataFrame:
+    """The table as the sharing layer publishes it at ``suppress_below``."""
+    return shared_trajectories.share({"mixed_observed_means": table},
+                                     suppress_below - 1)["mixed_observed_means"]
+
+
+def test_observed_means_show_every_count_until_shared() -> None:
+    table = observed_means(_tiny(), "weeks")
+    assert not table["suppressed"].any() and table["mean"].notna().all()
+    assert list(table.columns) == list(_shared(table, 3).columns)
+
+
 def test_observed_means_hide_small_counts() -> None:
-    table = observed_means(_tiny(), "weeks", suppress_below=3)
+    table = _shared(observed_means(_tiny(), "weeks"), 3)
     cells = table.set_index(["format", "time_point"])
     kept = cells.loc[("individual", 0.0)]
     assert kept["n"] == 3 and not kept["suppressed"] and kept["mean"] == pytest.approx(43 / 3)
@@ -90,12 +103,12 @@ def test_observed_means_hide_small_counts() -> None:
         hidden = cells.loc[key]
         assert hidden["n"] == "<3" and hidden["suppressed"]
         assert hidden[["mean", "sd", "ci_low", "ci_high"]].isna().all()
-    default = observed_means(_tiny(), "weeks", suppress_below=5)
+    default = _shared(observed_means(_tiny(), "weeks"), 5)
     assert (default["n"] == "<5").all() and default["mean"].isna().all()
 
 
 def test_hidden_points_are_not_drawn() -> None:
-    observed = observed_means(_tiny(), "weeks", suppress_below=3)
+    observed = _shared(observed_means(_tiny(), "weeks"), 3)
     model = pd.DataFrame({"model": "growth", "condition": "major_depression",
                           "format": "individual", "time_scale": "weeks",
                           "time_point": [0.0, 1.0], "estimate": [14.0, 7.0],

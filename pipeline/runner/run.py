@@ -384,7 +384,8 @@ def _runners(request: RunRequest, tables: dict[str, pd.DataFrame], study: StudyC
     return {
         "outcomes": lambda po: stage_functions.run_outcomes(tables, po, study,
                                                             request.benchmarks, sharing),
-        "models": lambda po: stage_functions.run_models(tables, po, study, request.engine),
+        "models": lambda po: stage_functions.run_models(tables, po, study, request.engine,
+                                                        request.sharing),
         "relapse": lambda po: stage_functions.run_relapse(tables, po, study, sharing),
         "audit": lambda po: stage_functions.run_audit(tables, po, study, sharing, key),
     }

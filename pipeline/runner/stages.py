@@ -24,6 +24,7 @@ from pipeline.outcomes import tables as outcome_tables
 from pipeline.outcomes.completeness import completeness_table
 from pipeline.sharing import outcome_tables as shared_outcomes
 from pipeline.sharing import relapse_tables as shared_relapse
+from pipeline.sharing import trajectory_tables as shared_trajectories
 from pipeline.sharing.publish import SharingOptions
 
 T = TypeVar("T")
@@ -127,9 +128,11 @@ def run_outcomes(
 
 def run_models(
     tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame, config: StudyConfig,
-    engine: str | None,
+    engine: str | None, sharing: SharingOptions | None = None,
 ) -> StageOutput:
     """Mixed-effects trajectory models (``pipeline.trajectories.models``); one record per model.
+    The small counts of the observed means are hidden by
+    ``pipeline.sharing.trajectory_tables`` unless ``sharing.no_suppress``.
 
     Tables only: the ``mixed_trajectories`` figure is drawn on the report side
     (``pipeline.report.trajectory_plots.stage_figures``) from the tables and the modelled
@@ -139,7 +142,9 @@ def run_models(
 
     result = trajectories.analyse(tables["patients"], tables["sessions"], patient_outcomes,
                                   config, engine=engine)
-    return StageOutput(dict(result.tables), messages=tuple(result.messages),
+    shown = dict(result.tables) if (sharing or SharingOptions()).no_suppress else \
+        shared_trajectories.share(result.tables, config.suppress_below - 1)
+    return StageOutput(shown, messages=tuple(result.messages),
                        rows={"models": len([t for t in result.tables if t.endswith("_fixed")])},
                        records=result.records,
                        figure_data={"mixed_trajectories": pd.DataFrame(
@@ -193,7 +198,9 @@ def _audit(tables: dict[str, pd.DataFrame], patient_outcomes: pd.DataFrame,
     )
     result = audit.review(tables["patients"], tables["sessions"], patient_outcomes, config,
                           options)
-    return StageOutput(dict(result.tables), messages=tuple(result.messages),
+    shown = dict(result.tables) if (sharing or SharingOptions()).no_suppress else \
+        shared_trajectories.share(result.tables, config.suppress_below - 1)
+    return StageOutput(shown, messages=tuple(result.messages),
                        rows={"audit_sites": len(result.tables.get("audit_sites", []))},
                        folder="audit", records=result.records, pseudonymised=True,
                        figure_data=dict(result.figure_data))

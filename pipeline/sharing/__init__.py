@@ -17,6 +17,8 @@ Modules
     Its cell-level half: ``Relation``, ``protect_cells`` (the quick pass over one
     relation) and ``audit_column`` (the linear-programming audit); re-exported by
     ``suppression``.
+``trajectory_tables``
+    The small counts behind the trajectory stage's observed means.
 ``outcome_tables``, ``relapse_tables``
     Its application to the outcomes stage's shared tables and the patient flow, and to
     the relapse stage's tables (strata with margins, numbers at risk).

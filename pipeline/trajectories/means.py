@@ -12,9 +12,8 @@ r"""Tables that let a reader check the trajectory models (:mod:`pipeline.traject
     :math:`\bar y \pm t_{0.975,\,n-1}\, s/\sqrt n`. Under dropout the observed means of
     late weeks describe the patients still attending, which is why they can drift from the
     model-based means (valid under missing at random; Mallinckrodt et al. 2003). Counts
-    below ``suppress_below`` are shown as ``<5`` with their mean, SD and interval blanked
-    (:func:`pipeline.outcomes.rates.suppress_small_counts`); the table publishes no margins across
-    time points or groups, so no complementary suppression is needed.
+    below ``suppress_below`` are hidden by the sharing layer
+    (:mod:`pipeline.sharing.trajectory_tables`), unless the run is not for sharing.
 ``model_comparison``
     One row per fitted model, in the order of fitting (the configured built-in models, then
     the custom ones): REML or ML, rows, patients, log-likelihood, AIC, BIC, convergence,
@@ -61,7 +60,7 @@ def time_bins(long: pd.DataFrame, time: str) -> pd.Series:
     return pd.Series(np.floor(long["weeks"].to_numpy(dtype=float) + 0.5), index=long.index)
 
 
-def observed_means(long: pd.DataFrame, time: str, suppress_below: int) -> pd.DataFrame:
+def observed_means(long: pd.DataFrame, time: str) -> pd.DataFrame:
     """Observed mean score by condition x format x time point (see the module docstring).
 
     Parameters
@@ -72,18 +71,16 @@ def observed_means(long: pd.DataFrame, time: str, suppress_below: int) -> pd.Dat
     time : str
         The model's time scale: ``weeks``, ``log_weeks`` (both binned by week) or
         ``session_number``.
-    suppress_below : int
-        Counts from 1 to ``suppress_below - 1`` are shown as ``<suppress_below``.
 
     Returns
     -------
     DataFrame
         Columns :data:`OBSERVED_COLUMNS`, sorted by condition, format and time point (in
-        the order of the categories when those columns are categorical).
+        the order of the categories when those columns are categorical); every count
+        shown (``suppressed`` false): small counts are hidden by the sharing layer
+        (:func:`pipeline.sharing.trajectory_tables.share`).
     """
     from scipy import stats
-
-    from pipeline.outcomes.rates import suppress_small_counts
 
     scored = long.loc[long["score"].notna()]
     per_patient = pd.DataFrame({
@@ -100,9 +97,7 @@ def observed_means(long: pd.DataFrame, time: str, suppress_below: int) -> pd.Dat
     table = table.assign(time_scale=time, ci_low=table["mean"] - half,
                          ci_high=table["mean"] + half)
     table = table.astype({"condition": str, "format": str, "n": int})
-    shown = suppress_small_counts(table, ("n",), low=1, high=suppress_below - 1,
-                                  rate_columns=("mean", "sd", "ci_low", "ci_high"))
-    return shown[list(OBSERVED_COLUMNS)].reset_index(drop=True)
+    return table.assign(suppressed=False)[list(OBSERVED_COLUMNS)].reset_index(drop=True)
 
 
 def observed_n_wide(table: pd.DataFrame) -> pd.DataFrame:

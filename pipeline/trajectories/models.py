@@ -265,7 +265,7 @@ def _builtin_models(patients: pd.DataFrame, sessions: pd.DataFrame,
                    settings.contrast_weeks, instrument)
     tables: dict[str, pd.DataFrame] = {}
     observed = attempt(STAGE, "observed means", lambda: observed_means(
-        frame, settings.time, config.suppress_below), records)
+        frame, settings.time), records)
     if observed is not None:
         tables["mixed_observed_means"] = observed
     warm: engines.WarmStart | None = None
