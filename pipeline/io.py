@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import filecmp
+import functools
 import hashlib
 import io
 import json
@@ -253,9 +254,21 @@ def load_or_create_key(out_dir: Path | None = None) -> bytes:
 
 
 def file_sha256(path: Path) -> str:
-    """SHA-256 hex digest of a file's bytes."""
+    """SHA-256 hex digest of a file's bytes.
+
+    A run asks for the same input files' digests several times (is anything to rerun, are
+    the validated artifacts current, what the manifest records); the digest is read once
+    per file version, keyed by path, size, modification time and inode, so a file that is
+    rewritten or touched is read again.
+    """
+    status = path.stat()
+    return _sha256_of(str(path.resolve()), status.st_size, status.st_mtime_ns, status.st_ino)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: str, _size: int, _mtime_ns: int, _inode: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
