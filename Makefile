@@ -26,7 +26,7 @@ HASHES := $(foreach s,$(STAGE_NAMES),$(STAMPS)/$(s).hash)
 .DEFAULT_GOAL := help
 .PHONY: help install demo validate outcomes models relapse audit report paper run dictionary \
         test test-fast lint notebooks validate-stats bench bench-sharing bench-e2e clean browser-deps \
-        latex-deps
+        latex-deps java-deps
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F ':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -115,10 +115,14 @@ latex-deps: ## install pdflatex with booktabs and caption (the paper tables' che
 	@command -v pdflatex >/dev/null || { $(APT_GET) update -qq && \
 	  $(APT_GET) install -y -qq --no-install-recommends texlive-latex-recommended >/dev/null; }
 
-test: browser-deps latex-deps | $(INSTALLED) ## the test suite (notebooks, browser, LaTeX included)
+java-deps: ## install a Java runtime (for the Spark local cluster of the columnar route's test) if missing
+	@command -v java >/dev/null || { $(APT_GET) update -qq && \
+	  $(APT_GET) install -y -qq --no-install-recommends default-jre-headless >/dev/null; }
+
+test: browser-deps latex-deps java-deps | $(INSTALLED) ## the test suite (notebooks, browser, LaTeX, Spark included)
 	$(BIN)/pytest -q -n 2
 
-test-fast: | $(INSTALLED) ## the test suite without notebooks, the browser and LaTeX checks
+test-fast: java-deps | $(INSTALLED) ## the test suite without notebooks, the browser and LaTeX checks
 	$(BIN)/pytest -q -n 2 -m "not notebook and not browser and not latex"
 
 lint: | $(INSTALLED) ## ruff and mypy on pipeline/ and data_schemas/

@@ -25,6 +25,8 @@ Packages
     Figures, the HTML report, tables for papers and the manifest (the only drawing code).
 ``runner``
     Each analysis at its own boundary; a run's ownership of OUT.
+``columnar``
+    The per-patient outcomes and rates as one query on DuckDB or Spark (registry scale).
 ``demo``
     The synthetic demo cohort (our own generator, with its known truth).
 

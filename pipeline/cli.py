@@ -269,6 +269,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run.run_all(_request(args), CONSOLE)
 
 
+def cmd_columnar(args: argparse.Namespace) -> int:
+    """Derive the per-patient outcomes and the response rates on a columnar engine (DuckDB
+    embedded and out of core, or Spark), for registries beyond one machine's memory; from
+    tables that meet the contract (e.g. OUT/validated/ of a run). Writes OUT/columnar/."""
+    from pipeline.columnar import patient_outcomes
+    from pipeline.columnar import run as columnar
+
+    try:
+        done = columnar.run(args.data_dir, args.out, _config(args), args.on,
+                            master=args.master, memory_limit=args.memory_limit,
+                            suppress_below=1 if args.no_suppress else None)
+    except patient_outcomes.ColumnarUnsupportedError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"columnar ({done.engine}): {done.patients:,} patients, {done.sessions:,} "
+          f"sessions -> {args.out / 'columnar'} in {done.seconds['total']:.1f} s")
+    return EXIT_OK
+
+
 def cmd_stamps(args: argparse.Namespace) -> int:
     """Write OUT/.stamps/<stage>.hash, each stage's fingerprint (inputs, config, code),
     rewriting a stamp only when it changed: what `make` targets depend on."""
@@ -404,6 +422,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
     _add_analysis_options(p)
     p.set_defaults(func=cmd_stamps)
+
+    p = sub.add_parser("columnar", help="per-patient outcomes and rates on DuckDB or Spark "
+                       "(registry scale)", description=cmd_columnar.__doc__)
+    p.add_argument("data_dir", type=_folder, help="folder with patients and sessions "
+                   "(.parquet, a folder of .parquet parts, or .csv) that meet the contract")
+    p.add_argument("--out", type=_folder, required=True, help="output folder")
+    p.add_argument("--config", type=Path, default=None, help="study config YAML")
+    p.add_argument("--on", choices=("duckdb", "pyspark"), default="duckdb",
+                   help="the engine (default: duckdb, embedded)")
+    p.add_argument("--master", default="local[2]", help="Spark cluster URL (default local[2])")
+    p.add_argument("--memory-limit", default=None, help="DuckDB memory before it spills to "
+                   "disk, e.g. 8GB (default: DuckDB's, 80%% of RAM)")
+    p.add_argument("--no-suppress", action="store_true", help="show small counts in the rates")
+    p.set_defaults(func=cmd_columnar)
 
     p = sub.add_parser("report", help="render OUT/report.html from existing outputs",
                        description=cmd_report.__doc__)

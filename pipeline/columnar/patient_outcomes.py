@@ -16,7 +16,7 @@ steps are expressed:
   pandas nullable booleans do.
 
 The ``week`` endpoint rule (score nearest a target week) is not expressed here: a config
-that asks for it is refused with :class:`ColumnarUnsupported`, and the in-memory route
+that asks for it is refused with :class:`ColumnarUnsupportedError`, and the in-memory route
 (``ipt-outcomes run``) computes it.
 
 The output is ordered by ``patient_id`` (reproducible bytes whatever the engine's
@@ -38,14 +38,13 @@ from pipeline.outcomes.definitions import (
     PATIENT_COLUMNS,
     RCI_CRITICAL,
     jt_cutoff,
-    population_columns,
 )
 
 SECONDS_PER_DAY = 86_400
 NULL_BOOL = ibis.null().cast("boolean")
 
 
-class ColumnarUnsupported(ValueError):
+class ColumnarUnsupportedError(ValueError):
     """The config asks for a rule that the columnar route does not express."""
 
 
@@ -66,7 +65,7 @@ def derive(patients: ir.Table, sessions: ir.Table, config: StudyConfig) -> ir.Ta
         The ``patient_outcomes`` columns in contract order, ordered by ``patient_id``.
     """
     if config.endpoint.rule != "last":
-        raise ColumnarUnsupported(
+        raise ColumnarUnsupportedError(
             f"endpoint.rule: {config.endpoint.rule!r} (score nearest a week) is computed by "
             "the in-memory route only (ipt-outcomes run); the columnar route supports 'last'")
     instruments = list(config.instruments_in(sessions.columns))
@@ -147,8 +146,7 @@ def _populations(joined: ir.Table, config: StudyConfig) -> dict[str, ir.Value]:
         "finished_course": ended & (attended >= rules.finished_course_min_sessions),
         "completers": completers & started,
     })
-    order = ("ended", "dropout", *population_columns(config))
-    return {name: flags[name] for name in dict.fromkeys(order)}
+    return flags
 
 
 def _baseline_and_endpoint(sessions: ir.Table, instruments: list[str],
@@ -233,14 +231,14 @@ def instrument_outcomes(base: ir.NumericValue, end: ir.NumericValue,
     if cutoff is not None:
         crossed = _clinical(base, cutoff, rules).fill_null(False) & ~_clinical(
             end, cutoff, rules).fill_null(False)
-        recovered = out["reliable_improvement"].fill_null(False) & crossed  # type: ignore[attr-defined]
+        recovered = out["reliable_improvement"].fill_null(False) & crossed
     known_class = out["reliable_improvement"].notnull()
     out["jt_class"] = ibis.ifelse(
         known_class,
         ibis.cases(
-            (out["reliable_deterioration"].fill_null(False), "deteriorated"),  # type: ignore[attr-defined]
+            (out["reliable_deterioration"].fill_null(False), "deteriorated"),
             (recovered, "recovered"),
-            (out["reliable_improvement"].fill_null(False), "improved"),  # type: ignore[attr-defined]
+            (out["reliable_improvement"].fill_null(False), "improved"),
             else_="unchanged",
         ),
         ibis.null().cast("string"),
@@ -261,19 +259,19 @@ def paired_outcomes(per_instrument: dict[str, dict[str, ir.Value]],
     ra, rb = config.rules(first), config.rules(second)
     defined = config.paired_outcomes_defined()
     if ra.caseness is not None and rb.caseness is not None:
-        out["caseness_at_start"] = (_clinical(a["baseline"], ra.caseness, ra)  # type: ignore[arg-type]
-                                    | _clinical(b["baseline"], rb.caseness, rb))  # type: ignore[arg-type]
+        out["caseness_at_start"] = (_clinical(a["baseline"], ra.caseness, ra)
+                                    | _clinical(b["baseline"], rb.caseness, rb))
     both_paired = a["change"].notnull() & b["change"].notnull()
     if "reliable_improvement" in defined:
-        deteriorated: Any = a["reliable_deterioration"] | b["reliable_deterioration"]  # type: ignore[operator]
-        improved_any: Any = a["reliable_improvement"] | b["reliable_improvement"]  # type: ignore[operator]
+        deteriorated: Any = a["reliable_deterioration"] | b["reliable_deterioration"]
+        improved_any: Any = a["reliable_improvement"] | b["reliable_improvement"]
         improvement = improved_any.fill_null(False) & ~deteriorated.fill_null(True)
         out["reliable_improvement"] = _known(improvement, both_paired)
         out["reliable_deterioration"] = deteriorated
     if "recovery" not in defined or ra.caseness is None or rb.caseness is None:
         return out
-    below_both = ~_clinical(a["endpoint"], ra.caseness, ra).fill_null(False) & ~_clinical(  # type: ignore[arg-type]
-        b["endpoint"], rb.caseness, rb).fill_null(False)  # type: ignore[arg-type]
+    below_both = ~_clinical(a["endpoint"], ra.caseness, ra).fill_null(False) & ~_clinical(
+        b["endpoint"], rb.caseness, rb).fill_null(False)
     at_caseness = out["caseness_at_start"].fill_null(False)
     out["recovery"] = _known(below_both, at_caseness & both_paired)
     if "reliable_recovery" in defined:

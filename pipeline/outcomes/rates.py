@@ -38,7 +38,7 @@ NHS England (2024). NHS Talking Therapies for anxiety and depression manual, v7.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Final
 
 import numpy as np
@@ -78,6 +78,9 @@ __all__ = [
     "attendance_summary",
     "benchmark_comparison",
     "missing_group_note",
+    "outcome_column",
+    "rate_specs",
+    "rates_from_cells",
     "response_rates",
     "suppress_small_counts",
     "wilson_interval",
@@ -105,42 +108,66 @@ def _has_baseline(outcomes: pd.DataFrame, instrument: str) -> bool:
     return column in outcomes and bool(outcomes[column].notna().any())
 
 
-def _outcome_specs(
-    outcomes: pd.DataFrame, instruments: Sequence[str],
-    defined: Mapping[str, Sequence[str]] | None = None,
-) -> list[tuple[str, str, pd.Series, BoolArray]]:
-    """(instrument, outcome, outcome column, baseline eligibility) for every rate to report.
+#: Eligibility at baseline of each rate's ITT denominator (see :func:`rate_specs`).
+ELIGIBILITY: Final = ("positive_baseline", "baseline", "both_baselines", "caseness")
 
-    Eligibility at baseline: response needs a baseline score above 0 (a percentage change
-    is undefined from 0); remission and reliable improvement need a baseline score;
-    paired reliable improvement needs PHQ-9 and GAD-7 at baseline; recovery and reliable
-    recovery need caseness at the start (NHS Talking Therapies manual). With ``defined``
-    (instrument, or ``"phq9+gad7"`` for the paired measures -> outcomes its rules define)
-    an outcome not listed is left out: it is not defined, so it has no rate, not 0%.
+
+def rate_specs(
+    instruments: Sequence[str], with_baseline: Collection[str],
+    defined: Mapping[str, Sequence[str]] | None = None,
+) -> list[tuple[str, str, str]]:
+    """(instrument, outcome, eligibility) for every rate to report.
+
+    ``with_baseline`` names the instruments with any baseline score in the data: the others
+    are left out. Eligibility at baseline (one of ``ELIGIBILITY``): response needs a
+    baseline score above 0 (a percentage change is undefined from 0); remission and
+    reliable improvement need a baseline score; paired reliable improvement needs PHQ-9
+    and GAD-7 at baseline; recovery and reliable recovery need caseness at the start (NHS
+    Talking Therapies manual). With ``defined`` (instrument, or ``"phq9+gad7"`` for the
+    paired measures -> outcomes its rules define) an outcome not listed is left out: it is
+    not defined, so it has no rate, not 0%.
     """
     def wanted(instrument: str, outcome: str) -> bool:
         return defined is None or outcome in defined.get(instrument, ())
 
-    specs: list[tuple[str, str, pd.Series, BoolArray]] = []
-    for instrument in instruments:
-        if not _has_baseline(outcomes, instrument):
-            continue
-        baseline = outcomes[f"{instrument}_baseline"]
-        measured = baseline.notna().to_numpy(dtype=bool)
-        positive = (baseline.fillna(0) > 0).to_numpy(dtype=bool)
+    specs: list[tuple[str, str, str]] = []
+    for instrument in (i for i in instruments if i in with_baseline):
         for outcome in (o for o in INSTRUMENT_OUTCOMES if wanted(instrument, o)):
-            eligible = positive if outcome == "response" else measured
-            specs.append((instrument, outcome, outcomes[f"{instrument}_{outcome}"], eligible))
-    if _has_baseline(outcomes, "phq9") and _has_baseline(outcomes, "gad7"):
-        paired = (
-            outcomes["phq9_baseline"].notna() & outcomes["gad7_baseline"].notna()
-        ).to_numpy(dtype=bool)
-        caseness = (outcomes["caseness_at_start"] == True).fillna(False)  # noqa: E712
-        at_caseness = caseness.to_numpy(dtype=bool)
+            eligible = "positive_baseline" if outcome == "response" else "baseline"
+            specs.append((instrument, outcome, eligible))
+    if "phq9" in with_baseline and "gad7" in with_baseline:
         for outcome in (o for o in PAIRED_OUTCOMES if wanted(PAIRED_INSTRUMENT, o)):
-            eligible = paired if outcome == "reliable_improvement" else at_caseness
-            specs.append((PAIRED_INSTRUMENT, outcome, outcomes[outcome], eligible))
+            eligible = "both_baselines" if outcome == "reliable_improvement" else "caseness"
+            specs.append((PAIRED_INSTRUMENT, outcome, eligible))
     return specs
+
+
+def outcome_column(instrument: str, outcome: str) -> str:
+    """The ``patient_outcomes`` column of a rate's outcome."""
+    return outcome if instrument == PAIRED_INSTRUMENT else f"{instrument}_{outcome}"
+
+
+def _eligibility(outcomes: pd.DataFrame, instrument: str, eligible: str) -> BoolArray:
+    if eligible == "both_baselines":
+        both = outcomes["phq9_baseline"].notna() & outcomes["gad7_baseline"].notna()
+        return both.to_numpy(dtype=bool)
+    if eligible == "caseness":
+        return (outcomes["caseness_at_start"] == True).fillna(False).to_numpy(dtype=bool)  # noqa: E712
+    baseline = outcomes[f"{instrument}_baseline"]
+    if eligible == "positive_baseline":
+        return (baseline.fillna(0) > 0).to_numpy(dtype=bool)
+    return baseline.notna().to_numpy(dtype=bool)
+
+
+def _outcome_specs(
+    outcomes: pd.DataFrame, instruments: Sequence[str],
+    defined: Mapping[str, Sequence[str]] | None = None,
+) -> list[tuple[str, str, pd.Series, BoolArray]]:
+    """(instrument, outcome, outcome column, baseline eligibility) of :func:`rate_specs`."""
+    with_baseline = {i for i in [*instruments, "phq9", "gad7"] if _has_baseline(outcomes, i)}
+    return [(instrument, outcome, outcomes[outcome_column(instrument, outcome)],
+             _eligibility(outcomes, instrument, eligible))
+            for instrument, outcome, eligible in rate_specs(instruments, with_baseline, defined)]
 
 
 def _indicator_frame(
@@ -231,9 +258,24 @@ def response_rates(
         the order above) and then condition and format (vocabulary order, ``"all"`` last).
     """
     indicators, keys = _indicator_frame(outcomes, instruments, populations, defined)
+    cells = indicators.groupby(["condition", "format"], sort=False).sum().reset_index()
+    return rates_from_cells(cells, keys, instruments, populations)
+
+
+def rates_from_cells(
+    cells: pd.DataFrame, keys: Sequence[tuple[str, str, str, str]],
+    instruments: Sequence[str], populations: Sequence[str] = POPULATIONS,
+) -> pd.DataFrame:
+    """The rates table of :func:`response_rates` from its cell sums.
+
+    ``cells`` has one row per condition x format with the columns ``condition``,
+    ``format`` and, for every key (population, instrument, outcome, denominator) of
+    ``keys``, ``"<key joined by />/n"`` and ``".../events"``: the counts of patients of
+    the cell in the denominator and with the event. This is the seam of the columnar
+    route (:mod:`pipeline.columnar.rates`), which sums the cells on its engine.
+    """
     require(bool(keys), "no patient has a baseline score on any instrument that defines an "
             "outcome", "baseline and end-of-treatment scores on a catalogued instrument")
-    cells = indicators.groupby(["condition", "format"], sort=False).sum().reset_index()
     sums = with_margins(cells).groupby(["condition", "format"], sort=False).sum()
     pieces = []
     for key in keys:

@@ -1,0 +1,134 @@
+"""``ipt-outcomes columnar``: the per-patient outcomes and the rates on a columnar engine.
+
+The edge of the columnar route: read the tables into the engine, derive
+``patient_outcomes`` there and write it straight from the engine (Parquet, never through
+pandas), compute the rates from the engine's cell sums, and write the shared version of the
+rates (small counts hidden by ``pipeline.sharing``, as in ``ipt-outcomes run``).
+
+Files under ``OUT/columnar/``:
+
+``patient_outcomes.parquet``
+    one row per patient, ordered by ``patient_id``; patient-level, internal to the run,
+    never shared (Spark writes a folder of parts of that name);
+``response_rates.csv``
+    the shared rates (contract ``data_schemas.outputs``), the same bytes as
+    ``tables/response_rates.csv`` of ``ipt-outcomes run`` on the same data and config;
+``columnar_log.json``
+    the engine, the rows in and out, and the seconds of each step.
+
+The input folder holds tables that meet the contract: the validated tables of a run
+(``OUT/validated/``) or a registry's extract that was validated where it lives. The
+row-level validation with its quarantine is the in-memory route's (``ipt-outcomes
+validate``); it is not repeated here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline import io
+from pipeline.columnar import engine as engines
+from pipeline.columnar import patient_outcomes, rates
+from pipeline.config import StudyConfig, for_data
+from pipeline.sharing import outcome_tables
+
+
+@dataclass
+class ColumnarRun:
+    """What a columnar run did: rows, the unshared rates and the step timings."""
+
+    engine: str
+    patients: int
+    sessions: int
+    response_rates: pd.DataFrame
+    shared_rates: pd.DataFrame
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_primary(tables: engines.Tables, config: StudyConfig) -> tuple[StudyConfig, list[str]]:
+    """The config with a primary instrument that the data score (``config.for_data``),
+    the scored instruments counted on the engine."""
+    sessions = tables.sessions
+    present = list(config.instruments_in(sessions.columns))
+    if not present:
+        return for_data(config, [])
+    counts = sessions.aggregate(**{i: sessions[i].count() for i in present}).to_pandas()
+    return for_data(config, [i for i in present if int(counts[i].iloc[0]) > 0])
+
+
+def run(data: Path, out: Path, config: StudyConfig, engine: engines.Engine = "duckdb", *,
+        master: str = "local[2]", memory_limit: str | None = None,
+        suppress_below: int | None = None) -> ColumnarRun:
+    """Derive and write the columnar outputs of ``data`` under ``out/columnar/``.
+
+    Parameters
+    ----------
+    data : Path
+        Folder with ``patients`` and ``sessions`` (Parquet, a folder of Parquet parts, or
+        CSV) that meet the contract.
+    out : Path
+        The run folder.
+    config : StudyConfig
+        The definitions in force.
+    engine, master, memory_limit
+        See :func:`pipeline.columnar.engine.connect`.
+    suppress_below : int, optional
+        Hide counts of 1 .. ``suppress_below - 1`` in the shared rates (default: the
+        config's ``suppress_below``).
+    """
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    folder = out / "columnar"
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = folder / ".spill"
+    backend = engines.connect(engine, master=master, memory_limit=memory_limit,
+                              temp_directory=temp)
+    tables = engines.read_tables(backend, data)
+    study, notes = resolve_primary(tables, config)
+    seconds["read"] = time.perf_counter() - started
+
+    step = time.perf_counter()
+    per_patient = patient_outcomes.derive(tables.patients, tables.sessions, study)
+    target = folder / "patient_outcomes.parquet"
+    _remove(target)
+    backend.to_parquet(per_patient, str(target))
+    seconds["patient_outcomes"] = time.perf_counter() - step
+
+    step = time.perf_counter()
+    written = backend.read_parquet(
+        str(target / "*.parquet") if target.is_dir() else str(target))
+    table = rates.response_rates(written, study)
+    seconds["response_rates"] = time.perf_counter() - step
+
+    high = (study.suppress_below if suppress_below is None else suppress_below) - 1
+    shared, _summary = outcome_tables.share({"response_rates": table}, high,
+                                            study.primary_instrument)
+    io.write_csv(shared["response_rates"], folder / "response_rates.csv")
+    counts = backend.execute(tables.patients.count()), backend.execute(tables.sessions.count())
+    seconds["total"] = time.perf_counter() - started
+    result = ColumnarRun(engine, int(counts[0]), int(counts[1]), table,
+                         shared["response_rates"], seconds, notes)
+    (folder / "columnar_log.json").write_text(json.dumps(_log(result), indent=2) + "\n")
+    shutil.rmtree(temp, ignore_errors=True)
+    return result
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def _log(result: ColumnarRun) -> dict[str, Any]:
+    return {"engine": result.engine, "patients": result.patients, "sessions": result.sessions,
+            "rate_rows": len(result.response_rates), "notes": result.notes,
+            "seconds": {k: round(v, 3) for k, v in result.seconds.items()}}
