@@ -279,11 +279,14 @@ def cmd_columnar(args: argparse.Namespace) -> int:
     try:
         done = columnar.run(args.data_dir, args.out, _config(args), args.on,
                             master=args.master, memory_limit=args.memory_limit,
-                            suppress_below=1 if args.no_suppress else None)
+                            suppress_below=1 if args.no_suppress else None,
+                            model_sample=args.model_sample)
     except patient_outcomes.ColumnarUnsupportedError as exc:
         raise UsageError(str(exc)) from exc
     print(f"columnar ({done.engine}): {done.patients:,} patients, {done.sessions:,} "
           f"sessions -> {args.out / 'columnar'} in {done.seconds['total']:.1f} s")
+    for note in done.notes:
+        print(note)
     return EXIT_OK
 
 
@@ -435,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-limit", default=None, help="DuckDB memory before it spills to "
                    "disk, e.g. 8GB (default: DuckDB's, 80%% of RAM)")
     p.add_argument("--no-suppress", action="store_true", help="show small counts in the rates")
+    p.add_argument("--model-sample", type=int, default=None, metavar="N", help="also write "
+                   "the study restricted to a keyed-hash sample of N patients, for the models")
     p.set_defaults(func=cmd_columnar)
 
     p = sub.add_parser("report", help="render OUT/report.html from existing outputs",

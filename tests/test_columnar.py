@@ -26,6 +26,7 @@ from pipeline.columnar import run as columnar_run
 from pipeline.config import StudyConfig
 from pipeline.demo import generate as demo
 from pipeline.ingest import validate
+from pipeline.modelling.sampling import hash_sample
 from pipeline.outcomes import definitions
 from pipeline.outcomes.tables import rate_table
 from pipeline.runner.run import resolve_primary
@@ -151,6 +152,22 @@ def test_the_cli_writes_the_shared_rates_of_a_full_run(tmp_path: Path) -> None:
     assert b"<5" in shared or b",," in shared  # some small count was hidden
     per_patient = pd.read_parquet(tmp_path / "col" / "columnar" / "patient_outcomes.parquet")
     assert len(per_patient) == 300
+
+
+def test_the_model_sample_is_the_in_memory_hash_sample(tmp_path: Path) -> None:
+    """``--model-sample`` writes the study of exactly the patients that the models' own
+    rule (``modelling.sampling.hash_sample``) picks, with all their sessions."""
+    assert main(["columnar", str(_demo_folder()), "--out", str(tmp_path),
+                 "--model-sample", "120"]) == 0
+    folder = tmp_path / "columnar" / "model_sample"
+    patients = pd.read_parquet(_demo_folder() / "patients.parquet")
+    sessions = pd.read_parquet(_demo_folder() / "sessions.parquet")
+    chosen = set(patients["patient_id"].iloc[hash_sample(patients["patient_id"], 120)])
+    sample = pd.read_parquet(folder / "patients.parquet")
+    assert set(sample["patient_id"]) == chosen and len(sample) == 120
+    kept = pd.read_parquet(folder / "sessions.parquet")
+    assert len(kept) == int(sessions["patient_id"].isin(chosen).sum())
+    assert list(kept.columns) == list(sessions.columns)
 
 
 def test_a_rule_the_route_cannot_express_is_refused_by_name(tmp_path: Path,

@@ -13,8 +13,14 @@ Files under ``OUT/columnar/``:
 ``response_rates.csv``
     the shared rates (contract ``data_schemas.outputs``), the same bytes as
     ``tables/response_rates.csv`` of ``ipt-outcomes run`` on the same data and config;
+``model_sample/patients.parquet``, ``model_sample/sessions.parquet``
+    with ``model_sample=m``: the study restricted to the ``m`` patients of the keyed-hash
+    sample (:func:`pipeline.modelling.sampling.hash_sample`, the in-memory route's own
+    rule), a study folder for the mixed models (``ipt-outcomes models``), which need the
+    session rows in memory: the models fit on a stated sample of the registry;
 ``columnar_log.json``
-    the engine, the rows in and out, and the seconds of each step.
+    the engine, the rows in and out, the seconds of each step and the process's peak
+    resident memory.
 
 The input folder holds tables that meet the contract: the validated tables of a run
 (``OUT/validated/``) or a registry's extract that was validated where it lives. The
@@ -25,18 +31,21 @@ validate``); it is not repeated here.
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ibis
 import pandas as pd
 
 from pipeline import io
 from pipeline.columnar import engine as engines
 from pipeline.columnar import patient_outcomes, rates
 from pipeline.config import StudyConfig, for_data
+from pipeline.modelling.sampling import hash_sample
 from pipeline.sharing import outcome_tables
 
 
@@ -66,7 +75,7 @@ def resolve_primary(tables: engines.Tables, config: StudyConfig) -> tuple[StudyC
 
 def run(data: Path, out: Path, config: StudyConfig, engine: engines.Engine = "duckdb", *,
         master: str = "local[2]", memory_limit: str | None = None,
-        suppress_below: int | None = None) -> ColumnarRun:
+        suppress_below: int | None = None, model_sample: int | None = None) -> ColumnarRun:
     """Derive and write the columnar outputs of ``data`` under ``out/columnar/``.
 
     Parameters
@@ -83,6 +92,8 @@ def run(data: Path, out: Path, config: StudyConfig, engine: engines.Engine = "du
     suppress_below : int, optional
         Hide counts of 1 .. ``suppress_below - 1`` in the shared rates (default: the
         config's ``suppress_below``).
+    model_sample : int, optional
+        Also write the study restricted to this many patients (module docstring).
     """
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -112,6 +123,10 @@ def run(data: Path, out: Path, config: StudyConfig, engine: engines.Engine = "du
     shared, _summary = outcome_tables.share({"response_rates": table}, high,
                                             study.primary_instrument)
     io.write_csv(shared["response_rates"], folder / "response_rates.csv")
+    if model_sample is not None:
+        step = time.perf_counter()
+        notes.append(write_model_sample(tables, model_sample, folder / "model_sample"))
+        seconds["model_sample"] = time.perf_counter() - step
     counts = backend.execute(tables.patients.count()), backend.execute(tables.sessions.count())
     seconds["total"] = time.perf_counter() - started
     result = ColumnarRun(engine, int(counts[0]), int(counts[1]), table,
@@ -119,6 +134,25 @@ def run(data: Path, out: Path, config: StudyConfig, engine: engines.Engine = "du
     (folder / "columnar_log.json").write_text(json.dumps(_log(result), indent=2) + "\n")
     shutil.rmtree(temp, ignore_errors=True)
     return result
+
+
+def write_model_sample(tables: engines.Tables, limit: int, folder: Path) -> str:
+    """Write ``patients`` and ``sessions`` of the ``limit`` patients of the keyed-hash
+    sample to ``folder``; only the ids come to pandas (the rule is the in-memory one)."""
+    ids = tables.patients.select("patient_id").to_pandas()["patient_id"]
+    chosen = ids.iloc[hash_sample(ids, limit)].sort_values()
+    picked = ibis.memtable(pd.DataFrame({"patient_id": chosen.to_numpy()}))
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, table in (("patients", tables.patients), ("sessions", tables.sessions)):
+        target = folder / f"{name}.parquet"
+        _remove(target)
+        kept = table.semi_join(picked, "patient_id")
+        if "line" in kept.columns:  # the source line of validated tables: not a study column
+            kept = kept.drop("line")
+        order = ["patient_id", "session_number"] if name == "sessions" else ["patient_id"]
+        tables.backend.to_parquet(kept.order_by(order), str(target))
+    return (f"model sample: {len(chosen):,} of {len(ids):,} patients by keyed hash of the id "
+            f"(pipeline.modelling.sampling) in {folder}")
 
 
 def _remove(path: Path) -> None:
@@ -129,6 +163,10 @@ def _remove(path: Path) -> None:
 
 
 def _log(result: ColumnarRun) -> dict[str, Any]:
+    # the engine runs in this process (DuckDB), so its memory is this process's peak; a
+    # Spark cluster's executors are other processes (their memory is not counted here)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"engine": result.engine, "patients": result.patients, "sessions": result.sessions,
             "rate_rows": len(result.response_rates), "notes": result.notes,
-            "seconds": {k: round(v, 3) for k, v in result.seconds.items()}}
+            "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+            "peak_rss_mb": round(peak_mb, 1)}
