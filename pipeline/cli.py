@@ -273,7 +273,7 @@ def cmd_columnar(args: argparse.Namespace) -> int:
     """Derive the per-patient outcomes and the response rates on a columnar engine (DuckDB
     embedded and out of core, or Spark), for registries beyond one machine's memory; from
     tables that meet the contract (e.g. OUT/validated/ of a run). Writes OUT/columnar/."""
-    from pipeline.columnar import patient_outcomes
+    from pipeline.columnar import checks, patient_outcomes
     from pipeline.columnar import run as columnar
 
     try:
@@ -283,6 +283,9 @@ def cmd_columnar(args: argparse.Namespace) -> int:
                             model_sample=args.model_sample)
     except patient_outcomes.ColumnarUnsupportedError as exc:
         raise UsageError(str(exc)) from exc
+    except checks.RegistryRefusedError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     print(f"columnar ({done.engine}): {done.patients:,} patients, {done.sessions:,} "
           f"sessions -> {args.out / 'columnar'} in {done.seconds['total']:.1f} s")
     for note in done.notes:

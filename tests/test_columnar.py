@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from pipeline import config as config_module
 from pipeline import io
 from pipeline.cli import main
-from pipeline.columnar import engine, patient_outcomes, rates
+from pipeline.columnar import checks, engine, patient_outcomes, rates
 from pipeline.columnar import run as columnar_run
 from pipeline.config import StudyConfig
 from pipeline.demo import generate as demo
@@ -125,6 +125,8 @@ def test_generated_study_shapes_give_the_same_table(shape: Any, duckdb: Any) -> 
             result.tables[name].reset_index(drop=True).to_parquet(tables / f"{name}.parquet")
         expected, study = _in_memory(tables, _config({}))
         got = _columnar(duckdb, tables, study).to_pandas()
+        on_engine = engine.read_tables(duckdb, tables)
+        assert checks.breaches(on_engine.patients, on_engine.sessions, study) == []
     assert_same_table(expected, got)
 
 
@@ -168,6 +170,43 @@ def test_the_model_sample_is_the_in_memory_hash_sample(tmp_path: Path) -> None:
     kept = pd.read_parquet(folder / "sessions.parquet")
     assert len(kept) == int(sessions["patient_id"].isin(chosen).sum())
     assert list(kept.columns) == list(sessions.columns)
+
+
+def _broken(tmp_path: Path) -> Path:
+    """The demo with one row breaking each of four rules."""
+    patients = pd.read_parquet(_demo_folder() / "patients.parquet")
+    sessions = pd.read_parquet(_demo_folder() / "sessions.parquet")
+    bad = sessions.iloc[:4].copy()
+    bad["session_number"] = [50.0, -1.0, 51.0, 52.0]
+    bad.loc[bad.index[0], "patient_id"] = "P-NOBODY"
+    bad.loc[bad.index[2], "attendance"] = "maybe"
+    bad.loc[bad.index[3], "phq9"] = 99.0
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    pd.concat([sessions, bad]).reset_index(drop=True).to_parquet(folder / "sessions.parquet")
+    pd.concat([patients, patients.iloc[:1]]).to_parquet(folder / "patients.parquet")
+    return folder
+
+
+def test_rows_that_break_the_contract_refuse_the_run_by_file_rule_and_row(
+        tmp_path: Path, capsys: Any) -> None:
+    """Hostile rows are never derived from silently: the run is refused, and the message
+    names the file, each broken rule, the number of rows and the first of them."""
+    folder = _broken(tmp_path)
+    code = main(["columnar", str(folder), "--out", str(tmp_path / "out")])
+    said = capsys.readouterr().err
+    assert code == 1
+    for rule in ("patient_exists", "greater_than_or_equal_to(0)", "isin(attendance)",
+                 "in_range(phq9)", "unique(patient_id)"):
+        assert f"break {rule}" in said, rule
+    assert f"{folder}/sessions: 1 row(s) break patient_exists (first: patient_id=P-NOBODY" in said
+    assert "Traceback" not in said
+    assert not (tmp_path / "out" / "columnar" / "response_rates.csv").exists()
+
+
+def test_valid_tables_break_no_rule(duckdb: Any) -> None:
+    tables = engine.read_tables(duckdb, _demo_folder())
+    assert checks.breaches(tables.patients, tables.sessions, _config({})) == []
 
 
 def test_a_rule_the_route_cannot_express_is_refused_by_name(tmp_path: Path,

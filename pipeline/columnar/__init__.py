@@ -9,8 +9,12 @@ Modules
 -------
 engine
     ``connect`` (DuckDB or Spark) and ``read_tables`` (the I/O edge).
+checks
+    ``check``: the contract's row rules the derivation relies on, counted on the engine.
 patient_outcomes
     ``derive``: the ``patient_outcomes`` table as one query.
 rates
     ``response_rates``: the rates table from engine-side cell sums.
+run
+    ``run``: the ``ipt-outcomes columnar`` edge (read, check, derive, write).
 """

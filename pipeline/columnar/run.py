@@ -25,7 +25,9 @@ Files under ``OUT/columnar/``:
 The input folder holds tables that meet the contract: the validated tables of a run
 (``OUT/validated/``) or a registry's extract that was validated where it lives. The
 row-level validation with its quarantine is the in-memory route's (``ipt-outcomes
-validate``); it is not repeated here.
+validate``); here the rules the derivation relies on are counted on the engine
+(:mod:`pipeline.columnar.checks`) and any breach refuses the run, naming the file, the
+rule, the rows and the first of them.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import ibis
 import pandas as pd
 
 from pipeline import io
+from pipeline.columnar import checks
 from pipeline.columnar import engine as engines
 from pipeline.columnar import patient_outcomes, rates
 from pipeline.config import StudyConfig, for_data
@@ -105,6 +108,10 @@ def run(data: Path, out: Path, config: StudyConfig, engine: engines.Engine = "du
     tables = engines.read_tables(backend, data)
     study, notes = resolve_primary(tables, config)
     seconds["read"] = time.perf_counter() - started
+
+    step = time.perf_counter()
+    checks.check(tables.patients, tables.sessions, study, str(data))
+    seconds["checks"] = time.perf_counter() - step
 
     step = time.perf_counter()
     per_patient = patient_outcomes.derive(tables.patients, tables.sessions, study)
