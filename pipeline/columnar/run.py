@@ -44,9 +44,8 @@ import ibis
 import pandas as pd
 
 from pipeline import io
-from pipeline.columnar import checks
+from pipeline.columnar import checks, patient_outcomes, rates
 from pipeline.columnar import engine as engines
-from pipeline.columnar import patient_outcomes, rates
 from pipeline.config import StudyConfig, for_data
 from pipeline.modelling.sampling import hash_sample
 from pipeline.sharing import outcome_tables
