@@ -25,11 +25,12 @@ HASHES := $(foreach s,$(STAGE_NAMES),$(STAMPS)/$(s).hash)
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo validate outcomes models relapse audit report paper run dictionary \
-        test test-fast lint notebooks validate-stats bench bench-sharing bench-e2e clean browser-deps \
+        test test-fast lint notebooks validate-stats bench bench-sharing bench-e2e bench-columnar clean \
+        browser-deps \
         latex-deps java-deps
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F ':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F ':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
 	@echo "variables: DATA=$(DATA) OUT=$(OUT) CONFIG=$(CONFIG) PATIENTS=$(PATIENTS) SEED=$(SEED)"
 
 $(INSTALLED): pyproject.toml
@@ -143,6 +144,9 @@ bench-sharing: | $(INSTALLED) ## complementary suppression of the shared tables,
 
 bench-e2e: | $(INSTALLED) ## whole pipeline at 1e4, 1e5, 1e6 patients -> bench/results/e2e.json
 	$(BIN)/python bench/e2e.py
+
+bench-columnar: | $(INSTALLED) ## columnar route (DuckDB) at 1e6 and 1e7 patients -> bench/results/columnar.json
+	$(BIN)/python bench/columnar.py
 
 clean: ## remove generated reports and the demo data (keeps .venv)
 	rm -rf data/demo reports/demo reports/notebooks
