@@ -199,7 +199,7 @@ def test_case_mix_model_that_is_not_usable_is_reported_not_used(
     patients, sessions, patient_outcomes = study
     if force == "iteration limit":
         monkeypatch.setattr(case_mix, "GLM_MAXITER", 1)
-        reason = "the fit did not converge in 1 iterations"
+        reason = "the fit did not converge in 1 iteration"
     else:  # recovery decided by the PHQ-9 baseline alone
         recovered = patient_outcomes["phq9_baseline"] < 15
         patient_outcomes = patient_outcomes.assign(

@@ -444,7 +444,7 @@ def test_cluster_robust_glm_that_did_not_converge_is_not_estimable(
     assert any("independence working correlation" in note for note in notes)
     monkeypatch.setattr(comparison, "GLM_MAXITER", 1)
     with pytest.raises(NotEstimable, match=r"logistic GLM \(cluster-robust SEs\) .* not "
-                                           r"used: the fit did not converge in 1 iterations"):
+                                           r"used: the fit did not converge in 1 iteration"):
         comparison._fit_gee(y, design, clusters, exchangeable_max=0)
 
 

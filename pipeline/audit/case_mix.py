@@ -132,7 +132,8 @@ def case_mix_expected(
 def case_mix_problem(notes: Sequence[str]) -> str | None:
     """The note of :func:`case_mix_expected` saying its model was not used, if any (the
     audit then records the case-mix model as not estimable)."""
-    return next((note for note in notes if note.startswith(CASE_MIX_NOT_USED)), None)
+    note = next((note for note in notes if note.startswith(CASE_MIX_NOT_USED)), None)
+    return None if note is None else note.removeprefix("case mix: ")
 
 
 def poisson_ratio_interval(

@@ -63,6 +63,7 @@ def unusable_fit(results: Any, caught: Sequence[warnings.WarningMessage]) -> str
                 "has no finite maximum")
     if not bool(getattr(results, "converged", True)):
         iterations = _iterations(results)
-        return ("the fit did not converge" + (f" in {iterations} iterations" if iterations
-                                              else ""))
+        return "the fit did not converge" + (
+            f" in {iterations} iteration{'' if iterations == '1' else 's'}" if iterations
+            else "")
     return None

@@ -268,7 +268,7 @@ def fit_cox(data: pd.DataFrame, spec: CoxSpec) -> CoxFit:
     if any(issubclass(w.category, ConvergenceWarning) and NOT_CONVERGED in str(w.message)
            for w in caught):  # lifelines only warns, and returns the last step's estimates
         raise ConvergenceError("Newton-Raphson stopped before the partial likelihood was "
-                               "maximised (lifelines: failed to converge)")
+                               "maximised")
     coef = fitter.params_.to_numpy(dtype=float)
     if spec.cluster:
         se = np.sqrt(np.diag(_robust_variance(fitter, design, spec)))

@@ -63,10 +63,12 @@ def _refuse_unconverged(name: str, fit: MixedFit, tables: dict[str, pd.DataFrame
     if fit.converged:
         return
     diagnostics = fit.diagnostics.iloc[0]
+    iterations = int(diagnostics["iterations"])
     kept = {key: table for key, table in tables.items() if key.endswith(DIAGNOSTIC_TABLES)}
     raise NotConverged(
         f"the final fit of {name} ({fit.engine}, optimiser {diagnostics['optimizer']}, "
-        f"{diagnostics['iterations']} iterations) did not converge, so none of its estimates "
+        f"{iterations} iteration{'' if iterations == 1 else 's'}) did not converge, so none "
+        "of its estimates "
         "is used (tables/mixed_model_comparison.csv and "
         f"tables/mixed_{name}_diagnostics.csv show the fit, converged = False)",
         "a simpler random structure, more patients, or another engine (trajectories.engine)",
