@@ -186,6 +186,44 @@ def test_expected_counts_add_up_and_standardised_rate(unsuppressed: audit.AuditR
     assert np.allclose(units["adjusted_rate"], ratio * overall)
 
 
+@pytest.mark.parametrize("force", ["iteration limit", "separation"])
+def test_case_mix_model_that_is_not_usable_is_reported_not_used(
+        study: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame], force: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A case-mix model that did not converge (one IRLS iteration allowed), or whose
+    covariates separate recovery, is not used: expected recoveries fall back to the overall
+    rate (O/E then unadjusted, and said so), and the audit records the model as not
+    estimable."""
+    from pipeline.audit import case_mix
+
+    patients, sessions, patient_outcomes = study
+    if force == "iteration limit":
+        monkeypatch.setattr(case_mix, "GLM_MAXITER", 1)
+        reason = "the fit did not converge in 1 iteration"
+    else:  # recovery decided by the PHQ-9 baseline alone
+        recovered = patient_outcomes["phq9_baseline"] < 15
+        patient_outcomes = patient_outcomes.assign(
+            recovery=patient_outcomes["recovery"].mask(patient_outcomes["recovery"].notna(),
+                                                       recovered))
+        reason = "the covariates separate the outcome"
+    options = dataclasses.replace(OPTIONS, no_suppress=True, max_model_patients=100)
+    result = audit.review(patients, sessions, patient_outcomes, config.from_mapping(None),
+                          options)
+    record = next(r for r in result.records if r.analysis == "case-mix model")
+    assert record.status == "not estimable" and reason in record.reason
+    assert any(m.startswith(case_mix.CASE_MIX_NOT_USED) and "NOT adjusted" in m
+               for m in result.messages)
+    sites = result.tables["audit_sites"].set_index("unit")
+    overall = float(sites.loc["all", "recovery_rate"])
+    units = sites.drop(index="all")
+    assert np.allclose(units["expected"], units["recovery_n"] * overall)
+    assert np.allclose(units["adjusted_rate"], units["recovery_rate"])
+
+
+def test_case_mix_model_that_converges_leaves_no_record(result: audit.AuditResult) -> None:
+    assert not any(r.analysis == "case-mix model" for r in result.records)
+
+
 def test_poisson_ratio_interval_exact() -> None:
     low, high = audit.poisson_ratio_interval([0, 10, 25], [2.0, 10.0, 20.0])
     assert low[0] == 0 and high[0] == pytest.approx(stats.chi2.ppf(0.975, 2) / 2 / 2)

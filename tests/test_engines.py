@@ -520,3 +520,52 @@ def test_a_false_optimum_on_the_bound_is_left() -> None:
     assert found.converged and found.theta[0] == pytest.approx(0.5, abs=1e-3)
     boundary = large.minimise(_EvenDeviance(inside=False), np.zeros(1), np.eye(1))  # type: ignore[arg-type]
     assert boundary.converged and boundary.theta[0] == 0.0
+
+
+# ------------------------------------------------------------------------ non-convergence
+
+
+def _one_iteration_mixedlm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ``mixedlm`` optimiser stopped after one iteration."""
+    import mixedlm
+
+    from pipeline.trajectories.engines import mixedlm_engine
+
+    monkeypatch.setattr(mixedlm_engine, "_control", lambda optimizer: mixedlm.lmerControl(
+        optimizer=optimizer, maxiter=1, use_analytic_gradient=optimizer == "L-BFGS-B"))
+
+
+def _one_iteration_statsmodels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every statsmodels ``MixedLM`` optimiser stopped after one iteration."""
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    real_fit = MixedLM.fit
+
+    def short(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return real_fit(self, *args, **{**kwargs, "maxiter": 1})
+
+    monkeypatch.setattr(MixedLM, "fit", short)
+
+
+def test_mixedlm_that_does_not_converge_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The optimisers' failure is reported in the diagnostics and messages (never silent);
+    ``auto`` then refits with statsmodels and says that too."""
+    spec, data = golden_case("sleepstudy_reml")
+    _one_iteration_mixedlm(monkeypatch)
+    fit = engines.fit(spec, data, "mixedlm")
+    assert not fit.converged and not bool(fit.diagnostics.at[0, "converged"])
+    assert any("did not report convergence" in m for m in fit.messages)
+    assert "did not report convergence" in fit.diagnostics.at[0, "warnings"]
+    fallback = engines.fit(spec, data, "auto")
+    assert fallback.converged and fallback.engine == "statsmodels"
+    assert "mixedlm did not converge; fitted with statsmodels" in fallback.messages
+
+
+def test_statsmodels_that_does_not_converge_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec, data = golden_case("sleepstudy_reml")
+    _one_iteration_statsmodels(monkeypatch)
+    fit = engines.fit(spec, data, "statsmodels")
+    assert not fit.converged
+    assert any("did not report convergence" in m for m in fit.messages)
+    assert any("ConvergenceWarning" in m or "converge" in m.lower() for m in fit.messages
+               if m.startswith("statsmodels ("))

@@ -395,14 +395,57 @@ def test_gee_still_sparse_pool_merges_into_reference_and_fallback_reference(
     assert sum(term.startswith("problem_area[") for term in terms) == 2
 
 
-def test_gee_warnings_become_notes(simulated: tuple[pd.DataFrame, float]) -> None:
+def test_gee_under_separation_is_not_estimable(simulated: tuple[pd.DataFrame, float]) -> None:
+    """The baseline separates the outcome: statsmodels warns (PerfectSeparationWarning) and
+    returns an odds ratio of about 1e22 as if converged; it is reported, not used."""
     frame = simulated[0].iloc[:600].copy()
     frame["phq9_response"] = (frame["phq9_baseline"] > 18).astype("boolean")
     with warnings.catch_warnings(record=True) as escaped:
         warnings.simplefilter("always")
-        result = adjusted_response(frame)
+        with pytest.raises(NotEstimable, match=r"logistic GEE .* not used: the covariates "
+                                               r"separate the outcome"):
+            adjusted_response(frame)
     assert not escaped
-    assert any("PerfectSeparationWarning" in note for note in result.notes)
+
+
+def test_gee_that_did_not_converge_is_not_estimable(
+        simulated: tuple[pd.DataFrame, float], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tolerance no step can meet: statsmodels warns IterationLimitWarning and still
+    returns estimates (``converged`` false); they are reported, not used."""
+    import statsmodels.api as sm
+
+    from pipeline.outcomes import comparison
+
+    real_fit = sm.GEE.fit
+
+    def unreachable(self: object, *args: object, **kwargs: object) -> object:
+        return real_fit(self, *args, **{**kwargs, "ctol": 0.0})  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sm.GEE, "fit", unreachable)
+    monkeypatch.setattr(comparison, "GEE_MAXITER", 3)
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        with pytest.raises(NotEstimable, match=r"logistic GEE .* not used: the fit did not "
+                                               r"converge in 3 iterations"):
+            adjusted_response(simulated[0])
+    assert not escaped
+
+
+def test_cluster_robust_glm_that_did_not_converge_is_not_estimable(
+        simulated: tuple[pd.DataFrame, float], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry-scale route (independence GLM with cluster-robust SEs) is checked too."""
+    from pipeline.outcomes import comparison
+
+    frame = simulated[0]
+    clusters = frame["therapist_id"].astype(str)
+    y = frame["phq9_response"].astype(float)
+    design = pd.DataFrame({"Intercept": 1.0, "phq9_baseline": frame["phq9_baseline"]})
+    _params, _cov, notes = comparison._fit_gee(y, design, clusters, exchangeable_max=0)
+    assert any("independence working correlation" in note for note in notes)
+    monkeypatch.setattr(comparison, "GLM_MAXITER", 1)
+    with pytest.raises(NotEstimable, match=r"logistic GLM \(cluster-robust SEs\) .* not "
+                                           r"used: the fit did not converge in 1 iteration"):
+        comparison._fit_gee(y, design, clusters, exchangeable_max=0)
 
 
 def test_gee_without_both_formats_has_no_standardisation(

@@ -499,6 +499,23 @@ def test_convergence_failure_drops_terms(demo_cohort: pd.DataFrame,
         "condition", "residual_phq9", "format"]
 
 
+def test_cox_that_stops_short_is_not_used(demo_cohort: pd.DataFrame,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """lifelines only warns when Newton-Raphson reaches its step limit and returns the last
+    step's estimates: the fit raises ConvergenceError, the terms are dropped one by one and,
+    when no model converges, the Cox model is not estimable, with the reasons."""
+    from pipeline.relapse import cox
+
+    cfg = config.from_mapping({"relapse": {"min_events_per_parameter": 1}})
+    monkeypatch.setattr(cox, "FIT_OPTIONS", {**cox.FIT_OPTIONS, "max_steps": 1})
+    data = demo_cohort.loc[demo_cohort["format"] == "individual"]
+    with pytest.raises(ConvergenceError, match="Newton-Raphson stopped"):
+        fit_cox(data, CoxSpec(categorical=("maintenance",)))
+    with pytest.raises(NotEstimable, match=r"no Cox model could be fitted: Cox model did not "
+                                           r"converge .*Newton-Raphson stopped"):
+        cox_analysis(demo_cohort, "phq9", cfg)
+
+
 def test_cluster_by_therapy_group(demo_cohort: pd.DataFrame) -> None:
     """Individual patients are their own cluster."""
     cfg = config.from_mapping({"relapse": {"cluster": "group"}})

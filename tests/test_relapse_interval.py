@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from lifelines import KaplanMeierFitter
+from lifelines.exceptions import ConvergenceError
 
 from pipeline import config
 from pipeline.estimability import NotEstimable
@@ -266,6 +267,20 @@ def test_turnbull_analysis_of_nobody_is_not_estimable() -> None:
         relapse_interval.turnbull_analysis(_frame([], []), config.from_mapping(None))
 
 
+def test_turnbull_that_did_not_converge_is_not_estimable(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An EM iteration stopped at its limit gives no curve (not a partly iterated one)."""
+    data = _golden_frame("demo")
+    with pytest.raises(ConvergenceError, match="did not converge in 3"):
+        relapse_interval.fit_turnbull(data, max_iterations=3)
+    real = relapse_interval.fit_turnbull
+    monkeypatch.setattr(relapse_interval, "fit_turnbull",
+                        lambda frame: real(frame, max_iterations=3))
+    with pytest.raises(NotEstimable, match="Turnbull relapse-free curve is not used: the "
+                                           "Turnbull NPMLE did not converge in 3 iterations"):
+        relapse_interval.turnbull_analysis(data, config.from_mapping(None))
+
+
 # --------------------------------------------------------------------------------------
 # Weibull AFT
 # --------------------------------------------------------------------------------------
@@ -315,16 +330,22 @@ def test_weibull_aft_matches_survreg_on_the_demo() -> None:
     assert (table["n"] == golden["n"]).all() and (table["events"] == golden["events"]).all()
 
 
-def test_aft_analysis_uses_the_cox_terms() -> None:
+def _aft_demo_data() -> pd.DataFrame:
+    """The demo's interval data with the Cox model's columns (format, maintenance,
+    residual_phq9, event, time_weeks)."""
     data = _golden_frame("demo").drop(columns=[c for c in _golden_frame("demo").columns
                                                if c.startswith("x_")])
     demo_terms = _golden_frame("demo")
-    data = data.assign(format=np.where(demo_terms["x_format_group"] == 1, "group",
+    return data.assign(format=np.where(demo_terms["x_format_group"] == 1, "group",
                                        "individual"),
                        residual_phq9=demo_terms["x_residual_phq9"],
                        event=np.where(np.isfinite(data["right_weeks"]), 1, 0),
                        time_weeks=np.where(np.isfinite(data["right_weeks"]),
                                            data["right_weeks"], data["left_weeks"]))
+
+
+def test_aft_analysis_uses_the_cox_terms() -> None:
+    data = _aft_demo_data()
     table, notes = relapse_interval.aft_analysis(data, "phq9", config.from_mapping(None))
     assert table["term"].tolist() == ["format[group]", "maintenance[True]", "residual_phq9",
                                       "(Intercept)", "log(scale)"]
@@ -332,6 +353,18 @@ def test_aft_analysis_uses_the_cox_terms() -> None:
                                atol=AFT_ATOL)
     assert table["model"].iloc[0].startswith("Weibull AFT (interval-censored): format + ")
     assert any("time ratios" in note for note in notes)
+
+
+def test_aft_that_did_not_converge_is_not_estimable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The optimiser (scipy, through lifelines) allowed one iteration: lifelines raises
+    ConvergenceError and the model is reported as not estimable, with no table."""
+    from lifelines import WeibullAFTFitter
+
+    data = _aft_demo_data()
+    monkeypatch.setattr(WeibullAFTFitter, "_scipy_fit_options", {"maxiter": 1})
+    with pytest.raises(NotEstimable, match="interval-censored Weibull model did not "
+                                           "converge"):
+        relapse_interval.aft_analysis(data, "phq9", config.from_mapping(None))
 
 
 def test_aft_with_five_relapses_is_not_estimable() -> None:

@@ -521,3 +521,51 @@ def test_the_format_is_never_pooled_even_when_both_formats_are_rare() -> None:
     frame, _terms, notes = trajectories.model_data(long)
     assert list(frame["format"].cat.categories) == ["individual", "group"]
     assert not any(note.startswith("format") for note in notes)
+
+
+def test_a_model_that_did_not_converge_is_reported_and_not_used(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both engines stopped after one iteration (so ``auto``'s statsmodels fallback does not
+    converge either): each model is recorded as not estimable with the reason, none of its
+    estimates is written, and its diagnostics and comparison row say converged = False."""
+    from tests.test_engines import _one_iteration_mixedlm, _one_iteration_statsmodels
+
+    cohort = demo.generate_cohort(demo.DemoConfig(n_patients=300, seed=7, expected_rates_n=0))
+    cfg = config.from_mapping({"trajectories": {"models": ["growth", "phases"]}})
+    po = outcomes.derive(cohort.patients, cohort.sessions, cfg)
+    _one_iteration_mixedlm(monkeypatch)
+    _one_iteration_statsmodels(monkeypatch)
+    out = trajectories.analyse(cohort.patients, cohort.sessions, po, cfg)
+    for model in ("growth", "phases"):
+        record = next(r for r in out.records if r.analysis == f"model {model}")
+        assert record.status == "not estimable"
+        assert f"the final fit of {model}" in record.reason
+        assert "did not converge, so none of its estimates is used" in record.reason
+        assert not bool(out.tables[f"mixed_{model}_diagnostics"].at[0, "converged"])
+        assert any(m.startswith(f"{model}: ") and "did not report convergence" in m
+                   for m in out.messages)
+    estimates = {"mixed_growth_fixed", "mixed_growth_variance", "mixed_phases_fixed",
+                 "mixed_phases_variance", "mixed_trajectories", "mixed_slopes",
+                 "mixed_format_difference", "mixed_phase_slopes", "mixed_patient_fitted"}
+    assert not estimates & set(out.tables)
+    comparison = out.tables["mixed_model_comparison"]
+    assert comparison["model"].tolist() == ["growth", "phases"]
+    assert not comparison["converged"].any()
+    assert comparison["convergence_note"].str.contains("did not report convergence").all()
+
+
+def test_a_custom_model_that_did_not_converge_is_not_used(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_engines import _one_iteration_mixedlm, _one_iteration_statsmodels
+
+    patients, sessions, po = _trial()
+    cfg = config.from_mapping({"primary_instrument": "bdi2", "trajectories": {
+        "models": [], "custom": [
+            {"name": "trial", "formula": "bdi2 ~ weeks * arm + (1 + weeks | patient_id)"}]}})
+    _one_iteration_mixedlm(monkeypatch)
+    _one_iteration_statsmodels(monkeypatch)
+    out = trajectories.analyse(patients, sessions, po, cfg)
+    status = {r.analysis: (r.status, r.reason) for r in out.records}
+    assert status["model trial"][0] == "not estimable"
+    assert "did not converge" in status["model trial"][1]
+    assert set(out.tables) == {"mixed_trial_diagnostics", "mixed_model_comparison"}

@@ -141,6 +141,7 @@ def test_comparable_groups() -> None:
         "method": ["REML", "REML", "ML", "ML", "REML", "REML", "ML"],
         "_rows": ["all", "some", "all", "all", "all", "all", "some"],
         "_fixed": ["f1", "f1", "f2", "f3", "f2", "f2", "f2"]})
+    rows["converged"] = True
     for column in COMPARISON_COLUMNS:
         if column not in rows:
             rows[column] = 0
@@ -151,6 +152,10 @@ def test_comparable_groups() -> None:
     assert groups == {"growth": "", "completers": "", "ml_a": "A", "ml_b": "A",
                       "reml_a": "B", "reml_b": "B", "ml_other": ""}
     assert table.set_index("model").loc["ml_a", "comparable_with"] == "ml_b"
+    # a fit that did not converge is not at its maximum: it compares with no other
+    stopped = model_comparison(rows.assign(converged=rows["model"] != "ml_b"))
+    groups = dict(zip(stopped["model"], stopped["comparable_group"], strict=True))
+    assert groups["ml_a"] == groups["ml_b"] == "" and groups["reml_a"] == "A"
 
 
 # --------------------------------------------------------------------------- on a small demo

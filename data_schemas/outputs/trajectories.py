@@ -136,7 +136,8 @@ def mixed_contracts() -> dict[str, pa.DataFrameSchema]:
             "comparable_group": text("A letter shared by the models whose AIC and BIC are "
                                      "comparable (ML fits of the same rows, or REML fits "
                                      "with the same fixed effects on the same rows); blank "
-                                     "when comparable with none.", nullable=True),
+                                     "when comparable with none, or when the fit did not "
+                                     "converge.", nullable=True),
             "comparable_with": text("The other models of the same comparable group.",
                                     nullable=True),
             "formula": text("The model in lme4 notation, as fitted."),

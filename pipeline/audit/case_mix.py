@@ -42,10 +42,14 @@ from scipy import stats
 
 from pipeline.audit.columns import FloatArray
 from pipeline.config import StudyConfig
-from pipeline.modelling import pooling
+from pipeline.modelling import convergence, pooling
 
 if TYPE_CHECKING:
     from pipeline.audit.review import AuditOptions
+
+#: Iteration limit of the case-mix model (statsmodels' default, stated).
+GLM_MAXITER = 100
+CASE_MIX_NOT_USED = "case mix: the logistic model of recovery is not used"
 
 
 def _pool(values: pd.Series, name: str, min_n: int) -> tuple[pd.Series, list[str]]:
@@ -88,6 +92,12 @@ def case_mix_expected(
 
     Returns a float Series aligned with ``patient_outcomes`` (NaN outside the model: not a
     finished course, not at caseness or unpaired) and notes (pooling, fit warnings).
+
+    A model that did not converge within ``GLM_MAXITER`` iterations, or whose covariates
+    separate recovery (:func:`pipeline.modelling.convergence.unusable_fit`), is not used:
+    the expected probability is then the overall recovery rate (no case-mix adjustment, as
+    with too few outcomes), and a note starting ``CASE_MIX_NOT_USED`` says so and why
+    (:func:`case_mix_problem`).
     """
     baselines = [f"{name}_baseline" for name in config.paired_instruments]
     known = patient_outcomes["finished_course"].astype(bool) & patient_outcomes[
@@ -104,12 +114,26 @@ def case_mix_expected(
     design = design.loc[:, (design.std() > 0) | (design.columns == "Intercept")]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fitted = sm.GLM(y, design, family=sm.families.Binomial()).fit()
+        fitted = sm.GLM(y, design, family=sm.families.Binomial()).fit(maxiter=GLM_MAXITER)
     notes += [f"case mix: statsmodels {w.category.__name__}: {w.message}" for w in caught]
+    problem = convergence.unusable_fit(fitted, caught)
+    if problem is not None:
+        expected.loc[data.index] = float(y.mean())
+        notes.append(f"{CASE_MIX_NOT_USED} ({problem}): expected recoveries are the overall "
+                     "recovery rate, so the O/E ratios and adjusted rates are NOT adjusted "
+                     "for case mix")
+        return expected, list(dict.fromkeys(notes))
     expected.loc[data.index] = np.asarray(fitted.fittedvalues, dtype=float)
     notes.append(f"case mix: logistic model of recovery on {len(data)} patients with "
                  f"{design.shape[1] - 1} terms ({', '.join(design.columns[1:])})")
     return expected, list(dict.fromkeys(notes))
+
+
+def case_mix_problem(notes: Sequence[str]) -> str | None:
+    """The note of :func:`case_mix_expected` saying its model was not used, if any (the
+    audit then records the case-mix model as not estimable)."""
+    note = next((note for note in notes if note.startswith(CASE_MIX_NOT_USED)), None)
+    return None if note is None else note.removeprefix("case mix: ")
 
 
 def poisson_ratio_interval(

@@ -40,6 +40,7 @@ import pandas as pd
 
 from pipeline.audit import funnels as funnel
 from pipeline.audit.case_mix import case_mix_expected as case_mix_expected
+from pipeline.audit.case_mix import case_mix_problem
 from pipeline.audit.case_mix import poisson_ratio_interval as poisson_ratio_interval
 from pipeline.audit.columns import (
     ALL as ALL,
@@ -82,7 +83,7 @@ from pipeline.audit.units import unit_table as unit_table
 from pipeline.audit.verdicts import _dispersion_message, _funnel, _funnel_summary, _outliers
 from pipeline.audit.verdicts import benchmarks as benchmarks
 from pipeline.config import Audit, StudyConfig
-from pipeline.estimability import AnalysisRecord, attempt, require
+from pipeline.estimability import NOT_ESTIMABLE, AnalysisRecord, attempt, require
 from pipeline.sharing import pseudonyms as privacy
 from pipeline.sharing.suppression import SECONDARY as SECONDARY
 from pipeline.sharing.suppression import Relation as Relation
@@ -256,6 +257,7 @@ def review(
     if units is not None:
         tables, messages = dict(units.tables), list(units.messages)
         figure_data = funnel_data(units.funnels, units.labelled, options)
+        records += units.records
     watch = attempt(STAGE, "not_on_track", lambda: not_on_track(
         patients, sessions, patient_outcomes, config, options), records)
     if watch is not None:
@@ -309,6 +311,7 @@ class _Units:
     funnels: dict[str, funnel.FunnelResult]
     labelled: dict[str, pd.DataFrame]
     messages: tuple[str, ...]
+    records: tuple[AnalysisRecord, ...] = ()
 
 
 def _unit_tables(patient_outcomes: pd.DataFrame, config: StudyConfig, options: AuditOptions,
@@ -327,6 +330,10 @@ def _unit_tables(patient_outcomes: pd.DataFrame, config: StudyConfig, options: A
             f"needs both paired instruments ({' and '.join(instruments)})",
             f"{' and '.join(instruments)} scores at baseline and end of treatment")
     expected, messages = case_mix_expected(patient_outcomes, config, options)
+    problem = case_mix_problem(messages)
+    records = () if problem is None else (AnalysisRecord(
+        STAGE, "case-mix model", NOT_ESTIMABLE, problem,
+        "more finished courses at caseness, or fewer audit.case_mix_covariates"),)
     raw = {level: unit_table(patient_outcomes, level, expected, config, options)
            for level in LEVELS}
     funnels = {level: _funnel(table, options) for level, table in raw.items()}
@@ -341,7 +348,7 @@ def _unit_tables(patient_outcomes: pd.DataFrame, config: StudyConfig, options: A
         shared, messages = {"site": sites, "therapist": therapists}, messages + notes
     tables, labelled = _assemble(shared, funnels, instruments, key, options)
     log.info("audit: %d sites, %d therapists", len(raw["site"]) - 1, len(raw["therapist"]) - 1)
-    return _Units(tables, funnels, labelled, tuple(messages))
+    return _Units(tables, funnels, labelled, tuple(messages), records)
 
 
 def _assemble(shared: dict[str, pd.DataFrame], funnels: dict[str, funnel.FunnelResult],

@@ -2,6 +2,10 @@
 
 Modules
 -------
+``convergence``
+    ``unusable_fit(results, caught)``: the one rule for when an iterative logistic fit
+    (the response models, the audit's case mix) must not be used: not converged, or the
+    covariates separate the outcome.
 ``pooling``
     ``pool_rare_levels(values, min_patients, ...)``: the one rule for pooling rare levels
     of a categorical covariate (used by the response models, the audit's case mix and the

@@ -29,6 +29,7 @@ from scipy import stats
 from scipy.special import expit
 
 from pipeline.estimability import require
+from pipeline.modelling import convergence
 from pipeline.outcomes.rates import _design, missing_group_note
 
 # --------------------------------------------------------------------------------------
@@ -84,6 +85,10 @@ def _cluster_ids(data: pd.DataFrame, cluster: str) -> tuple[pd.Series, list[str]
 #: statsmodels, ~20 s at 300,000 patients) gives way to the independence working
 #: correlation, fitted as a logistic GLM with cluster-robust standard errors (vectorised).
 GEE_EXCHANGEABLE_MAX = 50_000
+#: Iteration limits of the two fits (statsmodels' defaults, stated): a fit that reaches
+#: its limit is not converged and not used (:func:`pipeline.modelling.convergence.unusable_fit`).
+GEE_MAXITER = 60
+GLM_MAXITER = 100
 
 
 def _fit_gee(
@@ -98,21 +103,35 @@ def _fit_gee(
     estimator with a working-independence structure: still consistent with valid robust
     standard errors, possibly a little less efficient (Liang and Zeger 1986; Pan and
     Connett 2002), and noted in the output.
+
+    Raises
+    ------
+    NotEstimable
+        When the fit is not to be used (:func:`pipeline.modelling.convergence.unusable_fit`):
+        it did not converge within ``GEE_MAXITER`` / ``GLM_MAXITER`` iterations, the
+        covariates separate the outcome, or statsmodels could not estimate it.
     """
     groups = pd.factorize(clusters)[0]
+    independence = len(y) > exchangeable_max
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if len(y) > exchangeable_max:
+        if independence:
             results = sm.GLM(y.astype(float), design, family=sm.families.Binomial()).fit(
-                cov_type="cluster", cov_kwds={"groups": groups})
-            caught.append(warnings.WarningMessage(
-                f"{len(y):,} patients: independence working correlation (logistic GLM with "
-                "cluster-robust SEs) instead of exchangeable, for speed", UserWarning, "", 0))
+                maxiter=GLM_MAXITER, cov_type="cluster", cov_kwds={"groups": groups})
         else:
             model = sm.GEE(y.astype(float), design, groups=groups,
                            family=sm.families.Binomial(),
                            cov_struct=sm.cov_struct.Exchangeable())
-            results = model.fit(cov_type="robust")
+            results = model.fit(maxiter=GEE_MAXITER, cov_type="robust")
+    name = "logistic GLM (cluster-robust SEs)" if independence else "logistic GEE"
+    problem = convergence.unusable_fit(results, caught)
+    require(problem is None,
+            f"the {name} of the format comparison is not used: {problem}",
+            "more patients or clusters, or fewer covariates (comparison.covariates)")
+    if independence:
+        caught.append(warnings.WarningMessage(
+            f"{len(y):,} patients: independence working correlation (logistic GLM with "
+            "cluster-robust SEs) instead of exchangeable, for speed", UserWarning, "", 0))
     texts = [f"statsmodels {w.category.__name__}: {w.message}" for w in caught]
     names = design.columns
     params = pd.Series(np.asarray(results.params, dtype=float), index=names)
@@ -224,7 +243,9 @@ def adjusted_response(
     ``major_depression`` and problem area ``role_disputes`` (the most frequent level when
     these are absent). Levels with fewer than ``min_level_n`` patients or without events or
     non-events are pooled into ``other_pooled`` to avoid separation; every such step is
-    recorded in ``notes``, as are warnings raised by statsmodels (e.g. non-convergence).
+    recorded in ``notes``, as are warnings raised by statsmodels. A fit that did not
+    converge, or whose covariates separate the outcome (no finite maximum), is not used:
+    it is reported as not estimable with the reason.
 
     ``standardised`` gives the model-standardised (g-computation) rates had everyone been
     treated individually or in a group, averaged over the observed case mix, and their
@@ -255,7 +276,8 @@ def adjusted_response(
     Raises
     ------
     pipeline.estimability.NotEstimable
-        See ``_comparable``; too few clusters; a covariance that is not finite.
+        See ``_comparable``; too few clusters; a fit that did not converge or has no
+        finite maximum (separation); a covariance that is not finite.
     """
     data, y = _comparable(outcomes, outcome, baseline)
     notes: list[str] = []

@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from lifelines import CoxPHFitter
+from lifelines.exceptions import ConvergenceError, ConvergenceWarning
 from scipy import stats
 
 from pipeline.relapse.cohort import RELAPSE
@@ -61,6 +62,8 @@ STRATUM_CODE: Final = "stratum_code"
 #: Newton-Raphson to full convergence (lifelines stops at a relative change of the log
 #: partial likelihood of 1e-9, as R does, which leaves coefficients a few 1e-6 apart).
 FIT_OPTIONS: Final = {"precision": 1e-12, "r_precision": 1e-12}
+#: lifelines' warning (``ConvergenceWarning``) when Newton-Raphson stops short
+NOT_CONVERGED: Final = "failed to converge"
 COX_COLUMNS: Final = ("term", "hazard_ratio", "ci_low", "ci_high", "p_value", "coef", "se",
                       "n", "events", "model")
 
@@ -252,7 +255,8 @@ def fit_cox(data: pd.DataFrame, spec: CoxSpec) -> CoxFit:
     Raises
     ------
     lifelines.exceptions.ConvergenceError
-        When the partial likelihood cannot be maximised.
+        When the partial likelihood cannot be maximised: lifelines raises it, or warns
+        that Newton-Raphson failed to converge (its estimates are then not used).
     """
     design = cox_design(data, spec)
     fitter = CoxPHFitter()
@@ -261,6 +265,10 @@ def fit_cox(data: pd.DataFrame, spec: CoxSpec) -> CoxFit:
         fitter.fit(_lifelines_frame(design, spec), duration_col="time_weeks",
                    event_col="event", strata=[STRATUM_CODE] if spec.strata else None,
                    fit_options=FIT_OPTIONS)
+    if any(issubclass(w.category, ConvergenceWarning) and NOT_CONVERGED in str(w.message)
+           for w in caught):  # lifelines only warns, and returns the last step's estimates
+        raise ConvergenceError("Newton-Raphson stopped before the partial likelihood was "
+                               "maximised")
     coef = fitter.params_.to_numpy(dtype=float)
     if spec.cluster:
         se = np.sqrt(np.diag(_robust_variance(fitter, design, spec)))

@@ -333,11 +333,17 @@ def turnbull_analysis(data: pd.DataFrame,
     Raises
     ------
     NotEstimable
-        An empty cohort.
+        An empty cohort, or an NPMLE that did not converge within ``MAX_ITERATIONS`` (in
+        any stratum: no curve of the table is used then).
     """
     require(len(data) > 0, "no patients in the relapse cohort",
             "patients at risk of relapse with follow-up")
-    return turnbull_table(data, config.relapse.horizon_weeks)
+    try:
+        return turnbull_table(data, config.relapse.horizon_weeks)
+    except ConvergenceError as error:  # no curve from an iteration that stopped short
+        raise NotEstimable(f"the Turnbull relapse-free curve is not used: {error}",
+                           "more follow-up visits per patient (a less ambiguous interval "
+                           "for each relapse)") from error
 
 
 def _aft_frame(data: pd.DataFrame, design: pd.DataFrame) -> pd.DataFrame:

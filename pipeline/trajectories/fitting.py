@@ -6,7 +6,9 @@ A built-in model (:mod:`pipeline.trajectories.specs`) is fitted through an engin
 and its derived tables are computed (:mod:`pipeline.trajectories.estimates`). A custom
 model is parsed from its lme4 formula (:mod:`pipeline.trajectories.formula`). Whatever the
 data cannot support is raised as :class:`pipeline.estimability.NotEstimable`, for the
-caller to record at the model's boundary.
+caller to record at the model's boundary; so is a model whose final fit did not converge
+(:class:`NotConverged`): none of its estimates (fixed effects, variances, slopes, means,
+format difference) is written or used, only the diagnostics that show the failed fit.
 """
 
 from __future__ import annotations
@@ -33,9 +35,44 @@ from pipeline.trajectories.formula import FormulaError, to_spec
 from pipeline.trajectories.means import comparison_row
 from pipeline.trajectories.specs import MIN_CLUSTERS, model_spec
 
-__all__ = ["FitContext", "fit_builtin", "fit_custom", "merge_tables"]
+__all__ = ["FitContext", "NotConverged", "fit_builtin", "fit_custom", "merge_tables"]
 
 MIN_PATTERN_PATIENTS: Final = 5
+#: The tables of a model whose final fit did not converge that are still written: they
+#: describe the fit (``converged`` false, the optimiser, its warnings), they estimate nothing
+DIAGNOSTIC_TABLES: Final = ("diagnostics", "model_comparison")
+
+
+class NotConverged(NotEstimable):
+    """A model whose final fit did not converge (every optimiser, and the ``auto`` engine's
+    fallback, tried): not estimable, so no estimate of it is used. It carries the tables
+    that say so (``mixed_<model>_diagnostics`` and its ``mixed_model_comparison`` row,
+    ``converged`` false with the optimiser's note) and the engine's messages, for the
+    caller to keep while recording the model as not estimable."""
+
+    def __init__(self, reason: str, remedy: str, tables: dict[str, pd.DataFrame],
+                 notes: list[str]) -> None:
+        super().__init__(reason, remedy)
+        self.tables = tables
+        self.notes = notes
+
+
+def _refuse_unconverged(name: str, fit: MixedFit, tables: dict[str, pd.DataFrame],
+                        notes: list[str]) -> None:
+    """Raise :class:`NotConverged` for a fit that did not converge, with its diagnostics."""
+    if fit.converged:
+        return
+    diagnostics = fit.diagnostics.iloc[0]
+    iterations = int(diagnostics["iterations"])
+    kept = {key: table for key, table in tables.items() if key.endswith(DIAGNOSTIC_TABLES)}
+    raise NotConverged(
+        f"the final fit of {name} ({fit.engine}, optimiser {diagnostics['optimizer']}, "
+        f"{iterations} iteration{'' if iterations == 1 else 's'}) did not converge, so none "
+        "of its estimates "
+        "is used (tables/mixed_model_comparison.csv and "
+        f"tables/mixed_{name}_diagnostics.csv show the fit, converged = False)",
+        "a simpler random structure, more patients, or another engine (trajectories.engine)",
+        kept, notes)
 
 
 def _tables(name: str, fit: MixedFit, rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -117,13 +154,17 @@ def fit_builtin(model: str, ctx: FitContext, warm: engines.WarmStart | None
     NotEstimable
         When the data cannot support the model (see :func:`_subset` and
         :func:`pipeline.trajectories.engines.check_identifiable`) or no engine could fit it.
+    NotConverged
+        When the final fit did not converge (with the tables that show it).
     """
     rows = _subset(model, ctx.frame)
     spec = model_spec(model, ctx.time, ctx.covariates, ctx.components)
     fit = _fit_or_refuse(spec, rows, ctx.engine, warm)
     tables = _tables(model, fit, rows)
+    notes = [f"{model}: {m}" for m in fit.messages]
+    _refuse_unconverged(model, fit, tables, notes)
     tables.update(_derived(model, fit, rows, ctx))
-    return tables, [f"{model}: {m}" for m in fit.messages], fit.warm_start or warm
+    return tables, notes, fit.warm_start or warm
 
 
 def _fit_or_refuse(spec: engines.MixedSpec, rows: pd.DataFrame, engine: str,
@@ -145,6 +186,8 @@ def fit_custom(model: ModelSpec, long_for: Callable[[str], pd.DataFrame], engine
     NotEstimable
         For a formula that cannot be used with these data, or a model the data cannot
         support.
+    NotConverged
+        When the final fit did not converge (with the tables that show it).
     """
     try:
         spec = to_spec(model.formula, model.reml)
@@ -155,7 +198,10 @@ def fit_custom(model: ModelSpec, long_for: Callable[[str], pd.DataFrame], engine
     if model.exclude_baseline:
         data = data.loc[~data["is_baseline"] & (data["session_number"] > 0)]
     fit = _fit_or_refuse(spec, data, engine)
-    return _tables(model.name, fit, data), [f"{model.name}: {m}" for m in fit.messages]
+    tables = _tables(model.name, fit, data)
+    notes = [f"{model.name}: {m}" for m in fit.messages]
+    _refuse_unconverged(model.name, fit, tables, notes)
+    return tables, notes
 
 
 def merge_tables(tables: dict[str, pd.DataFrame], new: dict[str, pd.DataFrame]) -> None:

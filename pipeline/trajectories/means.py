@@ -22,7 +22,8 @@ r"""Tables that let a reader check the trajectory models (:mod:`pipeline.traject
     that also have the same fixed effects (the REML likelihood is of residual contrasts
     that depend on the fixed-effects design; Pinheiro and Bates 2000, sec. 2.4.2).
     ``comparable_group`` labels the models whose AIC and BIC may be compared with each
-    other; a model alone in its group has it empty.
+    other; a model alone in its group has it empty, as has a model whose fit did not
+    converge (its likelihood is not at a maximum; its estimates are not used either).
 
 References
 ----------
@@ -167,6 +168,9 @@ def model_comparison(rows: pd.DataFrame) -> pd.DataFrame:
     """
     keys = [(m, r) if m == "ML" else (m, r, f)
             for m, r, f in zip(rows["method"], rows["_rows"], rows["_fixed"], strict=True)]
+    # a fit that did not converge is not at its maximum: its AIC and BIC compare with none
+    keys = [key if bool(converged) else ("not converged", str(model)) for key, converged, model
+            in zip(keys, rows["converged"], rows["model"], strict=True)]
     members: dict[tuple[str, ...], list[str]] = {}
     for key, model in zip(keys, rows["model"], strict=True):
         members.setdefault(key, []).append(str(model))

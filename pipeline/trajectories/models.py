@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -59,7 +60,13 @@ from pipeline.trajectories.data import (
     long_scores,
 )
 from pipeline.trajectories.estimates import format_difference
-from pipeline.trajectories.fitting import FitContext, fit_builtin, fit_custom, merge_tables
+from pipeline.trajectories.fitting import (
+    FitContext,
+    NotConverged,
+    fit_builtin,
+    fit_custom,
+    merge_tables,
+)
 from pipeline.trajectories.means import model_comparison, observed_means
 from pipeline.trajectories.specs import model_spec, random_structure
 
@@ -81,6 +88,7 @@ MIN_LEVEL_PATIENTS: Final = 10
 SAMPLE_HASH_KEY: Final = sampling.SAMPLE_HASH_KEY
 AGE_COMPLETE: Final = 0.9
 STAGE: Final = "models"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, eq=False)
@@ -275,12 +283,27 @@ def _builtin_models(patients: pd.DataFrame, sessions: pd.DataFrame,
             rows = add_phases(frame, sessions, patients, patient_outcomes, config) \
                 if model == "phases" else frame
             return fit_builtin(model, replace(ctx, frame=rows), warm)
-        done = attempt(STAGE, f"model {model}", one, records)
+        done = _attempt_model(f"model {model}", one, records, tables, messages)
         if done is not None:
             new, notes, warm = done
             merge_tables(tables, new)
             messages += notes
     return tables, messages
+
+
+def _attempt_model(analysis: str, fit: Callable[[], T], records: list[AnalysisRecord],
+                   tables: dict[str, pd.DataFrame], messages: list[str]) -> T | None:
+    """:func:`pipeline.estimability.attempt` for one model; a model whose final fit did not
+    converge is recorded as not estimable, and the diagnostics that show it (and the
+    engine's messages) are kept in ``tables`` and ``messages``."""
+    def keeping_diagnostics() -> T:
+        try:
+            return fit()
+        except NotConverged as stopped:
+            merge_tables(tables, stopped.tables)
+            messages.extend(stopped.notes)
+            raise
+    return attempt(STAGE, analysis, keeping_diagnostics, records)
 
 
 def analyse(patients: pd.DataFrame, sessions: pd.DataFrame, patient_outcomes: pd.DataFrame,
@@ -332,8 +355,9 @@ def analyse(patients: pd.DataFrame, sessions: pd.DataFrame, patient_outcomes: pd
         return long_scores(patients, sessions, patient_outcomes, target, settings.time)
 
     for custom in settings.custom:
-        done = attempt(STAGE, f"model {custom.name}",
-                       functools.partial(fit_custom, custom, long_for, chosen), records)
+        done = _attempt_model(f"model {custom.name}",
+                              functools.partial(fit_custom, custom, long_for, chosen),
+                              records, tables, messages)
         if done is not None:
             merge_tables(tables, done[0])
             messages += done[1]
