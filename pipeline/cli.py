@@ -65,6 +65,11 @@ def _folder(text: str) -> Path:
     return Path(text)
 
 
+def _folder_or_url(text: str) -> Path | str:
+    """A folder, or a URL (``scheme://...``) that the columnar engine reads itself."""
+    return text if "://" in text else _folder(text)
+
+
 def _share(text: str) -> float:
     """``--max-quarantine``: a share in [0, 1] (not nan, inf or a percentage)."""
     try:
@@ -431,8 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("columnar", help="per-patient outcomes and rates on DuckDB or Spark "
                        "(registry scale)", description=cmd_columnar.__doc__)
-    p.add_argument("data_dir", type=_folder, help="folder with patients and sessions "
-                   "(.parquet, a folder of .parquet parts, or .csv) that meet the contract")
+    p.add_argument("data_dir", type=_folder_or_url, help="folder with patients and "
+                   "sessions (.parquet, a folder of .parquet parts, or .csv) that meet the "
+                   "contract, or a URL the engine reads (s3a://bucket/registry)")
     p.add_argument("--out", type=_folder, required=True, help="output folder")
     p.add_argument("--config", type=Path, default=None, help="study config YAML")
     p.add_argument("--on", choices=("duckdb", "pyspark"), default="duckdb",

@@ -244,7 +244,14 @@ def test_spark_local_cluster_gives_the_embedded_tables(spark: Any, duckdb: Any,
                                   rate_table(expected, study), check_exact=True)
     runs = {name: columnar_run.run(_demo_folder(), tmp_path / name, _config({}), name)
             for name in ("duckdb", "pyspark")}
+    # a warehouse's layout: a URL with a folder of Parquet parts per table
+    parts = tmp_path / "warehouse"
+    for name in ("patients", "sessions"):
+        (parts / name).mkdir(parents=True)
+        pd.read_parquet(_demo_folder() / f"{name}.parquet").to_parquet(
+            parts / name / "part-0.parquet")
+    runs["url"] = columnar_run.run(f"file://{parts}", tmp_path / "url", _config({}), "pyspark")
     files = {name: (tmp_path / name / "columnar" / "response_rates.csv").read_bytes()
              for name in runs}
-    assert files["duckdb"] == files["pyspark"]
-    assert runs["pyspark"].patients == 300
+    assert files["duckdb"] == files["pyspark"] == files["url"]
+    assert runs["pyspark"].patients == runs["url"].patients == 300

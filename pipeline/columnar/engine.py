@@ -76,16 +76,27 @@ def spark_session(master: str = "local[2]") -> Any:
             .getOrCreate())
 
 
-def read_tables(backend: BaseBackend, folder: Path) -> Tables:
+def read_tables(backend: BaseBackend, folder: Path | str) -> Tables:
     """``patients`` and ``sessions`` from ``folder`` (Parquet where present, else CSV).
 
     A folder of Parquet parts (``folder/sessions/*.parquet``) is read as one table, so a
-    registry written in pieces needs no concatenation.
+    registry written in pieces needs no concatenation. ``folder`` may also be a URL that
+    the engine reads (``s3a://bucket/registry``, ``hdfs://...``): its ``patients`` and
+    ``sessions`` are then Parquet datasets (a file or a folder of parts each).
     """
     return Tables(backend, _read(backend, folder, "patients"), _read(backend, folder, "sessions"))
 
 
-def _read(backend: BaseBackend, folder: Path, name: str) -> ir.Table:
+def is_url(folder: Path | str) -> bool:
+    """Whether ``folder`` names storage the engine reads itself (``scheme://...``)."""
+    return isinstance(folder, str) and "://" in folder
+
+
+def _read(backend: BaseBackend, folder: Path | str, name: str) -> ir.Table:
+    if is_url(folder):
+        url = f"{str(folder).rstrip('/')}/{name}"
+        return _dates_as_timestamps(backend.read_parquet(url, table_name=name))
+    folder = Path(folder)
     parts, parquet, csv = folder / name, folder / f"{name}.parquet", folder / f"{name}.csv"
     if parts.is_dir():
         table = backend.read_parquet(str(parts / "*.parquet"), table_name=name)

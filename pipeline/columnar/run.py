@@ -75,16 +75,16 @@ def resolve_primary(tables: engines.Tables, config: StudyConfig) -> tuple[StudyC
     return for_data(config, [i for i in present if int(counts[i].iloc[0]) > 0])
 
 
-def run(data: Path, out: Path, config: StudyConfig, engine: engines.Engine = "duckdb", *,
+def run(data: Path | str, out: Path, config: StudyConfig, engine: engines.Engine = "duckdb", *,
         master: str = "local[2]", memory_limit: str | None = None,
         suppress_below: int | None = None, model_sample: int | None = None) -> ColumnarRun:
     """Derive and write the columnar outputs of ``data`` under ``out/columnar/``.
 
     Parameters
     ----------
-    data : Path
+    data : Path or str
         Folder with ``patients`` and ``sessions`` (Parquet, a folder of Parquet parts, or
-        CSV) that meet the contract.
+        CSV) that meet the contract, or a URL the engine reads (``s3a://...``).
     out : Path
         The run folder.
     config : StudyConfig
