@@ -44,59 +44,85 @@ class Breach:
     example: str
 
 
-def _rules(patients: ir.Table, sessions: ir.Table,
-           config: StudyConfig) -> dict[tuple[str, str], tuple[ir.Table, ir.BooleanValue]]:
-    """(table, rule) -> (table, a predicate true on the rows that break it)."""
-    known = patients.select(patient_id=patients.patient_id, __known=ibis.literal(True))
-    linked = sessions.left_join(known, "patient_id")
-    rules: dict[tuple[str, str], tuple[ir.Table, ir.BooleanValue]] = {
-        ("patients", "str_length(patient_id)"): (
-            patients, patients.patient_id.isnull() | (patients.patient_id.length() < 1)),
-        ("patients", "not_nullable(condition)"): (patients, patients.condition.isnull()),
-        ("patients", "isin(format)"): (
-            patients, patients.format.isnull() | ~patients.format.isin(FORMATS)),
-        ("sessions", "patient_exists"): (linked, linked["__known"].isnull()),
-        ("sessions", "greater_than_or_equal_to(0)"): (
-            linked, linked.session_number.isnull() | (linked.session_number < 0)),
-        ("sessions", "whole_number"): (
-            linked, linked.session_number.cast("float64") != linked.session_number.cast(
-                "float64").floor()),
-        ("sessions", "not_nullable(session_date)"): (linked, linked.session_date.isnull()),
-        ("sessions", "isin(attendance)"): (
-            linked, linked.attendance.isnull() | ~linked.attendance.isin(ATTENDANCE)),
+def _count(value: object) -> int:
+    """A count from the engine: None or NaN (a sum over no rows) is 0."""
+    return 0 if value is None or value != value else int(value)  # type: ignore[call-overload]
+
+
+def _row_rules(patients: ir.Table, sessions: ir.Table, config: StudyConfig
+               ) -> dict[tuple[str, str], ir.BooleanValue]:
+    """(table, rule) -> a predicate true on the rows of that table that break it."""
+    rules: dict[tuple[str, str], ir.BooleanValue] = {
+        ("patients", "str_length(patient_id)"):
+            patients.patient_id.isnull() | (patients.patient_id.length() < 1),
+        ("patients", "not_nullable(condition)"): patients.condition.isnull(),
+        ("patients", "isin(format)"): patients.format.isnull() | ~patients.format.isin(FORMATS),
+        ("sessions", "greater_than_or_equal_to(0)"):
+            sessions.session_number.isnull() | (sessions.session_number < 0),
+        ("sessions", "whole_number"): sessions.session_number.cast("float64")
+            != sessions.session_number.cast("float64").floor(),
+        ("sessions", "not_nullable(session_date)"): sessions.session_date.isnull(),
+        ("sessions", "isin(attendance)"):
+            sessions.attendance.isnull() | ~sessions.attendance.isin(ATTENDANCE),
     }
-    scored = ibis.literal(False)
+    scored: ir.BooleanValue = ibis.literal(False)
     for name in config.instruments_in(sessions.columns):
         rules_of = config.rules(name)
-        score = linked[name]
+        score = sessions[name]
         scored = scored | score.notnull()
         low = rules_of.min if rules_of.min is not None else float("-inf")
         high = rules_of.max if rules_of.max is not None else float("inf")
-        rules[("sessions", f"in_range({name})")] = (
-            linked, score.notnull() & ((score < low) | (score > high)))
-    rules[("sessions", "no_score_on_missed_session")] = (
-        linked, scored & (linked.attendance != "attended"))
-    return rules
+        rules[("sessions", f"in_range({name})")] = score.notnull() & (
+            (score < low) | (score > high))
+    rules[("sessions", "no_score_on_missed_session")] = scored & (
+        sessions.attendance != "attended")
+    return {key: rule.fill_null(False) for key, rule in rules.items()}
 
 
 def breaches(patients: ir.Table, sessions: ir.Table, config: StudyConfig) -> list[Breach]:
-    """Every rule of the module docstring broken by at least one row, with an example."""
-    rules = _rules(patients, sessions, config)
-    found: list[Breach] = []
-    for table_name in ("patients", "sessions"):
-        mine = {rule: pair for (t, rule), pair in rules.items() if t == table_name}
-        table = next(iter(mine.values()))[0]
-        counts = table.aggregate(**{f"r{i}": predicate.fill_null(False).cast("int64").sum()
-                                    for i, (_t, predicate) in enumerate(mine.values())})
-        row = counts.to_pandas().iloc[0]
-        for i, (rule, (_t, predicate)) in enumerate(mine.items()):
-            count = int(row[f"r{i}"] or 0)
-            if count:
-                found.append(Breach(table_name, rule, count,
-                                    _example(table, predicate.fill_null(False))))
-    found += _duplicates(patients, ["patient_id"], "patients", "unique(patient_id)")
-    found += _duplicates(sessions, ["patient_id", "session_number"], "sessions",
-                         "multiple_fields_uniqueness")
+    """Every rule of the module docstring broken by at least one row, with an example.
+
+    Two passes over the sessions at most: one aggregation by patient counts every row rule,
+    the rows, and the distinct session numbers (duplicates), and only its one row per
+    patient is joined to the patients (``patient_exists``); examples are fetched only for
+    the rules that were broken.
+    """
+    rules = _row_rules(patients, sessions, config)
+    mine = {rule: p for (t, rule), p in rules.items() if t == "patients"}
+    theirs = {rule: p for (t, rule), p in rules.items() if t == "sessions"}
+    totals = patients.aggregate(
+        __rows=patients.count(), __ids=patients.patient_id.nunique(),
+        **{f"r{i}": p.cast("int64").sum() for i, p in enumerate(mine.values())}
+    ).to_pandas().iloc[0]
+    found = [Breach("patients", rule, _count(totals[f"r{i}"]), _example(patients, p))
+             for i, (rule, p) in enumerate(mine.items()) if _count(totals[f"r{i}"])]
+    extra = _count(totals["__rows"]) - _count(totals["__ids"])
+    if extra:
+        found.append(Breach("patients", "unique(patient_id)", extra,
+                            _duplicate_example(patients, ["patient_id"])))
+    per_patient = sessions.group_by("patient_id").aggregate(
+        __rows=sessions.count(), __numbers=sessions.session_number.count(),
+        __distinct=sessions.session_number.nunique(),
+        **{f"s{i}": p.cast("int64").sum() for i, p in enumerate(theirs.values())})
+    known = patients.select(patient_id=patients.patient_id, __known=ibis.literal(True)
+                            ).distinct()
+    linked = per_patient.left_join(known, "patient_id")
+    sums = linked.aggregate(
+        __unknown=linked["__rows"].sum(where=linked["__known"].isnull()),
+        __duplicates=(linked["__numbers"] - linked["__distinct"]).sum(),
+        **{f"s{i}": linked[f"s{i}"].sum() for i in range(len(theirs))}
+    ).to_pandas().iloc[0]
+    unknown = _count(sums["__unknown"])
+    if unknown:
+        orphans = sessions.anti_join(patients, "patient_id")
+        found.append(Breach("sessions", "patient_exists", unknown,
+                            _example(orphans, ibis.literal(True))))
+    found += [Breach("sessions", rule, _count(sums[f"s{i}"]), _example(sessions, p))
+              for i, (rule, p) in enumerate(theirs.items()) if _count(sums[f"s{i}"])]
+    duplicates = _count(sums["__duplicates"])
+    if duplicates:
+        found.append(Breach("sessions", "multiple_fields_uniqueness", duplicates,
+                            _duplicate_example(sessions, ["patient_id", "session_number"])))
     return found
 
 
@@ -107,14 +133,10 @@ def _example(table: ir.Table, predicate: ir.BooleanValue) -> str:
     return ", ".join(f"{c}={first[c].iloc[0]}" for c in columns) if len(first) else ""
 
 
-def _duplicates(table: ir.Table, keys: list[str], name: str, rule: str) -> list[Breach]:
+def _duplicate_example(table: ir.Table, keys: list[str]) -> str:
     groups = table.group_by(keys).aggregate(rows=table.count()).filter(lambda t: t.rows > 1)
-    extra = groups.aggregate(extra=(groups.rows - 1).sum()).to_pandas()["extra"].iloc[0]
-    if not extra or extra != extra:  # None or NaN: no duplicates
-        return []
     first = groups.limit(1).to_pandas()
-    example = ", ".join(f"{k}={first[k].iloc[0]}" for k in keys)
-    return [Breach(name, rule, int(extra), example)]
+    return ", ".join(f"{k}={first[k].iloc[0]}" for k in keys) if len(first) else ""
 
 
 def check(patients: ir.Table, sessions: ir.Table, config: StudyConfig,
