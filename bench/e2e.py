@@ -198,7 +198,8 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "e2e.json"
-    kept = json.loads(path.read_text()) if args.keep and path.exists() else {}
+    kept = (json.loads(path.read_text()) if (args.keep or args.report_only) and path.exists()
+            else {})
     old = kept.get("results", kept) if isinstance(kept, dict) else kept
     if args.report_only:
         report(old, kept["exponents"])
