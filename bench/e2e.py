@@ -169,7 +169,7 @@ def report(results: list[dict[str, Any]], exponents: dict[str, Any]) -> None:
         c = r["convergence"]
         print(f"  {r['mode']:>13} {r['patients']:>9,}: {c['converged']}/{c['fitted']} "
               f"({'; '.join(c['per_run'])})")
-        for item in [*c["not_converged"], *c["notes"]]:
+        for item in [*c["not_converged"], *c.get("not_done", []), *c["notes"]]:
             print(f"      {item}")
 
 

@@ -12,6 +12,7 @@ import csv
 import itertools
 import json
 import math
+import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -119,35 +120,44 @@ def stage_exponents(results: Iterable[Mapping[str, Any]]) -> dict[str, dict[str,
     return table
 
 
+#: analyses of ``analyses.csv`` that fit an iterative model or curve besides the mixed
+#: models (their rows are named ``model <name>``): the adjusted comparison (logistic GEE),
+#: the Cox model, the Turnbull NPMLE, the interval-censored Weibull AFT, the audit's
+#: case-mix logistic model and its not-on-track expected-recovery curve (a mixed model).
+#: A fit of these that does not converge is refused (*not estimable*) with the reason.
+FITTED: tuple[str, ...] = ("response_models", "cox", "turnbull", "aft_interval",
+                           "units (sites, therapists, funnels, benchmarks)", "not_on_track")
+#: a message saying that some fit did not converge
+NOT_CONVERGED = re.compile(r"(not|failed to|n't) converge|convergencewarning", re.IGNORECASE)
+
+
 def convergence(out: Path) -> dict[str, Any]:
     """How many fitted models and curves of one run converged, and which did not.
 
     Reads the run folder: every mixed model in ``tables/mixed_model_comparison.csv``
-    (``converged``), and every analysis in ``tables/analyses.csv`` that is not a figure
-    (``done``: fitted, a fit that does not converge is refused as *not estimable*, so any
-    other status is listed with its reason), plus the messages that say a fit did not
-    converge (e.g. a Cox model refitted without a term).
+    (``converged``) and every analysis of :data:`FITTED` in ``tables/analyses.csv``
+    (converged when ``done``; otherwise listed with its status and reason); every other
+    analysis that is not ``done`` is listed under ``not_done``, and the messages that say
+    a fit did not converge (e.g. a Cox model refitted without a term) under ``notes``.
     """
     fitted: list[str] = []
     not_converged: list[str] = []
-    comparison = out / "tables" / "mixed_model_comparison.csv"
-    for row in _rows(comparison):
+    for row in _rows(out / "tables" / "mixed_model_comparison.csv"):
         fitted.append(f"model {row['model']}")
         if row["converged"] != "True":
             not_converged.append(f"model {row['model']}: {row['convergence_note']}")
-    models = {name.removeprefix("model ") for name in fitted}
+    not_done = []
     for row in _rows(out / "tables" / "analyses.csv"):
-        name = row["analysis"]
-        if name.startswith("figure ") or name.removeprefix("model ") in models:
-            continue
-        fitted.append(f"{row['stage']} {name}")
-        if row["status"] != "done":
-            not_converged.append(f"{row['stage']} {name}: {row['status']} ({row['reason']})")
+        name, done = row["analysis"], row["status"] == "done"
+        if name in FITTED:
+            fitted.append(f"{row['stage']} {name}")
+        if not done:
+            (not_converged if name in FITTED else not_done).append(
+                f"{row['stage']} {name}: {row['status']} ({row['reason']})")
     notes = [m for path in sorted((out / "messages").glob("*.json"))
-             for m in json.loads(path.read_text())
-             if "not converge" in m.lower() or "did not converge" in m.lower()]
+             for m in json.loads(path.read_text()) if NOT_CONVERGED.search(m)]
     return {"fitted": len(fitted), "converged": len(fitted) - len(not_converged),
-            "not_converged": not_converged, "notes": notes}
+            "not_converged": not_converged, "not_done": not_done, "notes": notes}
 
 
 def convergence_over_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -160,6 +170,8 @@ def convergence_over_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                     for r, c in zip(runs, counts, strict=True)],
         "not_converged": [f"seed {r['seed']}: {item}" for r, c in zip(runs, counts, strict=True)
                           for item in c["not_converged"]],
+        "not_done": [f"seed {r['seed']}: {item}" for r, c in zip(runs, counts, strict=True)
+                     for item in c["not_done"]],
         "notes": sorted({note for c in counts for note in c["notes"]}),
     }
 
