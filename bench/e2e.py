@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -67,6 +68,8 @@ def run_once(data: Path, out: Path, config: Path | None, timeout: float | None
     command = [*CLI, "run", str(data), "--out", str(out)]
     if config is not None:
         command += ["--config", str(config)]
+    load = os.getloadavg()[0]
+    cpu = _children_cpu()
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True, start_new_session=True,
@@ -78,10 +81,18 @@ def run_once(data: Path, out: Path, config: Path | None, timeout: float | None
         process.communicate()
         raise SystemExit(f"run of {data.name} killed after {timeout:.0f} s") from None
     seconds = time.perf_counter() - start
+    cpu = _children_cpu() - cpu
     if process.returncode != 0:
         raise SystemExit(f"run failed on {data.name}: {stderr[-2000:]}")
     stages = json.loads((out / "run_log.json").read_text())["stages"]
-    return {"seconds": seconds, "stages": stages, "convergence": summary.convergence(out)}
+    return {"seconds": seconds, "cpu_seconds": cpu, "load_before": load, "stages": stages,
+            "convergence": summary.convergence(out)}
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_size(n: int, mode: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -97,7 +108,8 @@ def run_size(n: int, mode: str, args: argparse.Namespace) -> dict[str, Any]:
             out = args.work / f"out_{n}_seed{seed}_{mode}_{k}"
             run = {"seed": seed, **run_once(data, out, config, args.timeout)}
             runs.append(run)
-            print(f"  {mode} {n:,} seed {seed} run {k + 1}: {run['seconds']:.1f} s, "
+            print(f"  {mode} {n:,} seed {seed} run {k + 1}: {run['seconds']:.1f} s "
+                  f"({run['cpu_seconds']:.1f} s CPU, load {run['load_before']:.1f}), "
                   f"{run['convergence']['converged']}/{run['convergence']['fitted']} "
                   "converged", flush=True)
             if not args.keep_runs:

@@ -71,6 +71,9 @@ def summarise(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "seeds": sorted({int(r["seed"]) for r in runs}),
         "total_seconds_median": statistics.median(r["seconds"] for r in runs),
         "total_seconds_runs": [round(float(r["seconds"]), 2) for r in runs],
+        # CPU time is less sensitive than wall time to other jobs on a shared machine
+        "cpu_seconds_median": statistics.median(r.get("cpu_seconds", math.nan) for r in runs),
+        "load_before_runs": [round(float(r.get("load_before", math.nan)), 2) for r in runs],
         "process_peak_rss_mb": max(s["peak_rss_mb"] for r in runs
                                    for s in r["stages"].values()),
         "stages": stages,
@@ -190,7 +193,8 @@ def _seconds(value: float | None) -> str:
 def medians_table(results: Sequence[Mapping[str, Any]]) -> str:
     """Text table: one row per (mode, patients), median seconds per stage, peak, targets."""
     names = stage_names(s for r in results for s in r["stages"])
-    head = ["mode", "patients", "runs", TOTAL, *names, "peak GB", "target", "converged"]
+    head = ["mode", "patients", "runs", TOTAL, "CPU s", *names, "peak GB", "target",
+            "converged"]
     rows = [head]
     for r in results:
         target = ("-" if r["meets_targets"] is None else
@@ -198,7 +202,7 @@ def medians_table(results: Sequence[Mapping[str, Any]]) -> str:
                   + (f", <{r['target_peak_gb']:g} GB)" if r["target_peak_gb"] else ")"))
         count = r.get("convergence", {})
         rows.append([r["mode"], f"{r['patients']:,}", str(r["runs"]),
-                     _seconds(r["total_seconds_median"]),
+                     _seconds(r["total_seconds_median"]), _seconds(r.get("cpu_seconds_median")),
                      *[_seconds(r["stages"].get(s, {}).get("seconds_median")) for s in names],
                      f"{r['process_peak_rss_mb'] / 1024:.2f}", target,
                      f"{count.get('converged', '?')}/{count.get('fitted', '?')}"])
