@@ -1,7 +1,8 @@
 """End-to-end benchmark: the whole pipeline (report included) on cohorts of growing size.
 
 Usage: ``python bench/e2e.py [--sizes 10000 100000 1000000] [--seeds 20261122 1 2]
-[--modes default every-patient] [--repeats 1] [--keep] [--work DIR]`` (``make bench-e2e``).
+[--modes default every-patient] [--repeats 1] [--timeout S] [--keep] [--work DIR]``
+(``make bench-e2e``; ``--report-only`` prints and plots the stored results again).
 
 For each size and seed it writes a demo cohort as Parquet (``ipt-outcomes demo --seed``;
 reused when already in ``--work``), and for each mode runs ``ipt-outcomes run`` in a fresh
@@ -10,7 +11,9 @@ fit a sample of 250,000 patients above that size); ``every-patient`` runs with a
 that sets ``trajectories.max_patients: null`` (every patient in every model). Per-stage wall
 time and peak memory come from the run's ``run_log.json`` (the process peak is the largest
 stage peak); the wall time outside the logged stages is reported as ``report+startup``.
-Medians are taken over every seed and repeat (the machines are shared and noisy). The cost
+The run is this checkout's pipeline (``python -m pipeline`` with this folder first on the
+path). Medians are taken over every seed and repeat; the machines are shared and noisy, so
+each run also records its CPU seconds and the load average before it. The cost
 exponent of every stage (slope of log seconds on log patients, between consecutive sizes
 and by least squares over all sizes), the issue's targets and the number of fitted models
 and curves that converged are printed and stored in ``bench/results/e2e.json``, with a
