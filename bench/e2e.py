@@ -40,7 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import e2e_summary as summary
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
 #: the pipeline of this checkout (not whatever the environment installed)
 CLI = [sys.executable, "-m", "pipeline"]
@@ -77,19 +76,52 @@ def run_once(data: Path, out: Path, config: Path | None, timeout: float | None
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True, start_new_session=True,
                                env=ENV)
-    try:
-        _, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        raise SystemExit(f"run of {data.name} killed after {timeout:.0f} s") from None
+    stderr, sampled_peak, timed_out = _wait(process, timeout)
     seconds = time.perf_counter() - start
     cpu = _children_cpu() - cpu
-    if process.returncode != 0:
-        raise SystemExit(f"run failed on {data.name}: {stderr[-2000:]}")
+    record = {"seconds": seconds, "cpu_seconds": cpu, "load_before": load,
+              "sampled_peak_rss_mb": sampled_peak}
+    if timed_out or process.returncode != 0:
+        # the run log is rewritten after every stage: the finished stages are in staging
+        staging = out.with_name(f".{out.name}.staging-{process.pid}")
+        log = staging / "run_log.json"
+        stages = json.loads(log.read_text())["stages"] if log.exists() else {}
+        shutil.rmtree(staging, ignore_errors=True)
+        outcome = (f"killed after {timeout:.0f} s" if timed_out
+                   else f"failed (exit {process.returncode}): {stderr[-300:].strip()}")
+        print(f"  run of {data.name} {outcome}", flush=True)
+        return {**record, "outcome": outcome, "stages": stages,
+                "convergence": {"fitted": 0, "converged": 0, "not_converged": [],
+                                "not_done": [f"run {outcome}"], "notes": []}}
     stages = json.loads((out / "run_log.json").read_text())["stages"]
-    return {"seconds": seconds, "cpu_seconds": cpu, "load_before": load, "stages": stages,
+    return {**record, "outcome": "ok", "stages": stages,
             "convergence": summary.convergence(out)}
+
+
+def _wait(process: subprocess.Popen[str], timeout: float | None) -> tuple[str, float, bool]:
+    """Wait for the run, sampling its resident memory every second (a stage that is killed
+    has no peak in the run log): stderr, largest sampled RSS in MB, whether it was killed."""
+    deadline = None if timeout is None else time.perf_counter() + timeout
+    peak = 0.0
+    while True:
+        try:
+            return process.communicate(timeout=1.0)[1], peak, False
+        except subprocess.TimeoutExpired:
+            peak = max(peak, _rss_mb(process.pid))
+            if deadline is not None and time.perf_counter() > deadline:
+                os.killpg(process.pid, signal.SIGKILL)
+                return process.communicate()[1], peak, True
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` in MB (0 when it cannot be read)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return 0.0
 
 
 def _children_cpu() -> float:
@@ -111,19 +143,25 @@ def run_size(n: int, mode: str, args: argparse.Namespace) -> dict[str, Any]:
             out = args.work / f"out_{n}_seed{seed}_{mode}_{k}"
             run = {"seed": seed, **run_once(data, out, config, args.timeout)}
             runs.append(run)
-            print(f"  {mode} {n:,} seed {seed} run {k + 1}: {run['seconds']:.1f} s "
+            print(f"  {mode} {n:,} seed {seed} run {k + 1} {run['outcome']}: "
+                  f"{run['seconds']:.1f} s "
                   f"({run['cpu_seconds']:.1f} s CPU, load {run['load_before']:.1f}), "
                   f"{run['convergence']['converged']}/{run['convergence']['fitted']} "
                   "converged", flush=True)
             if not args.keep_runs:
                 shutil.rmtree(out, ignore_errors=True)
+            if run["outcome"] != "ok":
+                break
+        if runs[-1]["outcome"] != "ok":
+            break  # a run killed or failed: the other cohorts of this size would be too
     result = summary.summarise(runs)
     return {
         "mode": mode,
         "patients": n,
         "sessions": _rows(cohort(n, args.seeds[0], args.work) / "sessions.parquet"),
         **summary.check_targets(n, result["total_seconds_median"],
-                                result["process_peak_rss_mb"]),
+                                result["process_peak_rss_mb"],
+                                complete=not result["incomplete"]),
         **result,
         "convergence": summary.convergence_over_runs(runs),
         "stages_runs": [{name: s["seconds"] for name, s in r["stages"].items()} for r in runs],
@@ -148,7 +186,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         sizes = [r["patients"] for r in rows]
         for stage in summary.stage_names(s for r in rows for s in r["stages"]):
             points = [(r["patients"], r["stages"][stage]["seconds_median"]) for r in rows
-                      if stage in r["stages"] and r["stages"][stage]["seconds_median"] > 0]
+                      if (r["stages"].get(stage, {}).get("seconds_median") or 0) > 0]
             axes.plot(*zip(*points, strict=True), marker="o", label=stage)
         axes.plot(sizes, [r["total_seconds_median"] for r in rows], "k--", marker="s",
                   label="total")
@@ -178,7 +216,8 @@ def report(results: list[dict[str, Any]], exponents: dict[str, Any]) -> None:
                 f" and < {r['target_peak_gb']:g} GB" if r["target_peak_gb"] else "")
             print(f"  {r['mode']:>13} {r['patients']:>9,}: {r['total_seconds_median']:.1f} s,"
                   f" {r['process_peak_rss_mb'] / 1024:.2f} GB ({limit}): "
-                  f"{'met' if r['meets_targets'] else 'MISSED'}")
+                  f"{'met' if r['meets_targets'] else 'MISSED'}"
+                  + (f" ({'; '.join(r['incomplete'])})" if r.get("incomplete") else ""))
     print("\nConvergence (models and curves fitted / converged; not converged):")
     for r in results:
         c = r["convergence"]
@@ -207,18 +246,20 @@ def main() -> None:
                         help="keep every run's output folder in --work")
     parser.add_argument("--report-only", action="store_true",
                         help="print and plot bench/results/e2e.json without running")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results",
+                        help="folder of e2e.json and e2e.png")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "ipt-bench")
     args = parser.parse_args()
     modes = ["every-patient"] if args.every_patient else args.modes
     args.work.mkdir(parents=True, exist_ok=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "e2e.json"
+    args.results.mkdir(parents=True, exist_ok=True)
+    path = args.results / "e2e.json"
     kept = (json.loads(path.read_text()) if (args.keep or args.report_only) and path.exists()
             else {})
     old = kept.get("results", kept) if isinstance(kept, dict) else kept
     if args.report_only:
         report(old, kept["exponents"])
-        plot(old, RESULTS / "e2e.png")
+        plot(old, args.results / "e2e.png")
         return
     results = [r for r in old if (r["patients"], r.get("mode", "default"))
                not in {(n, m) for n in args.sizes for m in modes}]
@@ -232,7 +273,7 @@ def main() -> None:
                 "pipeline", "data_schemas"), "results": results, "exponents": exponents},
                 indent=2) + "\n")
     report(results, exponents)
-    plot(results, RESULTS / "e2e.png")
+    plot(results, args.results / "e2e.png")
 
 
 def _commit(*paths: str) -> str:

@@ -53,39 +53,52 @@ def summarise(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         ``stages`` (median seconds and largest peak per stage, plus :data:`OTHER`, the wall
         time outside the logged stages: report, start-up, file hashing).
     """
-    names = list(runs[0]["stages"])
-    stages = {
+    names = stage_names(s for r in runs for s in r["stages"])
+    stages: dict[str, dict[str, Any]] = {
         name: {
-            "seconds_median": statistics.median(r["stages"][name]["seconds"] for r in runs),
-            "peak_rss_mb_max": max(r["stages"][name]["peak_rss_mb"] for r in runs),
+            "seconds_median": statistics.median(r["stages"][name]["seconds"] for r in runs
+                                                if name in r["stages"]),
+            "peak_rss_mb_max": max(r["stages"][name]["peak_rss_mb"] for r in runs
+                                   if name in r["stages"]),
         }
         for name in names
     }
+    complete = [r for r in runs if r.get("outcome", "ok") == "ok"]
     stages[OTHER] = {
         "seconds_median": statistics.median(
-            r["seconds"] - sum(s["seconds"] for s in r["stages"].values()) for r in runs),
+            r["seconds"] - sum(s["seconds"] for s in r["stages"].values()) for r in complete)
+        if complete else None,
         "peak_rss_mb_max": None,
     }
     return {
         "runs": len(runs),
         "seeds": sorted({int(r["seed"]) for r in runs}),
+        # a run killed or failed counts with its seconds so far (a lower bound)
+        "incomplete": [f"seed {r['seed']}: {r['outcome']}" for r in runs
+                       if r.get("outcome", "ok") != "ok"],
         "total_seconds_median": statistics.median(r["seconds"] for r in runs),
         "total_seconds_runs": [round(float(r["seconds"]), 2) for r in runs],
         # CPU time is less sensitive than wall time to other jobs on a shared machine
         "cpu_seconds_median": statistics.median(r.get("cpu_seconds", math.nan) for r in runs),
         "load_before_runs": [round(float(r.get("load_before", math.nan)), 2) for r in runs],
-        "process_peak_rss_mb": max(s["peak_rss_mb"] for r in runs
-                                   for s in r["stages"].values()),
+        # the run log's stage peaks, and the RSS sampled every second by the benchmark (which
+        # also covers a stage that was killed)
+        "process_peak_rss_mb": max([s["peak_rss_mb"] for r in runs
+                                    for s in r["stages"].values()]
+                                   + [r.get("sampled_peak_rss_mb", 0.0) for r in runs]),
         "stages": stages,
     }
 
 
-def check_targets(patients: int, seconds: float, peak_mb: float) -> dict[str, Any]:
-    """The issue's targets for ``patients`` (``met`` is None when the size has none)."""
+def check_targets(patients: int, seconds: float, peak_mb: float, complete: bool = True
+                  ) -> dict[str, Any]:
+    """The issue's targets for ``patients`` (``met`` is None when the size has none, False
+    when a run did not complete)."""
     target_seconds, target_gb = TARGETS.get(patients, (None, None))
     if target_seconds is None:
         return {"target_seconds": None, "target_peak_gb": None, "meets_targets": None}
-    met = seconds < target_seconds and (target_gb is None or peak_mb / 1024 < target_gb)
+    met = (complete and seconds < target_seconds
+           and (target_gb is None or peak_mb / 1024 < target_gb))
     return {"target_seconds": target_seconds, "target_peak_gb": target_gb,
             "meets_targets": met}
 
@@ -117,9 +130,12 @@ def stage_exponents(results: Iterable[Mapping[str, Any]]) -> dict[str, dict[str,
     by_size = {int(r["patients"]): r for r in results}
     names = stage_names(s for r in by_size.values() for s in r["stages"])
     table = {name: exponents({n: r["stages"][name]["seconds_median"]
-                              for n, r in by_size.items() if name in r["stages"]})
+                              for n, r in by_size.items()
+                              if r["stages"].get(name, {}).get("seconds_median") is not None})
              for name in names}
-    table[TOTAL] = exponents({n: r["total_seconds_median"] for n, r in by_size.items()})
+    # a run that was killed has no total, only a lower bound
+    table[TOTAL] = exponents({n: r["total_seconds_median"] for n, r in by_size.items()
+                              if not r.get("incomplete")})
     return table
 
 
@@ -202,7 +218,8 @@ def medians_table(results: Sequence[Mapping[str, Any]]) -> str:
                   + (f", <{r['target_peak_gb']:g} GB)" if r["target_peak_gb"] else ")"))
         count = r.get("convergence", {})
         rows.append([r["mode"], f"{r['patients']:,}", str(r["runs"]),
-                     _seconds(r["total_seconds_median"]), _seconds(r.get("cpu_seconds_median")),
+                     (">" if r.get("incomplete") else "") + _seconds(r["total_seconds_median"]),
+                     _seconds(r.get("cpu_seconds_median")),
                      *[_seconds(r["stages"].get(s, {}).get("seconds_median")) for s in names],
                      f"{r['process_peak_rss_mb'] / 1024:.2f}", target,
                      f"{count.get('converged', '?')}/{count.get('fitted', '?')}"])
