@@ -105,3 +105,18 @@ def test_medians_table_lists_every_stage() -> None:
     text = summary.medians_table([result])
     assert "met (<15 s)" in text and "11/11" in text and "2.00" in text
     assert not math.isnan(result["total_seconds_median"])
+
+
+def test_a_killed_run_is_a_lower_bound_and_misses_its_target() -> None:
+    killed = {**_run(1, 1500.0, {"validate": (60.0, 5000.0)}), "outcome": "killed after 1500 s",
+              "sampled_peak_rss_mb": 12_000.0}
+    result = summary.summarise([killed])
+    assert result["incomplete"] == ["seed 1: killed after 1500 s"]
+    assert result["stages"]["validate"]["seconds_median"] == 60.0
+    assert result["stages"][summary.OTHER]["seconds_median"] is None
+    assert result["process_peak_rss_mb"] == 12_000.0  # the sampled peak of the killed stage
+    assert summary.check_targets(1_000_000, 10.0, 1.0, complete=False)["meets_targets"] is False
+    row = {"mode": "every-patient", "patients": 1_000_000, **result,
+           **summary.check_targets(1_000_000, 1500.0, 12_000.0, complete=False)}
+    assert ">1500.0" in summary.medians_table([row])
+    assert summary.stage_exponents([row])[summary.TOTAL]["all"] is None
