@@ -1,6 +1,6 @@
 """End-to-end benchmark: the whole pipeline (report included) on cohorts of growing size.
 
-Usage: ``python bench/e2e.py [--sizes 10000 100000 1000000] [--seeds 20261122 1 2]
+Usage: ``python bench/e2e.py [--sizes 10000 100000 1000000] [--seeds 20261122 1 2] [--resume]
 [--modes default every-patient] [--repeats 1] [--timeout S] [--keep] [--work DIR]``
 (``make bench-e2e``; ``--report-only`` prints and plots the stored results again).
 
@@ -141,8 +141,15 @@ def run_size(n: int, mode: str, args: argparse.Namespace) -> dict[str, Any]:
         data = cohort(n, seed, args.work)
         for k in range(args.repeats):
             out = args.work / f"out_{n}_seed{seed}_{mode}_{k}"
+            record = args.work / "runs" / f"{out.name}.json"
+            if args.resume and record.exists():
+                runs.append(json.loads(record.read_text()))
+                print(f"  {mode} {n:,} seed {seed} run {k + 1}: taken from {record}")
+                continue
             run = {"seed": seed, **run_once(data, out, config, args.timeout)}
             runs.append(run)
+            record.parent.mkdir(exist_ok=True)
+            record.write_text(json.dumps(run, indent=1) + "\n")
             print(f"  {mode} {n:,} seed {seed} run {k + 1} {run['outcome']}: "
                   f"{run['seconds']:.1f} s "
                   f"({run['cpu_seconds']:.1f} s CPU, load {run['load_before']:.1f}), "
@@ -242,6 +249,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true",
                         help="keep results of other sizes and modes already in "
                              "bench/results/e2e.json")
+    parser.add_argument("--resume", action="store_true",
+                        help="take the runs already recorded in --work/runs/ (each run is "
+                             "recorded there when it ends) instead of running them again")
     parser.add_argument("--keep-runs", action="store_true",
                         help="keep every run's output folder in --work")
     parser.add_argument("--report-only", action="store_true",
