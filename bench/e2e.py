@@ -88,7 +88,8 @@ def run_once(data: Path, out: Path, config: Path | None, timeout: float | None
         stages = json.loads(log.read_text())["stages"] if log.exists() else {}
         shutil.rmtree(staging, ignore_errors=True)
         outcome = (f"killed after {timeout:.0f} s" if timed_out
-                   else f"failed (exit {process.returncode}): {stderr[-300:].strip()}")
+                   else f"failed (exit {process.returncode}): "
+                   + " | ".join(stderr.strip().splitlines()[-3:]))
         print(f"  run of {data.name} {outcome}", flush=True)
         return {**record, "outcome": outcome, "stages": stages,
                 "convergence": {"fitted": 0, "converged": 0, "not_converged": [],
