@@ -569,3 +569,31 @@ def test_statsmodels_that_does_not_converge_says_so(monkeypatch: pytest.MonkeyPa
     assert any("did not report convergence" in m for m in fit.messages)
     assert any("ConvergenceWarning" in m or "converge" in m.lower() for m in fit.messages
                if m.startswith("statsmodels ("))
+
+
+# ------------------------------------------------------------------------ speed, same numbers
+
+
+@pytest.mark.parametrize("columns", [1, 7, 40])
+def test_crossprod_in_small_chunks_is_the_cross_product(columns: int) -> None:
+    matrix = np.asfortranarray(np.random.default_rng(columns).normal(size=(5_003, columns)))
+    np.testing.assert_allclose(design.crossprod(matrix), matrix.T @ matrix, rtol=1e-12,
+                               atol=1e-9)
+    np.testing.assert_allclose(design.crossprod(matrix, chunk=1_000), matrix.T @ matrix,
+                               rtol=1e-12, atol=1e-9)
+
+
+def test_deviance_evaluates_a_theta_once() -> None:
+    """A restart from a probed point reuses the probe's evaluation (same numbers)."""
+    spec, frame = golden_case("sleepstudy_reml")
+    problem = mixedlm_engine._problem(design.prepare(spec, frame))
+    deviance = large.Deviance(problem.matrices, True, problem.formula)
+    theta = np.array([0.9, 0.0, 0.2])
+    value, gradient = deviance(theta)
+    again, gradient_again = deviance(theta.copy())
+    assert deviance.evaluations == 1 and again == value
+    np.testing.assert_array_equal(gradient_again, gradient)
+    gradient_again[0] = 99.0  # the remembered gradient is not shared with callers
+    assert deviance(theta)[1][0] == gradient[0]
+    deviance(theta + 1e-3)
+    assert deviance.evaluations == 2

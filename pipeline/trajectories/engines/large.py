@@ -162,6 +162,10 @@ class Deviance:
 
     A public ``mixedlm.mkLmerDevfun`` deviance function; its exact gradient and the
     release of our copy of Z go through :mod:`pipeline.trajectories.engines.mixedlm_adapter`.
+    The last evaluation is remembered: a restart from a probed point
+    (:func:`off_the_bound`) begins where the probe already evaluated, and asking again for
+    the same :math:`\theta` costs nothing (the function is deterministic, so the numbers
+    are the same; ``evaluations`` counts the passes over the data).
     """
 
     matrices: Any
@@ -170,6 +174,7 @@ class Deviance:
     function: Any = field(init=False)
     lower: FloatArray = field(init=False)
     evaluations: int = 0
+    last: tuple[bytes, float, FloatArray] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         import mixedlm
@@ -184,8 +189,13 @@ class Deviance:
         self.lower = np.array([b[0] if b[0] is not None else -np.inf for b in bounds])
 
     def __call__(self, theta: FloatArray) -> tuple[float, FloatArray]:
+        key = np.asarray(theta, dtype=np.float64).tobytes()
+        if self.last is not None and self.last[0] == key:
+            return self.last[1], self.last[2].copy()
         self.evaluations += 1
-        return mixedlm_adapter.value_and_gradient(self.function, theta)
+        value, gradient = mixedlm_adapter.value_and_gradient(self.function, theta)
+        self.last = (key, value, gradient.copy())
+        return value, gradient
 
 
 def hessian(deviance: Deviance, theta: FloatArray, gradient: FloatArray) -> FloatArray:
