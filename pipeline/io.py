@@ -291,7 +291,14 @@ def spreadsheet_safe(series: pd.Series) -> pd.Series:
                 return "'" + value
         return value
 
-    return series.map(safe)
+    try:  # one vectorised pass finds the few candidates (a cell-by-cell map was 1 s/M)
+        hits = series.str.startswith(FORMULA_PREFIXES, na=False).to_numpy(dtype=bool)
+    except (AttributeError, TypeError):  # no text at all: nothing to defuse
+        return series.map(safe)
+    out = series.copy()
+    if hits.any():
+        out[hits] = series[hits].map(safe)
+    return out
 
 
 def _for_csv(frame: pd.DataFrame) -> pd.DataFrame:

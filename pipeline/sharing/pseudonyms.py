@@ -14,6 +14,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
+import numpy as np
 import pandas as pd
 
 PSEUDONYM_HEX = 16
@@ -33,11 +34,15 @@ def pseudonymise(ids: pd.Series, key: bytes, prefix: str = "p") -> pd.Series:
     ValueError
         If two different ids would share a pseudonym (probability ~ n^2 / 2^65).
     """
-    unique = pd.unique(ids.dropna().astype(str))
-    mapping = {value: pseudonym(value, key, prefix) for value in unique}
-    if len(set(mapping.values())) != len(mapping):
+    present = ids.notna().to_numpy(dtype=bool)
+    # each distinct id is hashed once and spread back by its code (not a map per row)
+    codes, unique = pd.factorize(ids[present].astype(str))
+    names = np.array([pseudonym(value, key, prefix) for value in unique], dtype=object)
+    if len(set(names)) != len(names):
         raise ValueError("pseudonym collision: use a longer pseudonym")
-    return ids.map(lambda v: mapping[str(v)] if pd.notna(v) else v)
+    out = ids.astype(object)
+    out[present] = names[codes]
+    return out
 
 
 def pseudonymise_columns(
