@@ -30,7 +30,7 @@ from pipeline.modelling.sampling import hash_sample
 from pipeline.outcomes import definitions
 from pipeline.outcomes.tables import rate_table
 from pipeline.runner.run import resolve_primary
-from tests.study_shapes import study_shapes, write_study
+from tests.study_shapes import NAMED_SHAPES, study_shapes, write_study
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -202,6 +202,31 @@ def test_rows_that_break_the_contract_refuse_the_run_by_file_rule_and_row(
     assert f"{folder}/sessions: 1 row(s) break patient_exists (first: patient_id=P-NOBODY" in said
     assert "Traceback" not in said
     assert not (tmp_path / "out" / "columnar" / "response_rates.csv").exists()
+
+
+@pytest.mark.parametrize("name", ["bdi2_sparse_trial_no_therapists", "one_patient",
+                                  "gad7_only_with_followups"])
+def test_a_raw_csv_study_gives_the_rates_of_a_run(name: str, tmp_path: Path) -> None:
+    """A study folder as a service writes it (CSV, types inferred by the engine, empty
+    score columns): the same shared rates as ``ipt-outcomes outcomes``, byte for byte."""
+    folder = write_study(NAMED_SHAPES[name], tmp_path / "study")
+    assert main(["outcomes", str(folder), "--out", str(tmp_path / "run")]) == 0
+    assert main(["columnar", str(folder), "--out", str(tmp_path / "col")]) == 0
+    assert (tmp_path / "col" / "columnar" / "response_rates.csv").read_bytes() == (
+        tmp_path / "run" / "tables" / "response_rates.csv").read_bytes()
+
+
+def test_a_value_of_the_wrong_type_is_refused_not_dropped(tmp_path: Path,
+                                                          capsys: Any) -> None:
+    folder = write_study(NAMED_SHAPES["one_patient"], tmp_path / "study")
+    lines = (folder / "sessions.csv").read_text().splitlines()
+    cells = lines[2].split(",")
+    cells[1] = "abc"
+    lines[2] = ",".join(cells)
+    (folder / "sessions.csv").write_text("\n".join(lines) + "\n")
+    assert main(["columnar", str(folder), "--out", str(tmp_path / "out")]) == 1
+    said = capsys.readouterr().err
+    assert "1 row(s) break dtype(session_number)" in said and "Traceback" not in said
 
 
 def test_valid_tables_break_no_rule(duckdb: Any) -> None:

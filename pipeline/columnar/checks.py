@@ -27,6 +27,7 @@ import ibis
 import ibis.expr.types as ir
 
 from data_schemas.vocab import ATTENDANCE, FORMATS
+from pipeline.columnar.engine import RAW_PREFIX
 from pipeline.config import StudyConfig
 
 
@@ -76,6 +77,10 @@ def _row_rules(patients: ir.Table, sessions: ir.Table, config: StudyConfig
             (score < low) | (score > high))
     rules[("sessions", "no_score_on_missed_session")] = scored & (
         sessions.attendance != "attended")
+    for table_name, table in (("patients", patients), ("sessions", sessions)):
+        for raw in (c for c in table.columns if c.startswith(RAW_PREFIX)):
+            name = raw[len(RAW_PREFIX):]
+            rules[(table_name, f"dtype({name})")] = table[raw].notnull() & table[name].isnull()
     return {key: rule.fill_null(False) for key, rule in rules.items()}
 
 

@@ -15,6 +15,7 @@ tables of a run (``OUT/validated/``), which carry the contract's column types.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -85,6 +86,40 @@ def read_tables(backend: BaseBackend, folder: Path | str) -> Tables:
     ``sessions`` are then Parquet datasets (a file or a folder of parts each).
     """
     return Tables(backend, _read(backend, folder, "patients"), _read(backend, folder, "sessions"))
+
+
+#: Columns of the contract by type (scores and other numbers are named by the caller).
+TEXT_COLUMNS = ("patient_id", "site_id", "therapist_id", "group_id", "condition", "format",
+                "problem_area", "secondary_problem_area", "end_reason", "sex", "arm",
+                "employment", "attendance")
+DATE_COLUMNS = ("referral_date", "start_date", "end_date", "session_date")
+RAW_PREFIX = "__raw_"
+
+
+def typed(table: ir.Table, numbers: Collection[str]) -> ir.Table:
+    """``table`` with the contract's types (text, timestamps, and float for ``numbers``).
+
+    A CSV read by the engine gets inferred types (an empty score column is text, a date
+    may be text); each column whose type differs is converted with ``try_cast`` and its
+    value as read is kept as ``__raw_<name>``, so that a value that did not convert is
+    counted by :mod:`pipeline.columnar.checks` (rule ``dtype(<name>)``), never dropped.
+    """
+    wanted = {**{c: "string" for c in TEXT_COLUMNS}, **{c: "timestamp" for c in DATE_COLUMNS},
+              **{c: "float64" for c in numbers}}
+    changes: dict[str, ir.Value] = {}
+    for name, kind in table.schema().items():
+        target = wanted.get(name)
+        if target is None or kind == ibis.dtype(target):
+            continue
+        changes[name] = table[name].try_cast(target)
+        changes[f"{RAW_PREFIX}{name}"] = table[name]
+    return table.mutate(**changes) if changes else table
+
+
+def typed_tables(tables: Tables, numbers: Collection[str]) -> Tables:
+    """:func:`typed` on both tables (``numbers``: the score columns, session_number, age)."""
+    return Tables(tables.backend, typed(tables.patients, numbers),
+                  typed(tables.sessions, numbers))
 
 
 def is_url(folder: Path | str) -> bool:

@@ -104,7 +104,9 @@ def run(data: Path | str, out: Path, config: StudyConfig, engine: engines.Engine
     temp = folder / ".spill"
     backend = engines.connect(engine, master=master, memory_limit=memory_limit,
                               temp_directory=temp)
-    tables = engines.read_tables(backend, data)
+    read = engines.read_tables(backend, data)
+    numbers = ("session_number", "age", *config.instruments_in(read.sessions.columns))
+    tables = engines.typed_tables(read, numbers)
     study, notes = resolve_primary(tables, config)
     seconds["read"] = time.perf_counter() - started
 
@@ -155,6 +157,10 @@ def write_model_sample(tables: engines.Tables, limit: int, folder: Path) -> str:
         kept = table.semi_join(picked, "patient_id")
         if "line" in kept.columns:  # the source line of validated tables: not a study column
             kept = kept.drop("line")
+        raws = [c for c in kept.columns if c.startswith(engines.RAW_PREFIX)]
+        if raws:  # the study as it was read, not as the engine converted it
+            kept = kept.mutate(**{c[len(engines.RAW_PREFIX):]: kept[c] for c in raws}
+                               ).drop(*raws)
         order = ["patient_id", "session_number"] if name == "sessions" else ["patient_id"]
         tables.backend.to_parquet(kept.order_by(order), str(target))
     return (f"model sample: {len(chosen):,} of {len(ids):,} patients by keyed hash of the id "
