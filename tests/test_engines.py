@@ -47,6 +47,7 @@ from pipeline.trajectories.engines import (
     linear_combinations,
     mixedlm_engine,
     select_engine,
+    sufficient,
 )
 from pipeline.trajectories.formula import to_spec
 
@@ -361,11 +362,20 @@ def test_models_lme4_accepts_are_fitted() -> None:
     assert fit.diagnostics["n_obs"].iloc[0] == 36
 
 
+def _general_registry_route(monkeypatch: pytest.MonkeyPatch, units: int) -> None:
+    """Force the registry-scale path above ``units`` units, on the general sparse route
+    (subsample + quasi-Newton on mixedlm's native deviance): the nested fit on sufficient
+    statistics, which would otherwise take these models, is tested in
+    ``tests/test_engines_sufficient.py``."""
+    monkeypatch.setattr(large, "LARGE_UNITS", units)
+    monkeypatch.setattr(sufficient, "statistics", lambda prepared: None)
+
+
 def test_registry_scale_path_gives_the_same_fit(monkeypatch: pytest.MonkeyPatch) -> None:
     """The subsample + quasi-Newton path (used above 50,000 patients) on a small data set."""
     spec, frame = golden_case("demo_growth")
     reference = fitted_case("demo_growth", "mixedlm")
-    monkeypatch.setattr(large, "LARGE_UNITS", 100)
+    _general_registry_route(monkeypatch, 100)
     monkeypatch.setattr(large, "SUBSAMPLE_UNITS", 200)
     fit = engines.fit(spec, frame, "mixedlm")
     assert fit.diagnostics.at[0, "optimizer"] == "subsample + quasi-Newton"
@@ -386,7 +396,7 @@ def test_registry_scale_warm_start_reaches_the_same_optimum(
     related = MixedSpec(spec.outcome, spec.fixed + " + weeks:format", spec.random,
                         spec.components)
     reference = engines.fit(related, frame, "mixedlm")  # mixedlm's own optimiser
-    monkeypatch.setattr(large, "LARGE_UNITS", 100)
+    _general_registry_route(monkeypatch, 100)
     monkeypatch.setattr(large, "SUBSAMPLE_UNITS", 200)
     first = engines.fit(spec, frame, "mixedlm")
     assert first.warm_start is not None
@@ -413,7 +423,7 @@ def test_registry_scale_path_handles_a_zero_variance(monkeypatch: pytest.MonkeyP
                      (VarianceComponent("cluster"),))
     data = _zero_group_variance_data()
     reference = engines.fit(spec, data, "mixedlm")
-    monkeypatch.setattr(large, "LARGE_UNITS", 10)
+    _general_registry_route(monkeypatch, 10)
     monkeypatch.setattr(large, "SUBSAMPLE_UNITS", 30)
     fit = engines.fit(spec, data, "mixedlm")
     assert fit.diagnostics.at[0, "optimizer"] == "subsample + quasi-Newton"
@@ -463,7 +473,7 @@ def test_registry_scale_fallback_refits_with_the_random_effects(
     the full model (the native deviance had taken over Z; it must be rebuilt)."""
     spec, frame = golden_case("demo_growth")
     reference = fitted_case("demo_growth", "mixedlm")
-    monkeypatch.setattr(large, "LARGE_UNITS", 100)
+    _general_registry_route(monkeypatch, 100)
     monkeypatch.setattr(large, "SUBSAMPLE_UNITS", 200)
     monkeypatch.setattr(large, "ITERATIONS", 0)
     fit = engines.fit(spec, frame, "mixedlm")
@@ -480,7 +490,7 @@ def test_registry_scale_path_from_a_poor_start(monkeypatch: pytest.MonkeyPatch) 
     mixedlm's own optimum (the start is abandoned for the subsample route if need be)."""
     spec, frame = golden_case("demo_growth")
     reference = fitted_case("demo_growth", "mixedlm")
-    monkeypatch.setattr(large, "LARGE_UNITS", 100)
+    _general_registry_route(monkeypatch, 100)
     monkeypatch.setattr(large, "SUBSAMPLE_UNITS", 200)
     warm = engines.fit(spec, frame, "mixedlm").warm_start
     assert warm is not None

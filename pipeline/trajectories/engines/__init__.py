@@ -34,7 +34,12 @@ Engines
     al. 2015) with a sparse Cholesky factorisation in Rust. It fits every spec exactly,
     including a correlated patient intercept and slope alongside nested variance components,
     and matches lme4 to about 1e-6 (``tests/test_engines.py``). Above 50,000 patients a
-    registry-scale optimisation path is used (:mod:`pipeline.trajectories.engines.large`).
+    registry-scale route is taken: when the levels are nested (patients within therapy
+    groups within therapists), the model is fitted on per-unit sufficient statistics with
+    an exact gradient and no sparse :math:`Z`
+    (:mod:`pipeline.trajectories.engines.sufficient`), else by a few quasi-Newton steps on
+    ``mixedlm``'s native deviance from a subsample fit
+    (:mod:`pipeline.trajectories.engines.large`).
 ``"statsmodels"``
     ``statsmodels.regression.mixed_linear_model.MixedLM``, the reference implementation.
     Its ``groups`` must be the outermost level; that level's terms form the (correlated)
@@ -86,6 +91,9 @@ Modules
     The two engines (``fit_prepared``).
 :mod:`~pipeline.trajectories.engines.large`
     The registry-scale optimisation path of the ``mixedlm`` engine (:class:`WarmStart`).
+:mod:`~pipeline.trajectories.engines.sufficient`, ``sufficient_fit``, ``stacked``
+    Nested models at registry scale: the per-unit statistics, the exact deviance and
+    gradient on them, their minimisation, and the stacked small-matrix algebra they use.
 :mod:`~pipeline.trajectories.engines.mixedlm_adapter`
     The only module that relies on ``mixedlm`` internals (it says which, and why).
 

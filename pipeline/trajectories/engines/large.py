@@ -54,7 +54,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -131,8 +131,10 @@ def subset(prepared: Prepared, rows: IntArray) -> Prepared:
                     tuple(blocks), prepared.index[rows], prepared.n_patients, ())
 
 
-def cluster_subsample(prepared: Prepared) -> tuple[Prepared, float]:
-    """Whole clusters drawn at random until ``SUBSAMPLE_UNITS`` units; the sampling ratio."""
+def cluster_subsample(prepared: Prepared, target: int | None = None) -> tuple[Prepared, float]:
+    """Whole clusters drawn at random until ``target`` units (default ``SUBSAMPLE_UNITS``);
+    the sampling ratio."""
+    target = SUBSAMPLE_UNITS if target is None else target
     clusters = _clusters(prepared)
     unit = prepared.blocks[0]
     order = np.random.default_rng(SEED).permutation(int(clusters.max()) + 1)
@@ -140,7 +142,7 @@ def cluster_subsample(prepared: Prepared) -> tuple[Prepared, float]:
     first_unit_cluster[unit.codes] = clusters
     units_per_cluster = np.bincount(first_unit_cluster, minlength=order.size)
     taken = order[: int(np.searchsorted(np.cumsum(units_per_cluster[order]),
-                                        SUBSAMPLE_UNITS)) + 1]
+                                        target)) + 1]
     chosen = np.zeros(order.size, dtype=bool)
     chosen[taken] = True
     rows = np.flatnonzero(chosen[clusters])
@@ -148,12 +150,24 @@ def cluster_subsample(prepared: Prepared) -> tuple[Prepared, float]:
         # few, very large clusters (30 therapists for a million patients, say): whole
         # clusters would leave a grouping level with a single level, so sample whole
         # units (patients) instead; every therapist stays, groups keep some members
-        units = np.random.default_rng(SEED).permutation(unit.n_levels)[:SUBSAMPLE_UNITS]
+        units = np.random.default_rng(SEED).permutation(unit.n_levels)[:target]
         keep = np.zeros(unit.n_levels, dtype=bool)
         keep[units] = True
         rows = np.flatnonzero(keep[unit.codes])
     sub = subset(prepared, rows)
     return sub, unit.n_levels / sub.blocks[0].n_levels
+
+
+class Objective(Protocol):
+    """What the quasi-Newton iterations minimise: a call gives the deviance and its
+    gradient at :math:`\theta`; ``lower`` bounds :math:`\theta`; ``evaluations`` counts
+    the passes over the data (:class:`Deviance`, or the fit on sufficient statistics,
+    :class:`pipeline.trajectories.engines.sufficient.SufficientDeviance`)."""
+
+    lower: FloatArray
+    evaluations: int
+
+    def __call__(self, theta: FloatArray) -> tuple[float, FloatArray]: ...
 
 
 @dataclass
@@ -198,7 +212,7 @@ class Deviance:
         return value, gradient
 
 
-def hessian(deviance: Deviance, theta: FloatArray, gradient: FloatArray) -> FloatArray:
+def hessian(deviance: Objective, theta: FloatArray, gradient: FloatArray) -> FloatArray:
     """Forward-difference Hessian of the deviance from its exact gradient (symmetrised)."""
     out = np.empty((theta.size, theta.size))
     for i in range(theta.size):
@@ -210,7 +224,7 @@ def hessian(deviance: Deviance, theta: FloatArray, gradient: FloatArray) -> Floa
     return symmetric
 
 
-def _line_search(deviance: Deviance, theta: FloatArray, value: float, gradient: FloatArray,
+def _line_search(deviance: Objective, theta: FloatArray, value: float, gradient: FloatArray,
                  step: FloatArray) -> tuple[FloatArray, float, FloatArray] | None:
     """Backtracking (Armijo) along ``step`` within the bounds; None if nothing decreases."""
     scale = 1.0
@@ -292,20 +306,25 @@ def free(theta: FloatArray, gradient: FloatArray, lower: FloatArray) -> npt.NDAr
     return np.asarray(~held)
 
 
-def quasi_newton(deviance: Deviance, theta: FloatArray, hessian0: FloatArray) -> Optimum:
+def quasi_newton(deviance: Objective, theta: FloatArray, hessian0: FloatArray,
+                 iterations: int | None = None, tolerance: float | None = None) -> Optimum:
     """Projected BFGS from ``theta`` with initial Hessian ``hessian0`` (module docstring).
 
     Parameters on their lower bound whose gradient points outwards are held there; the
     Newton step and the decrement use the others, so a boundary optimum (a zero variance)
-    converges as an interior one does."""
+    converges as an interior one does. At most ``iterations`` steps (default
+    ``ITERATIONS``) until the Newton decrement is below ``tolerance`` (default
+    ``TOLERANCE``)."""
+    iterations = ITERATIONS if iterations is None else iterations
+    tolerance = TOLERANCE if tolerance is None else tolerance
     value, gradient = deviance(theta)
     current = modified(hessian0)
-    for iteration in range(ITERATIONS):
+    for iteration in range(iterations):
         moving = free(theta, gradient, deviance.lower)
         step = np.zeros_like(theta)
         if moving.any():
             step[moving] = -np.linalg.solve(current[np.ix_(moving, moving)], gradient[moving])
-        if float(-gradient @ step) / 2 < TOLERANCE:
+        if float(-gradient @ step) / 2 < tolerance:
             return Optimum(theta, gradient, True, iteration, current, value)
         found = _line_search(deviance, theta, value, gradient, step)
         if found is None:
@@ -316,10 +335,10 @@ def quasi_newton(deviance: Deviance, theta: FloatArray, hessian0: FloatArray) ->
             hs = current @ s
             current = current - np.outer(hs, hs) / float(s @ hs) + np.outer(y, y) / float(y @ s)
         theta, gradient = new_theta, new_gradient
-    return Optimum(theta, gradient, False, ITERATIONS, current, value)
+    return Optimum(theta, gradient, False, iterations, current, value)
 
 
-def off_the_bound(deviance: Deviance, optimum: Optimum) -> FloatArray | None:
+def off_the_bound(deviance: Objective, optimum: Optimum) -> FloatArray | None:
     """A point with a lower deviance than ``optimum`` off a zero bound, if there is one.
 
     The deviance depends on a scalar variance component's :math:`\\theta` through
@@ -338,21 +357,22 @@ def off_the_bound(deviance: Deviance, optimum: Optimum) -> FloatArray | None:
     return None
 
 
-def minimise(deviance: Deviance, theta: FloatArray, hessian0: FloatArray) -> Optimum:
+def minimise(deviance: Objective, theta: FloatArray, hessian0: FloatArray,
+             iterations: int | None = None, tolerance: float | None = None) -> Optimum:
     """:func:`quasi_newton`, restarted from :func:`off_the_bound` while it stops (converged
     or not) with a parameter on or near its bound that is not at its optimum; at most one
     restart per parameter, and a point that can still be improved is never reported as
     converged."""
-    optimum = quasi_newton(deviance, theta, hessian0)
-    iterations = optimum.iterations
+    optimum = quasi_newton(deviance, theta, hessian0, iterations, tolerance)
+    total = optimum.iterations
     for _ in range(theta.size):
         restart = off_the_bound(deviance, optimum)
         if restart is None:
-            return dataclasses.replace(optimum, iterations=iterations)
-        optimum = quasi_newton(deviance, restart, optimum.hessian)
-        iterations += optimum.iterations
+            return dataclasses.replace(optimum, iterations=total)
+        optimum = quasi_newton(deviance, restart, optimum.hessian, iterations, tolerance)
+        total += optimum.iterations
     improvable = off_the_bound(deviance, optimum) is not None
-    return dataclasses.replace(optimum, iterations=iterations,
+    return dataclasses.replace(optimum, iterations=total,
                                converged=optimum.converged and not improvable)
 
 

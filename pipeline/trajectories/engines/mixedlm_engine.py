@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from pipeline.trajectories.engines import large, mixedlm_adapter
+from pipeline.trajectories.engines import large, mixedlm_adapter, sufficient, sufficient_fit
 from pipeline.trajectories.engines.design import Prepared
 from pipeline.trajectories.engines.result import MixedFit
 from pipeline.trajectories.engines.tables import RawFit, build_fit
@@ -245,6 +245,42 @@ def _raw(prepared: Prepared, result: Any, optimizer: str, notes: list[str],
         optimizer=optimizer, iterations=int(result.n_iter), warnings=tuple(notes))
 
 
+def _fit_sufficient(prepared: Prepared, warm: large.WarmStart | None
+                    ) -> tuple[MixedFit | None, str]:
+    """The fit on per-unit sufficient statistics
+    (:mod:`pipeline.trajectories.engines.sufficient`,
+    :mod:`pipeline.trajectories.engines.sufficient_fit`) when the levels are nested and it
+    converges; else None and why."""
+    tic = time.perf_counter()
+    stats = sufficient.statistics(prepared)
+    if stats is None:
+        return None, ""
+    units = prepared.blocks[0].n_levels
+    found = sufficient_fit.fit(prepared, stats, warm)
+    seconds = time.perf_counter() - tic
+    if not found.optimum.converged:
+        return None, (f"mixedlm: the fit on sufficient statistics of {units} units did not "
+                      f"converge in {found.evaluations} evaluations; general route taken")
+    note = (f"mixedlm: {units} units, nested random effects fitted on per-unit sufficient "
+            f"statistics from {found.start}: {found.evaluations} evaluations of the exact "
+            f"deviance ({seconds:.1f} s)")
+    logger.info(note)
+    estimates, theta = found.estimates, found.optimum.theta
+    covs, blups = sufficient_fit.block_values(stats, estimates, theta)
+    raw = RawFit(
+        engine="mixedlm", beta=estimates.beta,
+        cov_beta=np.asarray(estimates.sigma2 * np.linalg.inv(estimates.fixed_information),
+                            dtype=np.float64),
+        sigma2=estimates.sigma2, blocks=prepared.blocks, block_cov=tuple(covs),
+        blups=tuple(blups), fitted=_fitted(prepared, estimates.beta, blups),
+        loglik=-0.5 * estimates.deviance, converged=True,
+        optimizer="sufficient statistics + quasi-Newton",
+        iterations=found.optimum.iterations, warnings=(note,))
+    warm_start = large.WarmStart(large.structure(prepared.blocks), theta,
+                                 found.optimum.hessian / units)
+    return dataclasses.replace(build_fit(prepared, raw), warm_start=warm_start), note
+
+
 def fit_prepared(prepared: Prepared, warm: large.WarmStart | None = None) -> MixedFit:
     """Fit a prepared model with ``mixedlm``; retry other optimisers when needed.
 
@@ -253,8 +289,14 @@ def fit_prepared(prepared: Prepared, warm: large.WarmStart | None = None) -> Mix
     quasi-Newton steps from it, the general optimiser starts there (variances that were
     zero lifted off the bound, :meth:`WarmStart.lifted`). The optimum is the same; fewer
     evaluations reach it."""
-    problem = _problem(prepared)
     notes: list[str] = []
+    if prepared.blocks[0].n_levels > large.LARGE_UNITS:
+        nested, note = _fit_sufficient(prepared, warm)
+        if nested is not None:
+            return nested
+        if note:
+            notes.append(note)
+    problem = _problem(prepared)
     start: FloatArray | None = large.default_theta(prepared.blocks)
     optimizers: tuple[str, ...] = OPTIMIZERS
     large_path = prepared.blocks[0].n_levels > large.LARGE_UNITS and \
