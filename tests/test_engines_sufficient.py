@@ -127,6 +127,7 @@ def test_crossed_levels_are_left_to_the_general_route(monkeypatch: pytest.Monkey
     frame.loc[moved, "therapist_id"] = (frame.loc[moved, "therapist_id"] + 1) % 4
     prepared = design.prepare(NESTED, frame)
     assert sufficient.statistics(prepared) is None
+    monkeypatch.setattr(sufficient_fit, "MIN_UNITS", 10)
     monkeypatch.setattr(large, "LARGE_UNITS", 10)
     monkeypatch.setattr(large, "SUBSAMPLE_UNITS", 30)
     fit = engines.fit(NESTED, frame, "mixedlm")
@@ -136,11 +137,11 @@ def test_crossed_levels_are_left_to_the_general_route(monkeypatch: pytest.Monkey
 @pytest.mark.parametrize("case", ["sleepstudy_reml", "sleepstudy_ml", "sleepstudy_uncorrelated",
                                   "pastes_nested", "demo_patient_only", "demo_growth"])
 def test_registry_route_matches_lme4(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fit on statistics (forced by a low registry threshold) gives R lme4's answers
+    """The fit on statistics (forced by a low threshold) gives R lme4's answers
     to the tolerances the general route meets; a coefficient near zero is compared on
     the scale of its standard error (1e-5 SE: lme4's own optimum is no more precise
     where the likelihood is that flat)."""
-    monkeypatch.setattr(large, "LARGE_UNITS", 5)
+    monkeypatch.setattr(sufficient_fit, "MIN_UNITS", 5)
     spec, data = golden_case(case)
     fit, r, tol = engines.fit(spec, data, "mixedlm"), golden()[case], TOLERANCE["mixedlm"]
     assert fit.diagnostics.at[0, "optimizer"] == SUFFICIENT
@@ -157,7 +158,7 @@ def test_registry_route_matches_lme4(case: str, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_fitted_values_and_random_effects_match_lme4(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(large, "LARGE_UNITS", 5)
+    monkeypatch.setattr(sufficient_fit, "MIN_UNITS", 5)
     spec, data = golden_case("sleepstudy_reml")
     fit, r = engines.fit(spec, data, "mixedlm"), golden()["sleepstudy_reml"]
     np.testing.assert_allclose(fit.fitted["fitted"].iloc[:10], r["fitted_first"], rtol=1e-6)
@@ -199,7 +200,8 @@ def test_fit_equals_mixedlms_optimiser(monkeypatch: pytest.MonkeyPatch) -> None:
     thousandth of their standard error, random effects and fitted values alike."""
     spec, frame = golden_case("demo_growth")
     reference = engines.fit(spec, frame, "mixedlm")
-    monkeypatch.setattr(large, "LARGE_UNITS", 5)
+    assert reference.diagnostics.at[0, "optimizer"] != SUFFICIENT  # 599 patients: native
+    monkeypatch.setattr(sufficient_fit, "MIN_UNITS", 5)
     ours = engines.fit(spec, frame, "mixedlm")
     assert ours.diagnostics.at[0, "optimizer"] == SUFFICIENT
     assert ours.diagnostics.at[0, "loglik"] == pytest.approx(
@@ -218,7 +220,7 @@ def test_zero_variance_converges_on_its_bound(monkeypatch: pytest.MonkeyPatch) -
                      (VarianceComponent("cluster"),))
     data = _zero_group_variance_data()
     reference = engines.fit(spec, data, "mixedlm")
-    monkeypatch.setattr(large, "LARGE_UNITS", 10)
+    monkeypatch.setattr(sufficient_fit, "MIN_UNITS", 10)
     fit = engines.fit(spec, data, "mixedlm")
     assert fit.diagnostics.at[0, "optimizer"] == SUFFICIENT
     assert fit.singular
@@ -233,7 +235,7 @@ def test_warm_start_and_subsample_start_reach_the_same_optimum(
     estimates: the same optimum as mixedlm's optimiser, fewer evaluations when warm."""
     spec, frame = golden_case("demo_growth")
     reference = engines.fit(spec, frame, "mixedlm")
-    monkeypatch.setattr(large, "LARGE_UNITS", 5)
+    monkeypatch.setattr(sufficient_fit, "MIN_UNITS", 5)
     monkeypatch.setattr(sufficient_fit, "START_UNITS", 150)
     cold = engines.fit(spec, frame, "mixedlm")
     assert any("whole clusters" in m for m in cold.messages)
@@ -249,7 +251,7 @@ def test_a_fit_that_does_not_converge_takes_the_general_route(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """No quasi-Newton iterations allowed: the statistics route says it did not converge
     and the general route fits the model."""
-    monkeypatch.setattr(large, "LARGE_UNITS", 5)
+    monkeypatch.setattr(sufficient_fit, "MIN_UNITS", 5)
     monkeypatch.setattr(sufficient_fit, "ITERATIONS", 0)
     spec, data = golden_case("sleepstudy_reml")
     fit = engines.fit(spec, data, "mixedlm")

@@ -218,7 +218,8 @@ def _turnbull_intervals(lower: FloatArray, upper: FloatArray) -> tuple[FloatArra
 
 def fit_turnbull(data: pd.DataFrame, tolerance: float = NPMLE_TOLERANCE,
                  max_iterations: int = MAX_ITERATIONS) -> TurnbullFit:
-    """The Turnbull NPMLE by the self-consistency (EM) iteration (module docstring).
+    r"""The Turnbull NPMLE by the self-consistency (EM) iteration, accelerated (module
+    docstring).
 
     lifelines ``KaplanMeierFitter.fit_interval_censoring`` runs the same iteration over the
     same Turnbull intervals, but loops in Python over the observations at every step: 60 s
@@ -226,10 +227,26 @@ def fit_turnbull(data: pd.DataFrame, tolerance: float = NPMLE_TOLERANCE,
     contiguous run of Turnbull intervals, so one step is two cumulative sums over the
     distinct observations (``tests/test_relapse_interval.py`` checks the two agree).
 
+    The plain iteration converges linearly and, on a registry's cohort, slowly (tens of
+    thousands of steps per curve); it is accelerated by SQUAREM (Varadhan and Roland 2008,
+    scheme S3): from masses :math:`p`, two steps give :math:`r = F(p) - p` and
+    :math:`v = F(F(p)) - 2F(p) + p`, the extrapolation
+    :math:`p' = p - 2\alpha r + \alpha^2 v` with :math:`\alpha = -\max(1, \|r\|/\|v\|)`
+    (the plain double step at :math:`\alpha = -1`) is halved towards the plain step until
+    its masses are non-negative, and one more step from it is kept only when it raises
+    the log-likelihood at least as much as the plain double step (so the likelihood never
+    falls). The fixed point, the NPMLE, is the same; the stopping rule is the plain one,
+    a gain below ``tolerance`` over a cycle.
+
     Raises
     ------
     lifelines.exceptions.ConvergenceError
-        Not converged within ``max_iterations``.
+        Not converged within ``max_iterations`` steps of the iteration.
+
+    References
+    ----------
+    Varadhan R, Roland C (2008). Simple and globally convergent methods for accelerating
+    the convergence of any EM algorithm. Scandinavian Journal of Statistics 35:335-353.
     """
     left = data["left_weeks"].to_numpy(dtype=float)
     right = data["right_weeks"].to_numpy(dtype=float)
@@ -239,19 +256,44 @@ def fit_turnbull(data: pd.DataFrame, tolerance: float = NPMLE_TOLERANCE,
     first = np.searchsorted(low, pairs[:, 0], side="left")
     last = np.searchsorted(high, pairs[:, 1], side="right") - 1
     n, m = float(weight.sum()), low.size
-    mass = np.full(m, 1.0 / m)
-    previous = -np.inf
-    for iteration in range(1, max_iterations + 1):
+
+    def step(mass: FloatArray) -> tuple[FloatArray, float]:
+        """One self-consistency step from ``mass`` and the log-likelihood at ``mass``."""
         cumulative = np.concatenate([[0.0], np.cumsum(mass)])
         covered = cumulative[last + 1] - cumulative[first]
-        log_likelihood = float((weight * np.log(covered)).sum())
-        if log_likelihood - previous < tolerance:
-            return TurnbullFit(low, high, mass, log_likelihood, iteration)
-        previous = log_likelihood
-        ratio = weight / covered  # each observation's share, spread over its run
+        with np.errstate(divide="ignore"):
+            log_likelihood = float((weight * np.log(covered)).sum())
+        ratio = np.divide(weight, covered, out=np.zeros_like(covered), where=covered > 0)
         share = (np.bincount(first, ratio, minlength=m + 1)
                  - np.bincount(last + 1, ratio, minlength=m + 1))
-        mass = mass * np.cumsum(share)[:m] / n
+        return mass * np.cumsum(share)[:m] / n, log_likelihood
+
+    mass = np.full(m, 1.0 / m)
+    steps = 0
+    while steps < max_iterations:
+        once, log_likelihood = step(mass)
+        twice, _ = step(once)
+        steps += 2
+        r, v = once - mass, twice - 2 * once + mass
+        size = float(np.sqrt(v @ v))
+        alpha = -max(1.0, float(np.sqrt(r @ r)) / size) if size > 0 else -1.0
+        extrapolated = mass - 2 * alpha * r + alpha**2 * v
+        while alpha < -1.0 and (extrapolated <= 0).any():
+            alpha = (alpha - 1.0) / 2 if alpha < -1.5 else -1.0
+            extrapolated = mass - 2 * alpha * r + alpha**2 * v
+        # the extrapolation amplifies rounding in the total (alpha can be 1e4): a
+        # likelihood compares only distributions
+        extrapolated = extrapolated / extrapolated.sum()
+        plain, plain_likelihood = step(twice)
+        candidate, candidate_likelihood = step(extrapolated) if alpha < -1.0 else (
+            plain, plain_likelihood)
+        steps += 2 if alpha < -1.0 else 1
+        if alpha < -1.0 and candidate_likelihood < plain_likelihood:
+            candidate, candidate_likelihood = plain, plain_likelihood
+        new_likelihood = step(candidate)[1]
+        if new_likelihood - log_likelihood < tolerance:
+            return TurnbullFit(low, high, candidate, new_likelihood, steps)
+        mass = candidate
     raise ConvergenceError(f"the Turnbull NPMLE did not converge in {max_iterations} "
                            "iterations")
 

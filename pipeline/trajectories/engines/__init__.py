@@ -33,13 +33,12 @@ Engines
     The ``mixedlm`` package, a port of lme4's penalised least squares formulation (Bates et
     al. 2015) with a sparse Cholesky factorisation in Rust. It fits every spec exactly,
     including a correlated patient intercept and slope alongside nested variance components,
-    and matches lme4 to about 1e-6 (``tests/test_engines.py``). Above 50,000 patients a
-    registry-scale route is taken: when the levels are nested (patients within therapy
-    groups within therapists), the model is fitted on per-unit sufficient statistics with
-    an exact gradient and no sparse :math:`Z`
-    (:mod:`pipeline.trajectories.engines.sufficient`), else by a few quasi-Newton steps on
-    ``mixedlm``'s native deviance from a subsample fit
-    (:mod:`pipeline.trajectories.engines.large`).
+    and matches lme4 to about 1e-6 (``tests/test_engines.py``). Above 5,000 patients a
+    model whose levels are nested (patients within therapy groups within therapists) is
+    fitted on per-unit sufficient statistics, with an exact gradient and no sparse
+    :math:`Z` (:mod:`pipeline.trajectories.engines.sufficient`); other models above
+    50,000 patients take a few quasi-Newton steps on ``mixedlm``'s native deviance from a
+    subsample fit (:mod:`pipeline.trajectories.engines.large`).
 ``"statsmodels"``
     ``statsmodels.regression.mixed_linear_model.MixedLM``, the reference implementation.
     Its ``groups`` must be the outermost level; that level's terms form the (correlated)

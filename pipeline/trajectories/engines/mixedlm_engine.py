@@ -290,7 +290,7 @@ def fit_prepared(prepared: Prepared, warm: large.WarmStart | None = None) -> Mix
     zero lifted off the bound, :meth:`WarmStart.lifted`). The optimum is the same; fewer
     evaluations reach it."""
     notes: list[str] = []
-    if prepared.blocks[0].n_levels > large.LARGE_UNITS:
+    if prepared.blocks[0].n_levels > sufficient_fit.MIN_UNITS:
         nested, note = _fit_sufficient(prepared, warm)
         if nested is not None:
             return nested

@@ -415,13 +415,17 @@ def _selected_inverse(stats: Statistics, fac: _Factorisation, reml: bool
     for a in reversed(range(count)):
         part, level = fac.levels[a], levels[a]
         rx_part = part.tail[:, :p, :]
+        # the parents' blocks with beta, gathered once per unit (the largest arrays here)
+        beta_at: dict[int, FloatArray] = {}
+        for m in part.to_parent if beta_beta is not None else ():
+            beta_m = sig_beta[m]
+            assert beta_m is not None
+            beta_at[m] = at_parents(beta_m, level.parent[m])
         for k in part.to_parent:
             acc = sum((mul(g, between(a, m, k)) for m, g in part.to_parent.items()),
                       np.zeros((level.q, levels[k].q, level.n)))
             if beta_beta is not None:
-                beta_k = sig_beta[k]
-                assert beta_k is not None
-                acc += mul(rx_part, transpose(at_parents(beta_k, level.parent[k])))
+                acc += mul(rx_part, np.ascontiguousarray(transpose(beta_at[k])))
             sig_up[a][k] = -backward(part.chol, acc)
             sig_up[a][k][:, :, level.parent[k] < 0] = 0.0
         inner = np.zeros((level.q, level.q, level.n))
@@ -430,9 +434,7 @@ def _selected_inverse(stats: Statistics, fac: _Factorisation, reml: bool
         if beta_beta is not None:
             acc = np.moveaxis(np.tensordot(rx_part, beta_beta, axes=([1], [0])), 2, 1)
             for m, g in part.to_parent.items():
-                beta_m = sig_beta[m]
-                assert beta_m is not None
-                acc = acc + mul(g, at_parents(beta_m, level.parent[m]))
+                acc = acc + mul(g, beta_at[m])
             own_beta = -backward(part.chol, acc)
             sig_beta[a] = own_beta
             inner += mul(rx_part, transpose(own_beta))

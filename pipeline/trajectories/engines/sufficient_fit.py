@@ -41,6 +41,10 @@ FloatArray = npt.NDArray[np.float64]
 
 __all__ = ["Fit", "SufficientDeviance", "block_values", "fit"]
 
+#: Above this many units (patients) a nested model is fitted here: below it ``mixedlm``'s
+#: own optimiser takes about a second, and the demo and the small studies keep its exact
+#: path.
+MIN_UNITS: Final = 5_000
 #: Units in the whole-cluster subsample whose fit starts the optimisation.
 START_UNITS: Final = 3_000
 #: Quasi-Newton iterations allowed (each costs one evaluation with its exact gradient).
