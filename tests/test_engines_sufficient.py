@@ -258,3 +258,27 @@ def test_a_fit_that_does_not_converge_takes_the_general_route(
     assert fit.diagnostics.at[0, "optimizer"] != SUFFICIENT
     assert any("did not converge" in m and "general route" in m for m in fit.messages)
     assert fit.converged
+
+
+@pytest.mark.parametrize("chunk", [7, 50, 598])
+def test_innermost_level_in_runs_gives_the_same_numbers(chunk: int,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Patients eliminated run by run (as at registry scale, ``CHUNK``): the same deviance,
+    gradient, fixed effects and conditional modes as mixedlm's native evaluator."""
+    monkeypatch.setattr(sufficient, "CHUNK", chunk)
+    spec, frame = golden_case("demo_growth")
+    prepared = design.prepare(spec, frame)
+    stats = sufficient.statistics(prepared)
+    assert stats is not None
+    assert len(stats.levels) == -(-prepared.blocks[0].n_levels // chunk) + 2
+    _agrees_with_native(prepared, seed=chunk)
+    native = _native(prepared, True)
+    theta = _random_thetas(prepared, 1, seed=3)[0]
+    core = mixedlm_adapter.final_evaluation(native.function, theta)
+    _, estimates = sufficient.evaluate(stats, theta, True, estimates=True)
+    assert estimates is not None
+    np.testing.assert_allclose(estimates.beta, core.beta, rtol=1e-9, atol=1e-12)
+    _, modes = sufficient_fit.block_values(stats, estimates, theta)
+    patients = prepared.blocks[0]
+    theirs = np.asarray(core.u)[:patients.n_levels * 2].reshape(patients.n_levels, 2)
+    np.testing.assert_allclose(modes[0], theirs, rtol=1e-8, atol=1e-10)

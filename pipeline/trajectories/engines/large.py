@@ -159,10 +159,10 @@ def cluster_subsample(prepared: Prepared, target: int | None = None) -> tuple[Pr
 
 
 class Objective(Protocol):
-    """What the quasi-Newton iterations minimise: a call gives the deviance and its
+    r"""What the quasi-Newton iterations minimise: a call gives the deviance and its
     gradient at :math:`\theta`; ``lower`` bounds :math:`\theta`; ``evaluations`` counts
     the passes over the data (:class:`Deviance`, or the fit on sufficient statistics,
-    :class:`pipeline.trajectories.engines.sufficient.SufficientDeviance`)."""
+    :class:`pipeline.trajectories.engines.sufficient_fit.SufficientDeviance`)."""
 
     lower: FloatArray
     evaluations: int
@@ -172,7 +172,7 @@ class Objective(Protocol):
 
 @dataclass
 class Deviance:
-    """The profiled (RE)ML deviance of ``mixedlm`` model matrices, counting evaluations.
+    r"""The profiled (RE)ML deviance of ``mixedlm`` model matrices, counting evaluations.
 
     A public ``mixedlm.mkLmerDevfun`` deviance function; its exact gradient and the
     release of our copy of Z go through :mod:`pipeline.trajectories.engines.mixedlm_adapter`.

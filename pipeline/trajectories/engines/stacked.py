@@ -4,7 +4,10 @@ The fit on sufficient statistics (:mod:`pipeline.trajectories.engines.sufficient
 one small block per patient, therapy group or therapist: a (q, k, n) array holds n
 matrices of q x k, so every operation below is a handful of contiguous vector operations
 over the units rather than n calls of LAPACK on 2 x 2 matrices (which cost more in calls
-than in arithmetic).
+than in arithmetic). Nothing here calls a threaded BLAS: a product over a million units
+would start OpenBLAS's threads, which on a busy machine spend most of the time waiting
+for each other (the same finding as :func:`pipeline.trajectories.engines.design.crossprod`,
+which the one large product, :math:`\sum_j R_j^\top R_j`, goes through).
 """
 
 from __future__ import annotations
@@ -61,15 +64,23 @@ def backward(lower: FloatArray, rhs: FloatArray) -> FloatArray:
 
 
 def left(lam: FloatArray, stack: FloatArray) -> FloatArray:
-    r""":math:`\Lambda^\top S` for each unit of ``stack`` (q, k, n)."""
-    out: FloatArray = np.tensordot(lam.T, stack, axes=1)
+    r""":math:`\Lambda^\top S` for each unit of ``stack`` (q, k, n), term by term (no BLAS:
+    see the module docstring)."""
+    out = np.zeros((lam.shape[1], *stack.shape[1:]))
+    for i in range(lam.shape[1]):
+        for a in range(lam.shape[0]):
+            if lam[a, i] != 0.0:
+                out[i] += lam[a, i] * stack[a]
     return out
 
 
 def right(stack: FloatArray, lam: FloatArray) -> FloatArray:
-    r""":math:`S \Lambda` for each unit of ``stack`` (q, m, n)."""
-    out: FloatArray = np.ascontiguousarray(
-        np.moveaxis(np.tensordot(stack, lam, axes=([1], [0])), 2, 1))
+    r""":math:`S \Lambda` for each unit of ``stack`` (q, m, n), term by term."""
+    out = np.zeros((stack.shape[0], lam.shape[1], stack.shape[2]))
+    for j in range(lam.shape[1]):
+        for b in range(lam.shape[0]):
+            if lam[b, j] != 0.0:
+                out[:, j] += stack[:, b] * lam[b, j]
     return out
 
 

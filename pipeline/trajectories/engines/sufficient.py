@@ -62,6 +62,7 @@ selected inverse).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -87,6 +88,9 @@ IntArray = npt.NDArray[np.int64]
 __all__ = ["Estimates", "Statistics", "evaluate", "factors", "statistics",
            "value_and_gradient"]
 
+#: Units of the innermost level handled together (see :func:`_in_chunks`).
+CHUNK: Final = 16_384
+
 
 @dataclass(frozen=True, eq=False)
 class Level:
@@ -108,6 +112,9 @@ class Level:
         Outer level index m -> (n,) parent code at m, -1 where the unit has none.
     tail : ndarray
         (q, p + 1, n) :math:`C_j`.
+    gather : dict
+        Outer level index m -> sparse (units at m) x (units here) membership matrix: sums
+        this level's blocks into their parents'.
     """
 
     blocks: tuple[int, ...]
@@ -122,7 +129,21 @@ class Level:
 
 @dataclass(frozen=True, eq=False)
 class Statistics:
-    """The sufficient statistics of a nested model: levels innermost first and :math:`W`."""
+    r"""The sufficient statistics of a nested model.
+
+    Attributes
+    ----------
+    levels : tuple of Level
+        Innermost (patients) first.
+    cross : ndarray
+        :math:`W = (X, y)^\top (X, y)`.
+    n_obs, p : int
+        Rows and fixed effects.
+    theta_slices : tuple of slice
+        Where each block's covariance parameters lie in :math:`\theta`.
+    block_terms : tuple of int
+        Terms of each block.
+    """
 
     levels: tuple[Level, ...]
     cross: FloatArray
@@ -188,6 +209,48 @@ def _nesting(codes: list[IntArray], sizes: list[int]) -> list[dict[int, IntArray
     return parents
 
 
+def _gathers(parents: dict[int, IntArray], sizes: list[int]) -> dict[int, sparse.csr_matrix]:
+    """Sparse (parent units) x (units) membership matrices, one per outer level."""
+    out = {}
+    for m, parent in parents.items():
+        has = np.flatnonzero(parent >= 0)
+        out[m] = sparse.csr_matrix((np.ones(has.size), (parent[has], has)),
+                                   shape=(sizes[m], parent.size))
+    return out
+
+
+def _in_chunks(levels: list[Level], sizes: list[int]) -> list[Level]:
+    """The innermost level split into consecutive runs of ``CHUNK`` units, each a level of
+    its own (outer levels renumbered after them).
+
+    Units of one level never touch each other in the factor (only their parents), so
+    eliminating them run by run is the same elimination; a run's working arrays stay small
+    enough for the allocator to reuse (arrays of hundreds of MB are mapped and faulted in
+    afresh at every evaluation, which at a million patients cost more system time than
+    arithmetic)."""
+    first = levels[0]
+    starts = range(0, first.n, CHUNK)
+    if len(starts) <= 1:
+        return levels
+    shift = len(starts) - 1
+    out = []
+    for start in starts:
+        units = slice(start, min(start + CHUNK, first.n))
+        parent = {m + shift: first.parent[m][units] for m in first.parent}
+        out.append(Level(first.blocks, first.q, units.stop - units.start,
+                         np.ascontiguousarray(first.own[:, :, units]),
+                         {m + shift: np.ascontiguousarray(u[:, :, units])
+                          for m, u in first.up.items()},
+                         parent, np.ascontiguousarray(first.tail[:, :, units]),
+                         _gathers(parent, [0] * (shift + 1) + sizes[1:])))
+    for level in levels[1:]:
+        out.append(Level(level.blocks, level.q, level.n, level.own,
+                         {m + shift: u for m, u in level.up.items()},
+                         {m + shift: p for m, p in level.parent.items()}, level.tail,
+                         {m + shift: g for m, g in level.gather.items()}))
+    return out
+
+
 def statistics(prepared: Prepared) -> Statistics | None:
     """The sufficient statistics of ``prepared``, or None when its levels are not nested.
 
@@ -239,12 +302,9 @@ def statistics(prepared: Prepared) -> Statistics | None:
         own = sums(list(z.T))
         up = {m: sums(list(columns[m].T)) for m in parents[a]}
         tail = sums(tail_columns)
-        gather = {}
-        for m, parent in parents[a].items():
-            has = np.flatnonzero(parent >= 0)
-            gather[m] = sparse.csr_matrix((np.ones(has.size), (parent[has], has)),
-                                          shape=(sizes[m], n))
-        levels.append(Level(tuple(ks), z.shape[1], n, own, up, parents[a], tail, gather))
+        levels.append(Level(tuple(ks), z.shape[1], n, own, up, parents[a], tail,
+                            _gathers(parents[a], sizes)))
+    levels = _in_chunks(levels, sizes)
     cross = np.empty((prepared.X.shape[1] + 1,) * 2)
     cross[:-1, :-1] = crossprod(prepared.X)
     cross[:-1, -1] = cross[-1, :-1] = prepared.X.T @ prepared.y
@@ -330,7 +390,7 @@ def _factorise(stats: Statistics, theta: FloatArray, reml: bool) -> _Factorisati
         to_parent = {m: forward(chol, u) for m, u in up[a].items()}
         r = forward(chol, tail[a])
         for i in range(level.q):
-            cross -= r[i] @ r[i].T
+            cross -= crossprod(r[i].T)  # single-threaded BLAS in small row chunks
         outer = sorted(to_parent)
         for i, m in enumerate(outer):
             g = to_parent[m]
@@ -362,7 +422,7 @@ def _spherical(stats: Statistics, fac: _Factorisation) -> list[FloatArray]:
     spherical: list[FloatArray] = [np.empty((lv.q, lv.n)) for lv in levels]
     for a in reversed(range(len(levels))):
         part = fac.levels[a]
-        rhs = part.tail[:, p, :] - np.tensordot(part.tail[:, :p, :], fac.beta, axes=([1], [0]))
+        rhs = part.tail[:, p, :] - np.einsum("qpn,p->qn", part.tail[:, :p, :], fac.beta)
         for m, g in part.to_parent.items():
             rhs -= (g * at_parents(spherical[m][None, :, :], levels[a].parent[m])).sum(axis=1)
         spherical[a] = backward(part.chol, rhs)
@@ -432,7 +492,7 @@ def _selected_inverse(stats: Statistics, fac: _Factorisation, reml: bool
         for m, g in part.to_parent.items():
             inner += mul(g, transpose(sig_up[a][m]))
         if beta_beta is not None:
-            acc = np.moveaxis(np.tensordot(rx_part, beta_beta, axes=([1], [0])), 2, 1)
+            acc = np.einsum("qpn,pr->qrn", rx_part, beta_beta)
             for m, g in part.to_parent.items():
                 acc = acc + mul(g, beta_at[m])
             own_beta = -backward(part.chol, acc)
@@ -470,8 +530,8 @@ def value_and_gradient(stats: Statistics, theta: FloatArray, reml: bool
     for a, level in enumerate(levels):
         scaled = right(level.own, lams[a])
         trace[a] += mul(scaled, sig_diag[a]).sum(axis=2)
-        residual[a] = level.tail[:, p, :] - np.tensordot(level.tail[:, :p, :], fac.beta,
-                                                         axes=([1], [0]))
+        residual[a] = level.tail[:, p, :] - np.einsum("qpn,p->qn", level.tail[:, :p, :],
+                                                      fac.beta)
         residual[a] -= (scaled * spherical[a][None, :, :]).sum(axis=1)
         beta_a = sig_beta[a]
         if beta_a is not None:
@@ -487,16 +547,16 @@ def value_and_gradient(stats: Statistics, theta: FloatArray, reml: bool
             # the children's part of their parents' Z'r
             child = (left(lams[a], u) * spherical[a][:, None, :]).sum(axis=0)
             residual[m] -= scatter(level.gather[m], child[None, :, :])[0]
-    gradient = np.empty(theta.size)
+    gradient = np.zeros(theta.size)
     scale = 2.0 * fac.denominator / fac.pwrss
     for a, level in enumerate(levels):
-        moment = residual[a] @ spherical[a].T
+        moment = np.einsum("in,jn->ij", residual[a], spherical[a])
         at = 0
         for k in level.blocks:
             q = stats.block_terms[k]
             rows, cols = np.tril_indices(q)
             positions = range(stats.theta_slices[k].start, stats.theta_slices[k].stop)
             for index, r, c in zip(positions, rows + at, cols + at, strict=True):
-                gradient[index] = 2.0 * trace[a][r, c] - scale * moment[r, c]
+                gradient[index] += 2.0 * trace[a][r, c] - scale * moment[r, c]
             at += q
     return fac.value, gradient

@@ -155,14 +155,14 @@ def block_values(stats: Statistics, estimates: Estimates, theta: FloatArray
     :math:`\hat\sigma^2 \Lambda_k \Lambda_k^\top` and the conditional modes (levels x
     terms)."""
     covs: list[FloatArray] = [np.empty(0)] * len(stats.block_terms)
-    modes: list[FloatArray] = [np.empty(0)] * len(stats.block_terms)
+    runs: list[list[FloatArray]] = [[] for _ in stats.block_terms]
     for level, values in zip(stats.levels, estimates.modes, strict=True):
         at = 0
-        for k in level.blocks:
+        for k in level.blocks:  # the innermost level comes in runs of units, in order
             q = stats.block_terms[k]
             factor = np.zeros((q, q))
             factor[np.tril_indices(q)] = theta[stats.theta_slices[k]]
             covs[k] = estimates.sigma2 * factor @ factor.T
-            modes[k] = values[:, at:at + q].copy()
+            runs[k].append(values[:, at:at + q])
             at += q
-    return covs, modes
+    return covs, [np.concatenate(parts) for parts in runs]
