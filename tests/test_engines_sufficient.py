@@ -282,3 +282,21 @@ def test_innermost_level_in_runs_gives_the_same_numbers(chunk: int,
     patients = prepared.blocks[0]
     theirs = np.asarray(core.u)[:patients.n_levels * 2].reshape(patients.n_levels, 2)
     np.testing.assert_allclose(modes[0], theirs, rtol=1e-8, atol=1e-10)
+
+
+def test_a_warm_start_that_fails_is_said_and_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A previous model's estimates that lead nowhere (a singular Hessian far from the
+    optimum, one step allowed): the subsample route takes over and the note says why."""
+    spec, frame = golden_case("demo_growth")
+    reference = engines.fit(spec, frame, "mixedlm")
+    monkeypatch.setattr(sufficient_fit, "MIN_UNITS", 5)
+    good = engines.fit(spec, frame, "mixedlm").warm_start
+    assert good is not None
+    poor = large.WarmStart(good.structure, good.theta * 25.0,
+                           np.zeros_like(good.theta[:, None] * good.theta[None, :]))
+    fit = engines.fit(spec, frame, "mixedlm", warm_start=poor)
+    assert fit.diagnostics.at[0, "optimizer"] == SUFFICIENT
+    assert any("did not converge" in m and "previous model's estimates" in m
+               for m in fit.messages)
+    assert fit.diagnostics.at[0, "loglik"] == pytest.approx(
+        reference.diagnostics.at[0, "loglik"], abs=1e-5)

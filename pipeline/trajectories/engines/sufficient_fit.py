@@ -13,6 +13,7 @@ quasi-Newton iterations on all the data
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -52,6 +53,10 @@ ITERATIONS: Final = 60
 #: Newton decrement (deviance units) at which the optimum is reached: tighter than the
 #: general registry route's, since an evaluation with its exact gradient is cheap here.
 TOLERANCE: Final = 1e-8
+#: ... but no tighter than this fraction of the deviance: its value is a sum over a
+#: million units, exact to about that (a tighter target makes the line search fail on
+#: rounding and a converged fit look unconverged).
+RELATIVE_TOLERANCE: Final = 1e-14
 
 @dataclass
 class SufficientDeviance:
@@ -75,7 +80,12 @@ class SufficientDeviance:
         if self.last is not None and self.last[0] == key:
             return self.last[1], self.last[2].copy()
         self.evaluations += 1
-        value, gradient = value_and_gradient(self.stats, theta, self.reml)
+        try:
+            value, gradient = value_and_gradient(self.stats, theta, self.reml)
+        except np.linalg.LinAlgError:
+            # theta so far out that the fixed-effects information is singular in floating
+            # point: no point there (a line search steps back; a fit ending here failed)
+            value, gradient = np.inf, np.zeros(theta.size)
         self.last = (key, value, gradient.copy())
         return value, gradient
 
@@ -113,13 +123,16 @@ def fit(prepared: Prepared, stats: Statistics, warm: WarmStart | None = None) ->
     lower = lower_bounds(prepared.blocks)
     units = prepared.blocks[0].n_levels
     deviance = SufficientDeviance(stats, reml, lower)
+    abandoned = ""
     if warm is not None and warm.hessian_per_unit is not None and \
             warm.applies_to(prepared.blocks):
         optimum = minimise(deviance, warm.theta, warm.hessian_per_unit * units, ITERATIONS,
-                           TOLERANCE)
-        if optimum.converged:
+                           _tolerance(deviance, warm.theta))
+        if optimum.converged and np.isfinite(optimum.value):
             return Fit(optimum, _estimates(stats, optimum.theta, reml), deviance.evaluations,
                        "the previous model's estimates")
+        abandoned = (f" (a start from the previous model's estimates did not converge in "
+                     f"{deviance.evaluations} evaluations)")
     default = np.where(lower == 0.0, 1.0, 0.0)
     if units > 2 * START_UNITS:
         sub, ratio = cluster_subsample(prepared, START_UNITS)
@@ -134,13 +147,22 @@ def fit(prepared: Prepared, stats: Statistics, warm: WarmStart | None = None) ->
     # L-BFGS-B can stop on a zero bound (the gradient of an even function vanishes there):
     # the projected quasi-Newton with probing settles the start
     first = minimise(sub_deviance, theta, hessian(sub_deviance, theta, sub_deviance(theta)[1]),
-                     ITERATIONS, TOLERANCE)
+                     ITERATIONS, _tolerance(sub_deviance, theta))
     # a variance that vanished in the subsample starts off its bound (the deviance is even
     # in it there, so the quasi-Newton steps would barely move it)
     start_theta = WarmStart((), first.theta).lifted(lower) if ratio != 1.0 else first.theta
-    optimum = minimise(deviance, start_theta, first.hessian * ratio, ITERATIONS, TOLERANCE)
+    optimum = minimise(deviance, start_theta, first.hessian * ratio, ITERATIONS,
+                       _tolerance(deviance, start_theta))
+    if not np.isfinite(optimum.value):
+        optimum = dataclasses.replace(optimum, converged=False)
     return Fit(optimum, _estimates(stats, optimum.theta, reml),
-               deviance.evaluations + sub_deviance.evaluations, start)
+               deviance.evaluations + sub_deviance.evaluations, start + abandoned)
+
+
+def _tolerance(deviance: SufficientDeviance, theta: FloatArray) -> float:
+    """``TOLERANCE``, or ``RELATIVE_TOLERANCE`` of the deviance at ``theta`` if larger."""
+    value = deviance(theta)[0]
+    return max(TOLERANCE, RELATIVE_TOLERANCE * abs(value)) if np.isfinite(value) else TOLERANCE
 
 
 def _estimates(stats: Statistics, theta: FloatArray, reml: bool) -> Estimates:
