@@ -269,11 +269,10 @@ def fit_turnbull(data: pd.DataFrame, tolerance: float = NPMLE_TOLERANCE,
         return mass * np.cumsum(share)[:m] / n, log_likelihood
 
     mass = np.full(m, 1.0 / m)
-    steps = 0
+    once, log_likelihood = step(mass)
+    steps = 1
     while steps < max_iterations:
-        once, log_likelihood = step(mass)
         twice, _ = step(once)
-        steps += 2
         r, v = once - mass, twice - 2 * once + mass
         size = float(np.sqrt(v @ v))
         alpha = -max(1.0, float(np.sqrt(r @ r)) / size) if size > 0 else -1.0
@@ -281,19 +280,21 @@ def fit_turnbull(data: pd.DataFrame, tolerance: float = NPMLE_TOLERANCE,
         while alpha < -1.0 and (extrapolated <= 0).any():
             alpha = (alpha - 1.0) / 2 if alpha < -1.5 else -1.0
             extrapolated = mass - 2 * alpha * r + alpha**2 * v
-        # the extrapolation amplifies rounding in the total (alpha can be 1e4): a
-        # likelihood compares only distributions
-        extrapolated = extrapolated / extrapolated.sum()
-        plain, plain_likelihood = step(twice)
-        candidate, candidate_likelihood = step(extrapolated) if alpha < -1.0 else (
-            plain, plain_likelihood)
-        steps += 2 if alpha < -1.0 else 1
-        if alpha < -1.0 and candidate_likelihood < plain_likelihood:
-            candidate, candidate_likelihood = plain, plain_likelihood
-        new_likelihood = step(candidate)[1]
+        candidate, plain_likelihood = step(twice)
+        steps += 2
+        if alpha < -1.0:
+            # the extrapolation amplifies rounding in the total (alpha can be 1e4): a
+            # likelihood compares only distributions
+            accelerated, accelerated_likelihood = step(extrapolated / extrapolated.sum())
+            steps += 1
+            if accelerated_likelihood >= plain_likelihood:
+                candidate = accelerated
+        # the next cycle's first step, and the likelihood at the candidate
+        following, new_likelihood = step(candidate)
+        steps += 1
         if new_likelihood - log_likelihood < tolerance:
             return TurnbullFit(low, high, candidate, new_likelihood, steps)
-        mass = candidate
+        mass, once, log_likelihood = candidate, following, new_likelihood
     raise ConvergenceError(f"the Turnbull NPMLE did not converge in {max_iterations} "
                            "iterations")
 

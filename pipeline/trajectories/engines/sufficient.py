@@ -277,9 +277,9 @@ def statistics(prepared: Prepared) -> Statistics | None:
     order = sorted(range(len(groups)), key=lambda a: (-depth[a], -sizes[a]))
     groups = [groups[a] for a in order]
     level_codes = [level_codes[a] for a in order]
+    sizes = [sizes[a] for a in order]
     if (level_codes[0] < 0).any():
         return None
-    sizes = [prepared.blocks[ks[0]].n_levels for ks in groups]
     parents = _nesting(level_codes, sizes)
     if parents is None:
         return None

@@ -26,6 +26,7 @@ from pipeline.trajectories.engines.large import (
     Optimum,
     WarmStart,
     cluster_subsample,
+    default_theta,
     hessian,
     lower_bounds,
     minimise,
@@ -133,17 +134,15 @@ def fit(prepared: Prepared, stats: Statistics, warm: WarmStart | None = None) ->
                        "the previous model's estimates")
         abandoned = (f" (a start from the previous model's estimates did not converge in "
                      f"{deviance.evaluations} evaluations)")
-    default = np.where(lower == 0.0, 1.0, 0.0)
+    sub_stats, ratio, start = stats, 1.0, "lme4's default start"
     if units > 2 * START_UNITS:
-        sub, ratio = cluster_subsample(prepared, START_UNITS)
-        sub_stats = statistics(sub)
-        start = f"a fit to {sub.blocks[0].n_levels} units in whole clusters"
-    else:
-        sub_stats, ratio, start = stats, 1.0, "lme4's default start"
-    if sub_stats is None:  # a subsample can lose a level's nesting only by losing units
-        sub_stats, ratio, start = stats, 1.0, "lme4's default start"
+        sub, sub_ratio = cluster_subsample(prepared, START_UNITS)
+        sampled = statistics(sub)
+        if sampled is not None:  # a subsample can lose a level's nesting only by losing units
+            sub_stats, ratio = sampled, sub_ratio
+            start = f"a fit to {sub.blocks[0].n_levels} units in whole clusters"
     sub_deviance = SufficientDeviance(sub_stats, reml, lower)
-    theta = lbfgsb(sub_deviance, default)
+    theta = lbfgsb(sub_deviance, default_theta(prepared.blocks))
     # L-BFGS-B can stop on a zero bound (the gradient of an even function vanishes there):
     # the projected quasi-Newton with probing settles the start
     first = minimise(sub_deviance, theta, hessian(sub_deviance, theta, sub_deviance(theta)[1]),
