@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
+from unittest.mock import patch
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline import io
 from pipeline.ingest import validate
@@ -208,3 +213,74 @@ def test_a_weak_key_makes_the_cli_exit_2(write_study: StudyWriter, tmp_path: Pat
     monkeypatch.setenv(io.KEY_ENV, "00")
     assert main(["validate", str(write_study()), "--out", str(tmp_path / "out")]) == 2
     assert "at least 128 bits" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the fast CSV writer
+
+_TEXT = st.text(alphabet=st.sampled_from(list('ab ,"\n\t=+-@é;\'0.5')), max_size=6)
+_FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                    st.sampled_from([0.0, -0.0, 1e-5, 1.5e-7, 1e15, 1e16, 5e-324, 0.1, 3.0]))
+
+
+@st.composite
+def _tables(draw: st.DrawFn) -> pd.DataFrame:
+    """Tables of the shapes the pipeline writes: floats (whole or not, missing, infinite),
+    integers, nullable integers, booleans and text with every character CSV quotes."""
+    rows = draw(st.integers(1, 12))
+    kinds = draw(st.lists(st.sampled_from(["float", "whole", "int", "Int64", "bool", "text"]),
+                          min_size=2, max_size=5))
+    columns: dict[str, object] = {}
+    for k, kind in enumerate(kinds):
+        name = draw(st.sampled_from([f"c{k}", f"c {k}", f"c,{k}", f'"c{k}"']))
+        if kind == "float":
+            columns[name] = draw(st.lists(_FLOATS, min_size=rows, max_size=rows))
+        elif kind == "whole":
+            columns[name] = [float(v) for v in draw(st.lists(
+                st.integers(-10**6, 10**6), min_size=rows, max_size=rows))]
+        elif kind == "int":
+            columns[name] = draw(st.lists(st.integers(-2**62, 2**62), min_size=rows,
+                                          max_size=rows))
+        elif kind == "Int64":
+            columns[name] = pd.array(draw(st.lists(st.one_of(st.none(), st.integers(-99, 99)),
+                                                   min_size=rows, max_size=rows)), "Int64")
+        elif kind == "bool":
+            columns[name] = draw(st.lists(st.booleans(), min_size=rows, max_size=rows))
+        else:
+            columns[name] = draw(st.lists(st.one_of(st.none(), _TEXT), min_size=rows,
+                                          max_size=rows))
+    return pd.DataFrame(columns)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_tables())
+def test_duckdb_csv_writer_gives_pandas_bytes(frame: pd.DataFrame) -> None:
+    """Large tables go through DuckDB's writer; every table must come out byte for byte as
+    pandas writes it (floats in shortest round-trip form, minimal quoting, empty NA)."""
+    with tempfile.TemporaryDirectory() as folder:
+        with patch.object(io, "FAST_CSV_ROWS", 0):
+            fast = io.write_csv(frame, Path(folder) / "fast.csv").read_bytes()
+        with patch.object(io, "FAST_CSV_ROWS", 10**12):
+            plain = io.write_csv(frame, Path(folder) / "plain.csv").read_bytes()
+    assert fast == plain
+
+
+def test_duckdb_csv_writer_is_used_only_where_it_matches_pandas() -> None:
+    safe = io._for_csv(pd.DataFrame({"a": [1.5, None], "b": ["x", ""], "c": [True, False]}))
+    assert io._duckdb_writable(safe)
+    assert not io._duckdb_writable(pd.DataFrame({"a": ["x", None]}))  # one column
+    assert not io._duckdb_writable(pd.DataFrame({"a": ["x\ry", "z"], "b": [1, 2]}))
+    assert not io._duckdb_writable(pd.DataFrame({"a": [1, "x"], "b": [1, 2]}))  # mixed
+    assert not io._duckdb_writable(pd.DataFrame({"a": [1, 2], "b": pd.Categorical(["x", "y"])}))
+
+
+def test_large_table_written_fast_has_the_same_bytes(tmp_path: Path) -> None:
+    """Above FAST_CSV_ROWS (the real threshold) the bytes are still pandas'."""
+    rng = np.random.default_rng(3)
+    n = io.FAST_CSV_ROWS + 5
+    frame = pd.DataFrame({"id": [f"p{i:06d}" for i in range(n)],
+                          "fitted": rng.normal(10, 5, n) * 10.0 ** rng.integers(-7, 17, n),
+                          "week": np.arange(n) % 17, "note": np.where(np.arange(n) % 3, "",
+                                                                        "a, \"b\"")})
+    assert io._duckdb_writable(io._for_csv(frame))
+    written = io.write_csv(frame, tmp_path / "big.csv").read_bytes()
+    assert written == io._for_csv(frame).to_csv(index=False, lineterminator="\n").encode()
