@@ -204,3 +204,35 @@ def test_the_stage_code_holds_what_this_checker_sees_it_import(stage: str) -> No
                                            "pipeline.report.stage_figures"))
                       for t in graph[m]} - covered)
     assert missing == []
+
+
+def test_imports_are_found_in_every_kind_of_nested_statement() -> None:
+    """The fingerprints follow imports inside functions, classes, ``if``/``try``/``with``/
+    ``match`` blocks and handlers, as ``ast.walk`` over the whole tree would."""
+    source = b'''
+import a
+def f():
+    if x:
+        import b
+    try:
+        from c import d
+    except ImportError:
+        import e
+    else:
+        import f2
+    finally:
+        from . import g
+class K:
+    def m(self):
+        with open("x"):
+            import h
+match y:
+    case 1:
+        import i
+text = "import j"
+'''
+    from pipeline.runner import freshness
+
+    anywhere, loaded = freshness._imports(source, "pkg.mod", False)
+    assert anywhere == {"a", "b", "c", "c.d", "e", "f2", "pkg", "pkg.g", "h", "i"}
+    assert loaded == {"a"}

@@ -16,9 +16,10 @@ and conditions come from the config).
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,14 +84,35 @@ def _names(node: ast.AST, name: str, is_package: bool) -> set[str]:
     return {base} | {f"{base}.{alias.name}" for alias in node.names}
 
 
+def _statements(tree: ast.Module) -> Iterator[ast.AST]:
+    """Every statement of ``tree``, nested ones included (in functions, classes, ``if``,
+    ``try``, ``with``, ``match``), without descending into expressions: an import is a
+    statement, and a module's expressions are most of its nodes (``ast.walk`` over them
+    made the fingerprints of a run cost seconds)."""
+    todo: list[ast.AST] = list(tree.body)
+    while todo:
+        node = todo.pop()
+        yield node
+        todo.extend(child for child in ast.iter_child_nodes(node)
+                    if isinstance(child, ast.stmt | ast.excepthandler | ast.match_case))
+
+
+@functools.lru_cache(maxsize=2048)
+def _imports(source: bytes, name: str, package: bool
+             ) -> tuple[frozenset[str], frozenset[str]]:
+    """The dotted names the module ``name`` (``source``) imports anywhere, and at module
+    level; cached on the source, so one run parses each module once."""
+    tree = ast.parse(source)
+    anywhere = frozenset(n for node in _statements(tree) for n in _names(node, name, package))
+    loaded = frozenset(n for node in tree.body for n in _names(node, name, package))
+    return anywhere, loaded
+
+
 def _imported(path: Path, name: str, modules: Mapping[str, Path]
               ) -> tuple[set[str], set[str]]:
     """The package modules that the module ``name`` (at ``path``) imports anywhere, and
     those it imports at module level (when it is loaded)."""
-    tree = ast.parse(path.read_bytes())
-    package = path.name == "__init__.py"
-    anywhere = {n for node in ast.walk(tree) for n in _names(node, name, package)}
-    loaded = {n for node in tree.body for n in _names(node, name, package)}
+    anywhere, loaded = _imports(path.read_bytes(), name, path.name == "__init__.py")
     return ({m for m in anywhere if m in modules}, {m for m in loaded if m in modules})
 
 
