@@ -292,13 +292,13 @@ def statistics(prepared: Prepared) -> Statistics | None:
     levels = []
     for a, (ks, codes) in enumerate(zip(groups, level_codes, strict=True)):
         n, z = sizes[a], columns[a]
-        rows = None if a == 0 else np.flatnonzero(codes >= 0)  # level 0 covers every row
+        # rows outside this level (code -1) are summed into a spare unit n, then dropped:
+        # the same per-unit sums, in the same order, without copying the rows that count
+        binned = np.where(codes >= 0, codes, n)
 
-        def sums(other: list[FloatArray], rows: IntArray | None = rows,
-                 codes: IntArray = codes, z: FloatArray = z, n: int = n) -> FloatArray:
-            if rows is None:
-                return _sums(codes, n, z, other)
-            return _sums(codes[rows], n, z[rows], [column[rows] for column in other])
+        def sums(other: list[FloatArray], binned: IntArray = binned, z: FloatArray = z,
+                 n: int = n) -> FloatArray:
+            return _sums(binned, n + 1, z, other)[:, :, :n]
         own = sums(list(z.T))
         up = {m: sums(list(columns[m].T)) for m in parents[a]}
         tail = sums(tail_columns)
