@@ -27,7 +27,10 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +278,8 @@ def _sha256_of(path: str, _size: int, _mtime_ns: int, _inode: int) -> str:
 
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+#: :data:`FORMULA_PREFIXES` as a regular expression (RE2, for Arrow's kernels).
+FORMULA_PATTERN: Final = "^[=+\\-@\t\r]"
 
 
 def spreadsheet_safe(series: pd.Series) -> pd.Series:
@@ -292,13 +297,27 @@ def spreadsheet_safe(series: pd.Series) -> pd.Series:
         return value
 
     try:  # one vectorised pass finds the few candidates (a cell-by-cell map was 1 s/M)
-        hits = series.str.startswith(FORMULA_PREFIXES, na=False).to_numpy(dtype=bool)
+        hits = _formula_candidates(series)
     except (AttributeError, TypeError):  # no text at all: nothing to defuse
         return series.map(safe)
     out = series.copy()
     if hits.any():
         out[hits] = series[hits].map(safe)
     return out
+
+
+def _formula_candidates(series: pd.Series) -> npt.NDArray[np.bool_]:
+    """Which cells are text starting with one of :data:`FORMULA_PREFIXES`: through Arrow's
+    string kernels when every cell is text or missing (twice as fast as pandas' ``.str``
+    on object columns), else pandas'."""
+    try:
+        text = pa.array(series, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        hits: npt.NDArray[np.bool_] = series.str.startswith(
+            FORMULA_PREFIXES, na=False).to_numpy(dtype=bool)
+        return hits
+    found = pc.match_substring_regex(text, FORMULA_PATTERN).fill_null(False)
+    return np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _for_csv(frame: pd.DataFrame) -> pd.DataFrame:

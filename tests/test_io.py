@@ -284,3 +284,14 @@ def test_large_table_written_fast_has_the_same_bytes(tmp_path: Path) -> None:
     assert io._duckdb_writable(io._for_csv(frame))
     written = io.write_csv(frame, tmp_path / "big.csv").read_bytes()
     assert written == io._for_csv(frame).to_csv(index=False, lineterminator="\n").encode()
+
+
+def test_formula_candidates_through_arrow_match_the_prefixes() -> None:
+    cells = [*(p + "x" for p in io.FORMULA_PREFIXES), "x=", "]a", "^b", "\\c", "", None,
+             float("nan"), "é", " =d"]
+    series = pd.Series(cells, dtype=object)
+    expected = series.str.startswith(io.FORMULA_PREFIXES, na=False).tolist()
+    assert io._formula_candidates(series).tolist() == expected
+    assert sum(expected) == len(io.FORMULA_PREFIXES)
+    mixed = pd.Series([1, "=x", None], dtype=object)  # not all text: pandas' path
+    assert io._formula_candidates(mixed).tolist() == [False, True, False]
