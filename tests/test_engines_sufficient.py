@@ -8,6 +8,7 @@ golden cases, and ``mixedlm``'s own optimiser on the same data.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -245,6 +246,10 @@ def test_warm_start_and_subsample_start_reach_the_same_optimum(
         assert fit.diagnostics.at[0, "optimizer"] == SUFFICIENT
         assert fit.diagnostics.at[0, "loglik"] == pytest.approx(
             reference.diagnostics.at[0, "loglik"], abs=1e-5)
+    # the diagnostics are outputs: a refit gives the same bytes (no seconds in the notes)
+    again = engines.fit(spec, frame, "mixedlm")
+    pd.testing.assert_frame_equal(again.diagnostics, cold.diagnostics)
+    assert not any(re.search(r"\d s\)", m) for m in (*cold.messages, *warm.messages))
 
 
 def test_a_fit_that_does_not_converge_takes_the_general_route(
