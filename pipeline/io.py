@@ -337,9 +337,25 @@ def _for_csv(frame: pd.DataFrame) -> pd.DataFrame:
                 out[column] = series.astype("Int64")
         elif pd.api.types.is_datetime64_any_dtype(series.dtype):
             out[column] = series.dt.strftime("%Y-%m-%d")
+        elif isinstance(series.dtype, pd.CategoricalDtype):
+            out[column] = _safe_categories(series)
         elif series.dtype == object or pd.api.types.is_string_dtype(series.dtype):
             out[column] = spreadsheet_safe(series)
     return out
+
+
+def _safe_categories(series: pd.Series) -> pd.Series:
+    """A categorical column with formula-like text categories defused (the categories, not
+    every cell, when that keeps them distinct)."""
+    categories = series.cat.categories
+    if categories.dtype != object:
+        return series
+    safe = spreadsheet_safe(pd.Series(categories, dtype=object))
+    if safe.equals(pd.Series(categories, dtype=object)):
+        return series
+    if safe.is_unique:
+        return series.cat.rename_categories(safe.tolist())
+    return spreadsheet_safe(series.astype(object))
 
 
 @contextmanager
@@ -410,7 +426,7 @@ def _duckdb_writable(frame: pd.DataFrame) -> bool:
     """Whether DuckDB writes ``frame`` exactly as pandas would: two or more uniquely named
     columns (pandas quotes the empty field of a one-column row), each float64, integer,
     nullable integer, bool, or text without carriage returns (which pandas leaves
-    unquoted)."""
+    unquoted), or categories of such text other than the empty one (which DuckDB quotes)."""
     names = [str(c) for c in frame.columns]
     if len(names) < 2 or len(set(names)) != len(names) or \
             not all(isinstance(c, str) for c in frame.columns):
@@ -421,6 +437,11 @@ def _duckdb_writable(frame: pd.DataFrame) -> bool:
         if dtype in (np.dtype(np.float64), np.dtype(bool)) or \
                 pd.api.types.is_integer_dtype(dtype):
             continue
+        if isinstance(dtype, pd.CategoricalDtype):  # DuckDB reads it as an ENUM of text
+            series = pd.Series(dtype.categories, dtype=object)
+            dtype = series.dtype
+            if series.eq("").any():
+                return False
         if dtype != np.dtype(object) or pd.api.types.infer_dtype(series, skipna=True) not in (
                 "string", "empty"):
             return False

@@ -227,8 +227,8 @@ def _tables(draw: st.DrawFn) -> pd.DataFrame:
     """Tables of the shapes the pipeline writes: floats (whole or not, missing, infinite),
     integers, nullable integers, booleans and text with every character CSV quotes."""
     rows = draw(st.integers(1, 12))
-    kinds = draw(st.lists(st.sampled_from(["float", "whole", "int", "Int64", "bool", "text"]),
-                          min_size=2, max_size=5))
+    kinds = draw(st.lists(st.sampled_from(["float", "whole", "int", "Int64", "bool", "text",
+                                           "category"]), min_size=2, max_size=5))
     columns: dict[str, object] = {}
     for k, kind in enumerate(kinds):
         name = draw(st.sampled_from([f"c{k}", f"c {k}", f"c,{k}", f'"c{k}"']))
@@ -245,6 +245,9 @@ def _tables(draw: st.DrawFn) -> pd.DataFrame:
                                                    min_size=rows, max_size=rows)), "Int64")
         elif kind == "bool":
             columns[name] = draw(st.lists(st.booleans(), min_size=rows, max_size=rows))
+        elif kind == "category":
+            columns[name] = pd.Categorical(draw(st.lists(st.one_of(st.none(), _TEXT),
+                                                         min_size=rows, max_size=rows)))
         else:
             columns[name] = draw(st.lists(st.one_of(st.none(), _TEXT), min_size=rows,
                                           max_size=rows))
@@ -270,7 +273,15 @@ def test_duckdb_csv_writer_is_used_only_where_it_matches_pandas() -> None:
     assert not io._duckdb_writable(pd.DataFrame({"a": ["x", None]}))  # one column
     assert not io._duckdb_writable(pd.DataFrame({"a": ["x\ry", "z"], "b": [1, 2]}))
     assert not io._duckdb_writable(pd.DataFrame({"a": [1, "x"], "b": [1, 2]}))  # mixed
-    assert not io._duckdb_writable(pd.DataFrame({"a": [1, 2], "b": pd.Categorical(["x", "y"])}))
+    assert io._duckdb_writable(pd.DataFrame({"a": [1, 2], "b": pd.Categorical(["x", "y"])}))
+    assert not io._duckdb_writable(pd.DataFrame({"a": [1, 2], "b": pd.Categorical(["x", ""])}))
+
+
+def test_formula_like_categories_are_defused(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"a": pd.Categorical(["=1+2", "ok", "=1+2"]), "b": [1, 2, 3],
+                          "c": pd.Categorical(["=x", "'=x", "y"])})  # defusing would merge
+    lines = io.write_csv(frame, tmp_path / "t.csv").read_text().splitlines()
+    assert lines == ["a,b,c", "'=1+2,1,'=x", "ok,2,'=x", "'=1+2,3,y"]
 
 
 def test_large_table_written_fast_has_the_same_bytes(tmp_path: Path) -> None:

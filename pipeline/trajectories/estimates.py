@@ -241,8 +241,15 @@ def phase_slopes(fit: MixedFit, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def patient_fitted(fit: MixedFit, rows: pd.DataFrame) -> pd.DataFrame:
-    """Per-patient fitted trajectories (with random effects) at each observed score."""
+    """Per-patient fitted trajectories (with random effects) at each observed score
+    (condition and format kept categorical: at registry scale this table has a row per
+    score, and text cells would cost a string object each)."""
     used = rows.loc[fit.fitted.index, ["patient_id", "condition", "format",
                                        "session_number", "weeks", "time", "score"]]
-    table = pd.concat([used.astype({"condition": str, "format": str}), fit.fitted], axis=1)
+    table = pd.concat([used, fit.fitted], axis=1)
+    for column in ("condition", "format"):
+        if isinstance(table[column].dtype, pd.CategoricalDtype):
+            table[column] = table[column].cat.remove_unused_categories()
+        else:
+            table[column] = table[column].astype(str)
     return table.reset_index(drop=True)
