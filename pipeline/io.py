@@ -426,10 +426,14 @@ def _duckdb_writable(frame: pd.DataFrame) -> bool:
     """Whether DuckDB writes ``frame`` exactly as pandas would: two or more uniquely named
     columns (pandas quotes the empty field of a one-column row), each float64, integer,
     nullable integer, bool, or text without carriage returns (which pandas leaves
-    unquoted), or categories of such text other than the empty one (which DuckDB quotes)."""
+    unquoted) or "#" (which DuckDB quotes), or categories of such text other than the empty
+    one (which DuckDB quotes too); the names non-empty, without "#", distinct regardless of
+    case."""
     names = [str(c) for c in frame.columns]
-    if len(names) < 2 or len(set(names)) != len(names) or \
-            not all(isinstance(c, str) for c in frame.columns):
+    # DuckDB's column names are case-blind (it renames "A" next to "a") and it names an
+    # empty one; it quotes text holding "#" (its comment character), pandas does not
+    if len(names) < 2 or len({n.lower() for n in names}) != len(names) or \
+            not all(isinstance(c, str) and c and "#" not in c for c in frame.columns):
         return False
     for name in names:
         series = frame[name]
@@ -445,7 +449,7 @@ def _duckdb_writable(frame: pd.DataFrame) -> bool:
         if dtype != np.dtype(object) or pd.api.types.infer_dtype(series, skipna=True) not in (
                 "string", "empty"):
             return False
-        if series.str.contains("\r", regex=False).any():
+        if series.str.contains("[\r#]", regex=True).any():
             return False
     return True
 

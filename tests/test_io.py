@@ -217,7 +217,7 @@ def test_a_weak_key_makes_the_cli_exit_2(write_study: StudyWriter, tmp_path: Pat
 
 # ---------------------------------------------------------------- the fast CSV writer
 
-_TEXT = st.text(alphabet=st.sampled_from(list('ab ,"\n\t=+-@é;\'0.5')), max_size=6)
+_TEXT = st.text(alphabet=st.sampled_from(list('ab ,"\n\t=+-@é;\'0.5#\\')), max_size=6)
 _FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
                     st.sampled_from([0.0, -0.0, 1e-5, 1.5e-7, 1e15, 1e16, 5e-324, 0.1, 3.0]))
 
@@ -231,7 +231,8 @@ def _tables(draw: st.DrawFn) -> pd.DataFrame:
                                            "category"]), min_size=2, max_size=5))
     columns: dict[str, object] = {}
     for k, kind in enumerate(kinds):
-        name = draw(st.sampled_from([f"c{k}", f"c {k}", f"c,{k}", f'"c{k}"']))
+        name = draw(st.sampled_from([f"c{k}", f"c {k}", f"c,{k}", f'"c{k}"', f"C{k}", f"c#{k}",
+                                     "c", "C", ""]))
         if kind == "float":
             columns[name] = draw(st.lists(_FLOATS, min_size=rows, max_size=rows))
         elif kind == "whole":
@@ -273,6 +274,10 @@ def test_duckdb_csv_writer_is_used_only_where_it_matches_pandas() -> None:
     assert not io._duckdb_writable(pd.DataFrame({"a": ["x", None]}))  # one column
     assert not io._duckdb_writable(pd.DataFrame({"a": ["x\ry", "z"], "b": [1, 2]}))
     assert not io._duckdb_writable(pd.DataFrame({"a": [1, "x"], "b": [1, 2]}))  # mixed
+    assert not io._duckdb_writable(pd.DataFrame({"a": ["Clinic #2", "x"], "b": [1, 2]}))
+    assert not io._duckdb_writable(pd.DataFrame({"a": [1, 2], "A": [1, 2]}))  # case-blind
+    assert not io._duckdb_writable(pd.DataFrame({"": [1, 2], "b": [1, 2]}))
+    assert not io._duckdb_writable(pd.DataFrame({"n#": [1, 2], "b": [1, 2]}))
     assert io._duckdb_writable(pd.DataFrame({"a": [1, 2], "b": pd.Categorical(["x", "y"])}))
     assert not io._duckdb_writable(pd.DataFrame({"a": [1, 2], "b": pd.Categorical(["x", ""])}))
 
