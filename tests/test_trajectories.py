@@ -82,6 +82,35 @@ def test_long_scores_rows_and_times(small: tuple[pd.DataFrame, ...]) -> None:
     assert {"therapist_id", "condition", "age", "baseline_gad7"} <= set(long.columns)
 
 
+def _long_by_merge(patients: pd.DataFrame, sessions: pd.DataFrame, po: pd.DataFrame
+                   ) -> pd.DataFrame:
+    """The long data by the textbook route (merge, sort, map): what long_scores must equal."""
+    scored = sessions.loc[(sessions["attendance"] == "attended") & sessions["phq9"].notna()]
+    long = scored.drop(columns=["attendance"]).merge(patients, on="patient_id", how="inner")
+    long = long.sort_values(["patient_id", "session_number"], kind="stable")
+    return long.reset_index(drop=True)
+
+
+def test_long_scores_joins_like_a_merge_on_awkward_rows(
+        small: tuple[pd.DataFrame, ...]) -> None:
+    """Shuffled rows, a session of an unknown patient, a missing id and a column both tables
+    have: the same rows, order and columns as merge + sort (suffixes included)."""
+    patients, sessions, po = small
+    sessions = sessions.sample(frac=1.0, random_state=4).reset_index(drop=True)
+    extra = pd.DataFrame([{**sessions.iloc[0].to_dict(), "patient_id": "P9", "phq9": 3.0,
+                           "attendance": "attended"},
+                          {**sessions.iloc[1].to_dict(), "patient_id": np.nan, "phq9": 4.0,
+                           "attendance": "attended"}])
+    sessions = pd.concat([sessions, extra], ignore_index=True).assign(note="s")
+    patients = patients.assign(note="p")
+    long = long_scores(patients, sessions, po, "phq9")
+    expected = _long_by_merge(patients, sessions, po)
+    assert list(long.columns[: len(expected.columns)]) == list(expected.columns)
+    assert {"note_x", "note_y"} <= set(long.columns)
+    pd.testing.assert_frame_equal(long[expected.columns], expected, check_dtype=False)
+    assert set(long["patient_id"]) == {"P1", "P2"}
+
+
 def test_long_scores_rejects_bad_arguments(small: tuple[pd.DataFrame, ...]) -> None:
     patients, sessions, po = small
     with pytest.raises(ValueError, match="time must be one of"):

@@ -90,19 +90,20 @@ def long_scores(patients: pd.DataFrame, sessions: pd.DataFrame,
     # and one map per column cost minutes); the same rows and order as merge + sort
     ids, labels = pd.factorize(scored["patient_id"], sort=True)
     order = np.lexsort((scored["session_number"].to_numpy(), ids))
-    long = scored.drop(columns=["attendance"]).take(order).reset_index(drop=True)
-    at = _positions(pd.Index(patients["patient_id"]), labels)[ids[order]]
-    long = long.loc[at >= 0].reset_index(drop=True)
-    at = at[at >= 0]
-    attached = patients.drop(columns=["patient_id"]).take(at).reset_index(drop=True)
-    long = pd.concat([long, attached], axis=1)
+    ranked = ids[order]
+    at = np.where(ranked >= 0, _positions(pd.Index(patients["patient_id"]), labels)[ranked],
+                  -1)  # a missing id (-1) joins no patient, as in the merge
+    joined = at >= 0
+    long = scored.drop(columns=["attendance"]).take(order[joined]).reset_index(drop=True)
+    attached = patients.drop(columns=["patient_id"]).take(at[joined]).reset_index(drop=True)
+    long = long.join(attached, lsuffix="_x", rsuffix="_y")  # a shared column: as merge does
     long["session_number"] = long["session_number"].astype(float)
     long["score"] = long[instrument].astype(float)
     long["weeks"] = (long["session_date"] - long["start_date"]).dt.days / 7.0
     long["log_weeks"] = np.log1p(long["weeks"].clip(lower=0.0))
     long["time"] = long[time]
     first = np.ones(len(long), dtype=bool)
-    patient = long["patient_id"].to_numpy()
+    patient = ranked[joined]
     first[1:] = patient[1:] != patient[:-1]  # sorted by patient: a new id starts a course
     long["is_baseline"] = first
     outcomes = patient_outcomes.set_index("patient_id")
