@@ -449,7 +449,11 @@ def _duckdb_writable(frame: pd.DataFrame) -> bool:
         if dtype != np.dtype(object) or pd.api.types.infer_dtype(series, skipna=True) not in (
                 "string", "empty"):
             return False
-        if series.str.contains("[\r#]", regex=True).any():
+        try:
+            text = pa.array(series, type=pa.string(), from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return False
+        if any(pc.any(pc.match_substring(text, c)).as_py() for c in "\r#"):
             return False
     return True
 
