@@ -11,7 +11,8 @@ reasonable reader does:
   two slices, in any table, whose whole count grids are equal, and the completeness counts
   and the patient-flow counts equal to an ``all`` x ``all`` cell);
 * what the labels mean: ``"<5"`` is 1..4; ``"*"`` is 5 or more (secondary suppression
-  hides only shown non-zero counts, so the strongest reader assumes this); counts >= 0.
+  hides only shown non-zero counts, so the strongest reader assumes this); a blank count
+  is withheld, any count >= 0; counts >= 0.
 
 For every hidden count (``"<5"`` or ``"*"``) and every small complement ``n - events``, the
 smallest and largest values consistent with all of that are found by linear programming
@@ -75,7 +76,7 @@ class _Cells:
     def add(self, name: str, truth: float, label: str | None) -> int:
         self.names.append(name)
         self.truth.append(truth)
-        if label is None:  # latent
+        if label is None or label == "":  # latent, or withheld (published blank)
             bounds, hidden = (0.0, math.inf), True
         elif label.startswith("<"):
             bounds, hidden = (1.0, float(label[1:]) - 1), True

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 
 from pipeline import config, io
 from pipeline.cli import BENCHMARK_EXAMPLE
@@ -213,8 +213,37 @@ def test_a_linear_program_that_stops_short_counts_as_pinned(
     assert mask.tolist() == [True, True, True] and left == 1
 
 
+def test_counts_the_labels_alone_pin_are_withheld() -> None:
+    """A "<5" total of four "<5" members: the labels alone make every member 1 (and the
+    total 4), so hiding cannot protect them; they are withheld (published blank, any count
+    >= 0), where every solution scales and none is pinned."""
+    values = np.array([4.0, 1.0, 1.0, 1.0, 1.0, 0.0])  # the last member shown: zero
+    hidden = np.array([True, True, True, True, True, False])
+    relations = [suppression.Relation(members=np.array([1, 2, 3, 4, 5]), total=0)]
+    assert suppression.audit_column(values, hidden, hidden, relations, 4)[1] == 5
+    mask, withheld, left = suppression.withhold_column(values, hidden, hidden, relations, 4)
+    assert left == 0
+    assert withheld.tolist() == [True] * 5 + [False] and mask.tolist() == hidden.tolist()
+    safe = np.array([20.0, 3.0, 17.0])  # a hidden pair under a shown total: nothing withheld
+    pair = [suppression.Relation(members=np.array([1, 2]), total=0)]
+    _mask, withheld, left = suppression.withhold_column(
+        safe, np.array([False, True, True]), np.array([False, True, False]), pair, 4)
+    assert not withheld.any() and left == 0
+
+
+#: Found by hypothesis in CI: five patients, sparse assessments, two formats and
+#: conditions; the labels alone pinned 17 small counts (36 recovered by the attacker).
+LABELS_PIN = StudyShape(
+    n_patients=5, instruments=("phq9", "gad7"), formats=("individual", "group"),
+    therapists="recorded", group_ids_missing=False, followups="after", schedule="sparse",
+    n_sessions=1, sparse_numbered_by_week=False, scoring="full", missed_sessions=False,
+    endings="mixed", conditions=("major_depression", "dysthymia"), n_sites=1,
+    maintenance=False, arms=0, improvement="mixed", relapses=True, seed=0)
+
+
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(shape=study_shapes())
+@example(shape=LABELS_PIN)
 def test_attacker_recovers_no_hidden_count_of_generated_studies(shape: StudyShape) -> None:
     assume(currently_valid(shape))
     with tempfile.TemporaryDirectory() as tmp:

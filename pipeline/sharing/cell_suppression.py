@@ -229,18 +229,55 @@ def audit_column(values: npt.ArrayLike, hidden: npt.ArrayLike, primary: npt.Arra
     frees it is hidden (the smallest candidate if none of the :data:`TRIALS` smallest does
     alone), and the check repeats.
     Hiding only widens the feasible set, so each count is settled once. Returns the hidden
-    mask and the number of small counts left pinned (0 unless nothing was left to hide).
+    mask and the number of small counts left pinned (0 unless nothing was left to hide;
+    :func:`withhold_column` withholds those instead).
     """
+    mask, _withheld, left = _audit(values, hidden, primary, relations, high, latent, False)
+    return mask, left
+
+
+def withhold_column(values: npt.ArrayLike, hidden: npt.ArrayLike, primary: npt.ArrayLike,
+                    relations: Sequence[Relation], high: int,
+                    latent: npt.ArrayLike | None = None
+                    ) -> tuple[BoolArray, BoolArray, int]:
+    r""":func:`audit_column` with a last resort: a small count still pinned when no shown
+    non-zero cell is left to hide is *withheld*, with every hidden cell it is bound
+    through, and those cells are published blank (any count :math:`\ge 0`, not
+    ``"<N"`` or ``"*"``).
+
+    Why that protects: with nothing left to hide, every shown cell of those relations is
+    zero, so the relations over the withheld cells are homogeneous,
+    :math:`\sum_i s_i x_i = 0`; with only :math:`x \ge 0` known, :math:`t x` is a solution
+    for every :math:`t \ge 0`, and no non-zero count is pinned. (In a study of a handful
+    of patients the labels themselves can pin: a ``"<5"`` total of four ``"<5"`` members
+    makes each member 1.)
+
+    Returns the hidden mask, the withheld mask (a subset of it) and the number of small
+    counts left pinned (0 but for relations that are inconsistent).
+    """
+    return _audit(values, hidden, primary, relations, high, latent, True)
+
+
+def _audit(values: npt.ArrayLike, hidden: npt.ArrayLike, primary: npt.ArrayLike,
+           relations: Sequence[Relation], high: int, latent: npt.ArrayLike | None,
+           withhold: bool) -> tuple[BoolArray, BoolArray, int]:
     cells = np.asarray(values, dtype=float)
     mask = np.asarray(hidden, dtype=bool).copy()
     small = np.asarray(primary, dtype=bool)
-    unseen = _flags(latent, len(cells))
+    unseen = _flags(latent, len(cells)).copy()
+    withheld = np.zeros(len(cells), dtype=bool)
     index = _Index(relations)
     left = 0
     for target in (int(c) for c in np.flatnonzero(mask & small)):
         while _pinned(target, cells, mask, small, index, high, unseen):
             options = _candidates(target, cells, mask, index)
             if not options:
+                if withhold and not withheld[target]:
+                    bound = [target, *(c for i in index.reach(target, mask)
+                                       for c, _s in index.terms[i] if mask[c])]
+                    withheld[bound] = True
+                    unseen[bound] = True  # published blank: the reader knows only >= 0
+                    continue
                 left += 1
                 break
             choice = options[0]
@@ -251,4 +288,4 @@ def audit_column(values: npt.ArrayLike, hidden: npt.ArrayLike, primary: npt.Arra
                     choice = option
                     break
             mask[choice] = True
-    return mask, left
+    return mask, withheld, left

@@ -61,6 +61,7 @@ from pipeline.sharing.cell_suppression import (
     Relation,
     audit_column,
     protect_cells,
+    withhold_column,
 )
 
 # pipeline.audit.review runs the quick pass on its own relations.
@@ -80,6 +81,7 @@ __all__ = [
     "margin_relations",
     "protect_cells",
     "protect_tables",
+    "withhold_column",
 ]
 
 log = logging.getLogger(__name__)
@@ -305,28 +307,31 @@ class SuppressionSummary:
 
 
 def _solve(values: FloatArray, latent: BoolArray, relations: Sequence[Relation],
-           high: int) -> tuple[BoolArray, int]:
-    """Primary, quick secondary pass and the joint check of one connected group."""
+           high: int) -> tuple[BoolArray, BoolArray, int]:
+    """Primary, quick secondary pass and the joint check of one connected group (with
+    withholding as the last resort, :func:`withhold_column`)."""
     primary = (values >= 1) & (values <= high)
     if not primary.any():
-        return latent.copy(), 0
+        return latent.copy(), np.zeros(len(values), dtype=bool), 0
     exact = [r for r in relations if values[r.members].sum() == values[r.total]]
     hidden = _secondary(values, primary, exact, high, latent)
-    return audit_column(values, hidden, primary, exact, high, latent)
+    return withhold_column(values, hidden, primary, exact, high, latent)
 
 
-def _hidden_cells(system: _System, high: int) -> tuple[BoolArray, int]:
-    """Which cells to hide: equal cells collapsed (:func:`_collapse`), then each connected
-    group of quantities solved on its own (:func:`_solve`)."""
+def _hidden_cells(system: _System, high: int) -> tuple[BoolArray, BoolArray, int]:
+    """Which cells to hide, and which of them to withhold (publish blank): equal cells
+    collapsed (:func:`_collapse`), then each connected group of quantities solved on its
+    own (:func:`_solve`)."""
     values = np.concatenate(system.values)
     latent = np.concatenate(system.latent)
     if len(values) == 0:
-        return latent, 0
+        return latent, np.zeros(0, dtype=bool), 0
     canonical, relations, unseen = _collapse(len(values), system.relations, latent)
     quantities = np.zeros(len(unseen))
     quantities[canonical] = values
     group = _components(len(unseen), relations)
     hidden = unseen.copy()
+    withheld = np.zeros(len(unseen), dtype=bool)
     pinned = 0
     by_group: dict[int, list[Relation]] = {}
     for relation in relations:
@@ -337,9 +342,10 @@ def _hidden_cells(system: _System, high: int) -> tuple[BoolArray, int]:
         local[cells] = np.arange(len(cells))
         mapped = [Relation(local[r.members], int(local[r.total]))
                   for r in by_group.get(int(g), [])]
-        hidden[cells], left = _solve(quantities[cells], unseen[cells], mapped, high)
+        hidden[cells], withheld[cells], left = _solve(quantities[cells], unseen[cells],
+                                                      mapped, high)
         pinned += left
-    return hidden[canonical] | latent, pinned
+    return hidden[canonical] | latent, withheld[canonical] & ~latent, pinned
 
 
 def _blank(column: pd.Series, rows: BoolArray) -> pd.Series:
@@ -349,10 +355,10 @@ def _blank(column: pd.Series, rows: BoolArray) -> pd.Series:
 
 
 def _apply(frame: pd.DataFrame, spec: CountTable, system: _System, name: str,
-           hidden: BoolArray, high: int) -> pd.DataFrame:
-    """Labels ``"<N"`` (hidden small counts) and ``"*"`` (secondary); derived columns
-    blanked and ``suppressed`` True in every row with a hidden count or a small
-    complement."""
+           hidden: BoolArray, high: int, withheld: BoolArray | None = None) -> pd.DataFrame:
+    """Labels ``"<N"`` (hidden small counts) and ``"*"`` (secondary), blank for withheld
+    counts (any count >= 0: :func:`withhold_column`); derived columns blanked and
+    ``suppressed`` True in every row with a hidden count or a small complement."""
     shared = frame.copy()
     size = len(frame)
     rows = np.zeros(size, dtype=bool)
@@ -363,7 +369,9 @@ def _apply(frame: pd.DataFrame, spec: CountTable, system: _System, name: str,
         values = _counts(frame, column)
         mask = hidden[start:start + size]
         small = (values >= 1) & (values <= high)
-        labels = np.where(small, f"<{high + 1}", SECONDARY)
+        labels = np.where(small, f"<{high + 1}", SECONDARY).astype(object)
+        if withheld is not None:
+            labels[withheld[start:start + size]] = None
         shared[column] = frame[column].astype(object).where(~mask, pd.Series(labels,
                                                                               frame.index))
         rows |= mask
@@ -406,7 +414,7 @@ def protect_tables(tables: Mapping[str, pd.DataFrame], specs: Mapping[str, Count
         return {}, SuppressionSummary()
     system = _build(frames, specs)
     system.relations.extend(_link_repeated(system, _labels(frames, specs)))
-    hidden, pinned = _hidden_cells(system, high)
+    hidden, withheld, pinned = _hidden_cells(system, high)
     values = np.concatenate(system.values)
     latent = np.concatenate(system.latent)
     primary = (values >= 1) & (values <= high) & ~latent
@@ -414,7 +422,10 @@ def protect_tables(tables: Mapping[str, pd.DataFrame], specs: Mapping[str, Count
                                  pinned)
     if pinned:
         log.warning("suppression: %d small counts could not be protected", pinned)
-    shared = {name: _apply(frame, specs[name], system, name, hidden, high)
+    if withheld.any():
+        log.info("suppression: %d counts withheld (published blank): the labels alone "
+                 "would pin a small count", int(withheld.sum()))
+    shared = {name: _apply(frame, specs[name], system, name, hidden, high, withheld)
               for name, frame in frames.items()}
     for name, frame in tables.items():
         shared[name].index = frame.index
