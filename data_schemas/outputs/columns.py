@@ -24,7 +24,7 @@ TOLERANCE: Final = 1e-9
 KINDS: Final = {
     "text": "text",
     "count": "whole number >= 0",
-    "shared_count": "whole number >= 0, or `<5` / `*` when suppressed",
+    "shared_count": "whole number >= 0, `<5` / `*` when suppressed, blank when withheld",
     "integer": "whole number",
     "rate": "proportion in [0, 1]",
     "number": "number",
@@ -82,9 +82,11 @@ def integer(description: str, *, nullable: bool = False, required: bool = True) 
     return _column("Int64", "integer", description, nullable=nullable, required=required)
 
 
-def shared_count(description: str, *, nullable: bool = False, required: bool = True,
+def shared_count(description: str, *, nullable: bool = True, required: bool = True,
                  name: str | None = None) -> pa.Column:
-    """A count of a protected table: a whole number >= 0, or ``<5`` / ``*`` when hidden."""
+    """A count of a protected table: a whole number >= 0, ``<5`` / ``*`` when hidden, or
+    blank when withheld (where the labels alone would pin a small count:
+    ``pipeline.sharing.cell_suppression.withhold_column``)."""
     check = pa.Check(is_shared_count, element_wise=True, name="count_or_suppressed",
                      error="a whole number >= 0, or <5 / * when suppressed")
     return _column(None, "shared_count", description, nullable=nullable, required=required,
