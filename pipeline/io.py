@@ -350,8 +350,9 @@ def _safe_categories(series: pd.Series) -> pd.Series:
     categories = series.cat.categories
     if categories.dtype != object:
         return series
-    safe = spreadsheet_safe(pd.Series(categories, dtype=object))
-    if safe.equals(pd.Series(categories, dtype=object)):
+    text = pd.Series(categories, dtype=object)
+    safe = spreadsheet_safe(text)
+    if safe.equals(text):
         return series
     if safe.is_unique:
         return series.cat.rename_categories(safe.tolist())

@@ -355,7 +355,7 @@ def _blank(column: pd.Series, rows: BoolArray) -> pd.Series:
 
 
 def _apply(frame: pd.DataFrame, spec: CountTable, system: _System, name: str,
-           hidden: BoolArray, high: int, withheld: BoolArray | None = None) -> pd.DataFrame:
+           hidden: BoolArray, high: int, withheld: BoolArray) -> pd.DataFrame:
     """Labels ``"<N"`` (hidden small counts) and ``"*"`` (secondary), blank for withheld
     counts (any count >= 0: :func:`withhold_column`); derived columns blanked and
     ``suppressed`` True in every row with a hidden count or a small complement."""
@@ -370,8 +370,7 @@ def _apply(frame: pd.DataFrame, spec: CountTable, system: _System, name: str,
         mask = hidden[start:start + size]
         small = (values >= 1) & (values <= high)
         labels = np.where(small, f"<{high + 1}", SECONDARY).astype(object)
-        if withheld is not None:
-            labels[withheld[start:start + size]] = None
+        labels[withheld[start:start + size]] = None
         shared[column] = frame[column].astype(object).where(~mask, pd.Series(labels,
                                                                               frame.index))
         rows |= mask

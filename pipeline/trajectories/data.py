@@ -107,7 +107,7 @@ def long_scores(patients: pd.DataFrame, sessions: pd.DataFrame,
     first[1:] = patient[1:] != patient[:-1]  # sorted by patient: a new id starts a course
     long["is_baseline"] = first
     outcomes = patient_outcomes.set_index("patient_id")
-    row = _positions(outcomes.index, pd.Index(long["patient_id"]))
+    row = _positions(outcomes.index, labels)[patient]  # each distinct id looked up once
     for name in outcome_instruments(outcomes):  # the instruments in force and in the data
         long[f"baseline_{name}"] = _at(outcomes[f"{name}_baseline"], row).astype(float)
     for flag in FLAGS:
